@@ -1,0 +1,1 @@
+"""The wire schemas: protobuf records, the FlatBuffers envelope, the field catalog."""

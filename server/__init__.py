@@ -1,0 +1,1 @@
+"""The mTLS ingest server that vehicles stream to."""

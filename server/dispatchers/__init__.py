@@ -1,0 +1,1 @@
+"""Dispatchers: where decoded records go (one module per backend)."""

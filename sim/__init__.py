@@ -1,0 +1,1 @@
+"""Simulators: vehicles that stream as cars do."""
