@@ -1,0 +1,190 @@
+"""One vehicle connection's protocol logic, free of sockets.
+
+The transport feeds whole WebSocket messages in; the session answers through the
+`Link` it was given (send a reply, pause reading) and hands records to dispatch queues.
+Everything here runs synchronously inside the read callback: nothing awaits a backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fleetwire.server.dispatchers.base import DispatchQueue, Record
+from fleetwire.server.envelope import FrameError, decode_frame, encode_ack, encode_error
+from fleetwire.server.identity import Identity
+from fleetwire.server.metrics import ServerMetrics
+from fleetwire.server.ratelimit import TokenBucket
+from fleetwire.server.records import RecordError, connectivity_record, decode_record
+
+RATE_LIMITED = b"rate limit exceeded"
+SENDER_MISMATCH = b"sender id does not match the client certificate"
+
+
+class Link(Protocol):
+    """What a session needs of its transport."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def hold(self, queue: DispatchQueue) -> None:
+        """Stop reading this vehicle until `queue` has room again (back-pressure)."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one record type goes: every queue gets it; the ack waits for `confirm` if set."""
+
+    queues: tuple[DispatchQueue, ...]
+    confirm: DispatchQueue | None = None
+
+
+@dataclass
+class Router:
+    """Record type → route, keyed by the topic bytes as they arrive on the wire."""
+
+    routes: Mapping[str, Route]
+    by_topic: dict[bytes, tuple[str, Route]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_topic = {name.encode(): (name, route) for name, route in self.routes.items()}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    limit: int
+    interval: float
+
+
+class Session:
+    """Decodes, checks, dispatches and acknowledges one vehicle's messages."""
+
+    __slots__ = (
+        "identity", "connection_id", "network_interface", "_router", "_metrics", "_link",
+        "_limiter", "_clock", "_vin_bytes", "_sender_bytes",
+    )
+
+    def __init__(
+        self,
+        identity: Identity,
+        connection_id: str,
+        network_interface: str,
+        router: Router,
+        metrics: ServerMetrics,
+        link: Link,
+        rate_limit: RateLimit | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.connection_id = connection_id
+        self.network_interface = network_interface
+        self._router = router
+        self._metrics = metrics
+        self._link = link
+        self._clock = clock
+        self._limiter = (
+            TokenBucket(rate_limit.limit, rate_limit.interval, clock()) if rate_limit else None
+        )
+        self._vin_bytes = identity.vin.encode()
+        self._sender_bytes = identity.sender_id.encode()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def opened(self) -> None:
+        self._connectivity("CONNECTED")
+
+    def closed(self) -> None:
+        self._connectivity("DISCONNECTED")
+
+    def _connectivity(self, status: str) -> None:
+        entry = self._router.routes.get("connectivity")
+        if entry is None:
+            return
+        now = self._clock()
+        payload = connectivity_record(
+            self.identity.vin, self.connection_id, status, self.network_interface, now
+        )
+        message, payload = decode_record("connectivity", payload, self.identity.vin)
+        self._dispatch("connectivity", entry, self._record("connectivity", b"", payload, message, now, now), None)
+
+    # -- messages --------------------------------------------------------------------
+
+    def message(self, data: bytes) -> None:
+        """Handle one complete binary WebSocket message."""
+        metrics = self._metrics
+        try:
+            frame = decode_frame(data)
+        except FrameError as exc:
+            metrics.error(exc.reason)
+            self._link.send(encode_error(exc.txid))
+            return
+        now = self._clock()
+        limiter = self._limiter
+        if limiter is not None and not limiter.allow(now):
+            metrics.error("rate_limited")
+            self._link.send(encode_error(frame.txid, RATE_LIMITED))
+            return
+        routed = self._router.by_topic.get(frame.topic)
+        if routed is None:
+            sender = frame.sender_id
+            if sender and sender != self._sender_bytes and sender != self._vin_bytes:
+                metrics.error("sender_mismatch")
+                self._link.send(encode_error(frame.txid, SENDER_MISMATCH))
+                return
+            metrics.unrouted_total.labels(frame.topic.decode("utf-8", "replace")).inc()
+            self._ack(frame.txid, frame.topic)
+            return
+        record_type, route = routed
+        try:
+            message, payload = decode_record(record_type, frame.payload, self.identity.vin)
+        except RecordError as exc:
+            metrics.error(exc.reason)
+            self._link.send(encode_error(frame.txid))
+            return
+        created = float(frame.created_at) if frame.created_at else now
+        record = self._record(record_type, frame.txid, payload, message, created, now)
+        metrics.record(record_type)
+        if route.confirm is None:
+            self._dispatch(record_type, route, record, None)
+            self._ack(frame.txid, frame.topic)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        txid, topic = frame.txid, frame.topic
+        waiter.add_done_callback(lambda fut: self._confirmed(fut, txid, topic))
+        self._dispatch(record_type, route, record, waiter)
+
+    def _record(
+        self, record_type: str, txid: bytes, payload: bytes, message: object, created: float, now: float
+    ) -> Record:
+        return Record(
+            record_type=record_type,
+            vin=self.identity.vin,
+            client_type=self.identity.client_type,
+            txid=txid.decode("utf-8", "replace"),
+            connection_id=self.connection_id,
+            payload=payload,
+            message=message,
+            created_at=created,
+            received_at=now,
+        )
+
+    def _dispatch(
+        self, record_type: str, route: Route, record: Record, waiter: asyncio.Future[None] | None
+    ) -> None:
+        for queue in route.queues:
+            accepted = queue.offer(record, waiter if queue is route.confirm else None)
+            if not accepted:
+                self._link.hold(queue)
+
+    def _ack(self, txid: bytes, topic: bytes) -> None:
+        self._metrics.acks_total.inc()
+        self._link.send(encode_ack(txid, topic))
+
+    def _confirmed(self, fut: asyncio.Future[None], txid: bytes, topic: bytes) -> None:
+        """A reliable dispatcher stored (or finally failed) the record: ack only on success."""
+        if fut.cancelled() or fut.exception() is not None:
+            self._metrics.error("dispatch_failed")
+            return
+        self._ack(txid, topic)

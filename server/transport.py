@@ -1,0 +1,197 @@
+"""The asyncio shell around `Session`: picows WebSocket listeners over uvloop TLS.
+
+One listener per vehicle. It learns who is connecting from the verified client
+certificate, feeds whole binary messages to the session, pauses reading while a
+dispatch queue is over its bound, and reports connects and disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+)
+
+from fleetwire.server.dispatchers.base import DispatchQueue
+from fleetwire.server.envelope import MAX_MESSAGE_BYTES, encode_error
+from fleetwire.server.identity import Identity, IdentityError, identify
+from fleetwire.server.metrics import ServerMetrics
+from fleetwire.server.session import RateLimit, Router, Session
+
+log = logging.getLogger("fleetwire.server")
+
+# A frame larger than this closes the connection; up to it, an oversize message still
+# gets an error reply and the connection survives.
+MAX_FRAME_BYTES = 8 * MAX_MESSAGE_BYTES
+
+
+@dataclass(frozen=True)
+class VinPolicy:
+    """Which VINs may stream: an allow list (empty = everyone) minus a deny list."""
+
+    allow: frozenset[str] = frozenset()
+    deny: frozenset[str] = frozenset()
+
+    def refusal(self, vin: str) -> str | None:
+        if vin in self.deny:
+            return "vin_denied"
+        if self.allow and vin not in self.allow:
+            return "vin_not_allowed"
+        return None
+
+
+@dataclass
+class ServerState:
+    """What every connection shares."""
+
+    router: Router
+    metrics: ServerMetrics
+    vin_policy: VinPolicy
+    rate_limit: RateLimit | None
+    identify: Callable[[bytes], Identity] = identify
+
+
+class VehicleListener(WSListener):
+    """picows listener for one vehicle connection."""
+
+    def __init__(self, state: ServerState, connection_id: str, network_interface: str) -> None:
+        super().__init__()
+        self._state = state
+        self._connection_id = connection_id
+        self._network_interface = network_interface
+        self._transport: WSTransport | None = None
+        self._session: Session | None = None
+        self._fragments: list[bytes] | None = None
+        self._fragment_size = 0
+        self._paused = False
+
+    # -- Link ------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.send(WSMsgType.BINARY, data)
+
+    def hold(self, queue: DispatchQueue) -> None:
+        if self._paused or self._transport is None:
+            return
+        self._paused = True
+        self._state.metrics.paused_connections.inc()
+        self._transport.underlying_transport.pause_reading()
+        asyncio.get_running_loop().create_task(self._resume_when_room(queue))
+
+    async def _resume_when_room(self, queue: DispatchQueue) -> None:
+        try:
+            await queue.wait_for_room()
+        finally:
+            self._paused = False
+            self._state.metrics.paused_connections.dec()
+            if self._transport is not None:
+                self._transport.underlying_transport.resume_reading()
+
+    # -- picows callbacks ------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        state = self._state
+        ssl_object = transport.underlying_transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            self._refuse(transport, "no_client_certificate")
+            return
+        try:
+            identity = state.identify(der)
+        except IdentityError as exc:
+            self._refuse(transport, exc.reason)
+            return
+        reason = state.vin_policy.refusal(identity.vin)
+        if reason is not None:
+            self._refuse(transport, reason, identity.vin)
+            return
+        self._transport = transport
+        state.metrics.connections_active.inc()
+        state.metrics.connections_total.labels(identity.client_type).inc()
+        self._session = Session(
+            identity,
+            self._connection_id,
+            self._network_interface,
+            state.router,
+            state.metrics,
+            self,
+            state.rate_limit,
+        )
+        self._session.opened()
+
+    def _refuse(self, transport: WSTransport, reason: str, vin: str = "") -> None:
+        self._state.metrics.refused_total.labels(reason).inc()
+        log.warning("refused connection %s%s: %s", self._connection_id, f" (VIN {vin})" if vin else "", reason)
+        transport.send_close(WSCloseCode.POLICY_VIOLATION, reason.encode())
+        transport.disconnect()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        session = self._session
+        if session is None:
+            return
+        msg_type = frame.msg_type
+        if msg_type is WSMsgType.BINARY:
+            if frame.fin:
+                session.message(frame.get_payload_as_bytes())
+            else:
+                self._fragments = [frame.get_payload_as_bytes()]
+                self._fragment_size = frame.payload_size
+        elif msg_type is WSMsgType.CONTINUATION:
+            if self._fragments is None:
+                return
+            self._fragment_size += frame.payload_size
+            if self._fragment_size > MAX_FRAME_BYTES:
+                self._fragments = None
+                transport.send_close(WSCloseCode.MESSAGE_TOO_BIG)
+                transport.disconnect()
+                return
+            if self._fragment_size <= MAX_MESSAGE_BYTES or frame.fin:
+                self._fragments.append(frame.get_payload_as_bytes())
+            if frame.fin:
+                parts, self._fragments = self._fragments, None
+                if self._fragment_size > MAX_MESSAGE_BYTES:
+                    self._state.metrics.error("oversize")
+                    self.send(encode_error(b""))
+                else:
+                    session.message(b"".join(parts))
+        elif msg_type is WSMsgType.TEXT:
+            self._state.metrics.error("text_frame")
+            transport.send_close(WSCloseCode.UNSUPPORTED_DATA, b"binary frames only")
+            transport.disconnect()
+        elif msg_type is WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        session, self._session = self._session, None
+        self._transport = None
+        if session is not None:
+            self._state.metrics.connections_active.dec()
+            session.closed()
+
+
+def listener_factory(state: ServerState) -> Callable[[WSUpgradeRequest], object]:
+    """Route upgrade requests: `/status` answers `mtls ok`, every other path streams."""
+
+    def factory(request: WSUpgradeRequest) -> object:
+        if request.path == b"/status":
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(b"mtls ok"), None)
+        headers = request.headers
+        connection_id = headers.get("X-TXID") or str(uuid.uuid4())
+        interface = headers.get("X-Network-Interface", "")
+        return VehicleListener(state, connection_id, interface)
+
+    return factory
