@@ -6,7 +6,11 @@ attribute lookup and one locked add.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from fleetwire.server.dispatchers.base import Record
 
 
 class ServerMetrics:
@@ -74,3 +78,21 @@ class ServerMetrics:
         if child is None:
             child = self._errors[reason] = self.errors_total.labels(reason)
         child.inc()
+
+
+class QueueMetrics:
+    """Feeds dispatch-queue events into `ServerMetrics` (a `QueueObserver`)."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._m = metrics
+
+    def published(self, dispatcher: str, batch: Sequence[Record], now: float) -> None:
+        if batch:
+            # The oldest record of the batch waited longest: that is the latency users feel.
+            self._m.dispatch_latency.labels(dispatcher).observe(max(0.0, now - batch[0].received_at))
+
+    def dropped(self, dispatcher: str, count: int) -> None:
+        self._m.dispatch_dropped.labels(dispatcher).inc(count)
+
+    def failed(self, dispatcher: str, error: BaseException) -> None:
+        self._m.dispatch_failures.labels(dispatcher).inc()

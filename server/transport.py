@@ -24,6 +24,7 @@ from picows import (
     WSUpgradeResponseWithListener,
 )
 
+from fleetwire.server.config import VinPolicy
 from fleetwire.server.dispatchers.base import DispatchQueue
 from fleetwire.server.envelope import MAX_MESSAGE_BYTES, encode_error
 from fleetwire.server.identity import Identity, IdentityError, identify
@@ -35,21 +36,6 @@ log = logging.getLogger("fleetwire.server")
 # A frame larger than this closes the connection; up to it, an oversize message still
 # gets an error reply and the connection survives.
 MAX_FRAME_BYTES = 8 * MAX_MESSAGE_BYTES
-
-
-@dataclass(frozen=True)
-class VinPolicy:
-    """Which VINs may stream: an allow list (empty = everyone) minus a deny list."""
-
-    allow: frozenset[str] = frozenset()
-    deny: frozenset[str] = frozenset()
-
-    def refusal(self, vin: str) -> str | None:
-        if vin in self.deny:
-            return "vin_denied"
-        if self.allow and vin not in self.allow:
-            return "vin_not_allowed"
-        return None
 
 
 @dataclass
@@ -114,9 +100,8 @@ class VehicleListener(WSListener):
         except IdentityError as exc:
             self._refuse(transport, exc.reason)
             return
-        reason = state.vin_policy.refusal(identity.vin)
-        if reason is not None:
-            self._refuse(transport, reason, identity.vin)
+        if not state.vin_policy.allows(identity.vin):
+            self._refuse(transport, "vin_not_allowed", identity.vin)
             return
         self._transport = transport
         state.metrics.connections_active.inc()

@@ -1,0 +1,185 @@
+"""The server process: wires config, TLS, dispatch queues, listeners and side ports.
+
+`TelemetryServer` is usable in-process (tests, the demo) and by `fleetwire serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from picows import ws_create_server
+from prometheus_client import start_http_server
+
+from fleetwire.server.config import ServerConfig
+from fleetwire.server.dispatchers.base import Dispatcher, DispatchQueue
+from fleetwire.server.dispatchers.registry import build_queues
+from fleetwire.server.metrics import QueueMetrics, ServerMetrics
+from fleetwire.server.session import RateLimit, Route, Router
+from fleetwire.server.tls import CertificateReloader, server_context
+from fleetwire.server.transport import MAX_FRAME_BYTES, ServerState, listener_factory
+
+log = logging.getLogger("fleetwire.server")
+
+# Small on purpose: idle vehicles dominate, and picows grows the buffer when a big frame arrives.
+READ_BUFFER_BYTES = 2048
+
+
+def build_router(config: ServerConfig, queues: Mapping[str, DispatchQueue]) -> Router:
+    """Record type → the queues of its dispatchers and the one whose confirmation gates acks."""
+    routes = {}
+    for record_type, names in config.records.items():
+        reliable = config.reliable_ack_sources.get(record_type)
+        routes[record_type] = Route(
+            queues=tuple(queues[name] for name in names),
+            confirm=queues[reliable] if reliable else None,
+        )
+    return Router(routes)
+
+
+@dataclass
+class Ports:
+    vehicles: int
+    status: int | None
+    metrics: int | None
+
+
+class TelemetryServer:
+    """The ingest server: `await start()`, then `await stop()` (or `serve_forever()`)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        dispatchers: dict[str, Dispatcher] | None = None,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or ServerMetrics()
+        self.queues = build_queues(config, dispatchers, observer=QueueMetrics(self.metrics))
+        self.ssl_context: ssl.SSLContext | None = None
+        self.ports: Ports | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._metrics_http: object | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> Ports:
+        cfg = self.config
+        tls = cfg.tls
+        if tls.ca_file is None:
+            raise ValueError("tls.ca_file is required: vehicles are identified by their client certificate")
+        self.ssl_context = server_context(tls.server_cert, tls.server_key, tls.ca_file)
+        for queue in self.queues.values():
+            await queue.start()
+        rate = cfg.rate_limit
+        state = ServerState(
+            router=build_router(cfg, self.queues),
+            metrics=self.metrics,
+            vin_policy=cfg.vins,
+            rate_limit=RateLimit(rate.message_limit, rate.message_interval_time) if rate.enabled else None,
+        )
+        server = await ws_create_server(
+            listener_factory(state),
+            cfg.host,
+            cfg.port,
+            ssl=self.ssl_context,
+            max_frame_size=MAX_FRAME_BYTES,
+            read_buffer_init_size=READ_BUFFER_BYTES,
+            websocket_handshake_timeout=10,
+            ssl_handshake_timeout=10,
+            backlog=4096,
+        )
+        self._servers.append(server)
+        vehicles_port = server.sockets[0].getsockname()[1]
+        status_port = None
+        if cfg.status_port is not None:
+            status = await asyncio.start_server(_status_handler, cfg.host, cfg.status_port)
+            self._servers.append(status)
+            status_port = status.sockets[0].getsockname()[1]
+        metrics_port = None
+        mon = cfg.monitoring
+        if mon.prometheus_metrics_port is not None:
+            http, _thread = start_http_server(
+                mon.prometheus_metrics_port, mon.prometheus_metrics_host or "0.0.0.0", self.metrics.registry
+            )
+            self._metrics_http = http
+            metrics_port = http.server_port
+        self._tasks.append(asyncio.create_task(self._watch_certificate(), name="certificate-reload"))
+        self._tasks.append(asyncio.create_task(self._sample_queues(), name="queue-depth"))
+        self.ports = Ports(vehicles_port, status_port, metrics_port)
+        log.info(
+            "listening for vehicles on %s:%d (status %s, metrics %s)",
+            cfg.host, vehicles_port, status_port, metrics_port,
+        )
+        return self.ports
+
+    async def _watch_certificate(self) -> None:
+        assert self.ssl_context is not None
+        tls = self.config.tls
+        reloader = CertificateReloader(self.ssl_context, tls.server_cert, tls.server_key)
+        while True:
+            await asyncio.sleep(tls.reload_interval_seconds)
+            outcome = reloader.check()
+            if outcome is None:
+                continue
+            result, detail = outcome
+            self.metrics.certificate_reloads.labels(result).inc()
+            if result == "reloaded":
+                log.info("server certificate reloaded (%s); connected vehicles keep streaming", detail)
+            else:
+                log.error("server certificate not reloaded: %s", detail)
+
+    async def _sample_queues(self) -> None:
+        gauges = {name: self.metrics.queue_depth.labels(name) for name in self.queues}
+        while True:
+            for name, queue in self.queues.items():
+                gauges[name].set(queue.qsize)
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        """Stop accepting, close connections, then drain the queues within their timeout."""
+        for task in self._tasks:
+            task.cancel()
+        for server in self._servers:
+            server.close()
+            if hasattr(server, "close_clients"):
+                server.close_clients()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 5)
+            except TimeoutError:
+                pass
+        timeout = self.config.dispatch.close_timeout_seconds
+        await asyncio.gather(*(queue.close(timeout) for queue in self.queues.values()))
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()  # type: ignore[attr-defined]
+            self._metrics_http.server_close()  # type: ignore[attr-defined]
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("shutting down")
+        await self.stop()
+
+
+async def _status_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Plain-HTTP liveness on `status_port`: any request gets 200 `ok`."""
+    try:
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+        pass
+    finally:
+        writer.close()
