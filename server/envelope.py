@@ -27,6 +27,7 @@ which any FlatBuffers reader, including verifying ones, accepts.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,7 +62,9 @@ _u16x2 = struct.Struct("<HH").unpack_from
 _u16x7 = struct.Struct("<7H").unpack_from  # vtable header + 5 slots, in one read
 _pack_u32 = struct.Struct("<I").pack
 # Readers of the first k field slots of a vtable, k = 0 .. the schema's slot count.
-_SLOTS = tuple(struct.Struct(f"<{k}H").unpack_from for k in range(_STREAM_SLOTS + 1))
+_SLOTS: tuple[Callable[[bytes, int], tuple[int, ...]], ...] = tuple(
+    struct.Struct(f"<{k}H").unpack_from for k in range(_STREAM_SLOTS + 1)
+)
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")  # indexed by len % 4: bytes up to a 4-byte boundary
 
 
@@ -115,7 +118,7 @@ def _fields(data: bytes, n: int, table: int, count: int) -> tuple[int, ...]:
     vsize, tsize = _u16x2(data, vtable)
     if vsize < 4 or vsize & 1 or vtable + vsize > n or table + tsize > n:
         raise _Malformed("vtable or table runs past the buffer")
-    present = (vsize - 4) >> 1
+    present: int = (vsize - 4) >> 1
     if present >= count:
         return _SLOTS[count](data, vtable + 4)
     return _SLOTS[present](data, vtable + 4) + (0,) * (count - present)
@@ -368,7 +371,7 @@ def encode_stream(
     parts: list[bytes | bytearray | memoryview] = [b""]
     rel: list[int] = []
     at = _STREAM_DATA
-    for slot, vec in zip(_STREAM_SLOT_AT, vectors):
+    for slot, vec in zip(_STREAM_SLOT_AT, vectors, strict=True):
         size = len(vec)
         rel.append(at - slot)
         parts += (_pack_u32(size), vec, _PAD[size & 3])

@@ -11,16 +11,14 @@ from __future__ import annotations
 import random
 import struct
 import timeit
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import flatbuffers
 import pytest
 from flatbuffers import encode, number_types, packer
 from flatbuffers.table import Table
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from fleetwire.server.envelope import (
     MAX_MESSAGE_BYTES,
     Frame,
@@ -32,6 +30,8 @@ from fleetwire.server.envelope import (
     encode_error,
     encode_stream,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ENV_SLOTS = {"txid": 0, "topic": 1, "message_type": 2, "message": 3, "message_id": 4}
 STREAM_SLOTS = {
@@ -42,6 +42,7 @@ STREAM_VECTORS = ("sender_id", "payload", "device_type", "device_id")
 ENV_VECTORS = ("txid", "topic", "message_id")
 
 small_bytes = st.binary(max_size=48)
+STREAM_TYPE: st.SearchStrategy[int | None] = st.just(4)
 maybe_bytes = st.none() | small_bytes
 
 
@@ -138,7 +139,7 @@ def build(spec: Spec) -> bytes:
 
 
 @st.composite
-def specs(draw: st.DrawFn, message_type: st.SearchStrategy[int | None] = st.just(4)) -> Spec:
+def specs(draw: st.DrawFn, message_type: st.SearchStrategy[int | None] = STREAM_TYPE) -> Spec:
     return Spec(
         txid=draw(maybe_bytes),
         topic=draw(maybe_bytes),
@@ -169,10 +170,10 @@ def lib_vector(tab: Table, slot: int) -> bytes | None:
     return bytes(tab.Bytes[start : start + tab.VectorLen(off)])
 
 
-def lib_read(buf: bytes) -> dict[str, object]:
+def lib_read(buf: bytes) -> dict[str, Any]:
     """Everything in an envelope, read with the library's Table."""
     env = Table(bytearray(buf), encode.Get(packer.uoffset, buf, 0))
-    out: dict[str, object] = {
+    out: dict[str, Any] = {
         "txid": lib_vector(env, 0),
         "topic": lib_vector(env, 1),
         "message_type": env.GetSlot(4 + 2 * 2, 0, number_types.Uint8Flags),
@@ -480,7 +481,8 @@ def test_fuzz_truncations_flips_and_overwrites(spec: Spec, data: st.DataObject) 
     must_not_escape(decode_reply, bytes(flipped))
     overwritten = bytearray(buf)
     at = data.draw(st.integers(0, len(buf) - 4))
-    struct.pack_into("<I", overwritten, at, data.draw(st.sampled_from([0, 1, 2, 3, 4, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]) | st.integers(0, 2**32 - 1)))
+    edge = st.sampled_from([0, 1, 2, 3, 4, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+    struct.pack_into("<I", overwritten, at, data.draw(edge | st.integers(0, 2**32 - 1)))
     must_not_escape(decode_frame, bytes(overwritten))
     must_not_escape(decode_reply, bytes(overwritten))
 
