@@ -113,8 +113,8 @@ class UnknownFieldError(ValueError):
         self.suggestion = suggestion
         if isinstance(field, int):
             message = f"unknown field number {field}: Field numbers run from 1 to {max(BY_NUMBER)}"
-        elif field == _PLACEHOLDER:
-            message = f"{field!r} is the schema's placeholder value 0, not a streamable field"
+        elif field == _ZERO_NAME:
+            message = f"{field!r} is the enum's zero value (unset), not a streamable field"
         else:
             message = f"unknown field {field!r}"
             if suggestion is not None:
@@ -150,7 +150,7 @@ def _build() -> tuple[FieldInfo, ...]:
 FIELDS: tuple[FieldInfo, ...] = _build()
 BY_NAME: Mapping[str, FieldInfo] = MappingProxyType({info.name: info for info in FIELDS})
 BY_NUMBER: Mapping[int, FieldInfo] = MappingProxyType({info.number: info for info in FIELDS})
-_PLACEHOLDER = BY_NUMBER[0].name
+_ZERO_NAME = BY_NUMBER[0].name
 _BY_FOLDED_NAME: Mapping[str, str] = MappingProxyType({name.casefold(): name for name in BY_NAME})
 
 
@@ -166,7 +166,7 @@ def _suggest(name: str) -> str | None:
 
 
 def field_by_name(name: str) -> FieldInfo:
-    """Look a field up by its exact enum name (including the placeholder `Unknown`)."""
+    """Look a field up by its exact enum name (including `Unknown`, the zero value)."""
     info = BY_NAME.get(name)
     if info is None:
         raise UnknownFieldError(name, _suggest(name))
@@ -182,7 +182,7 @@ def field_by_number(number: int) -> FieldInfo:
 
 
 def validate_field_name(name: str) -> FieldInfo:
-    """Resolve a field name from a user's configuration, refusing the placeholder value 0."""
+    """Resolve a field name from a user's configuration, refusing the zero value `Unknown`."""
     info = field_by_name(name)
     if info.number == 0:
         raise UnknownFieldError(name)

@@ -173,9 +173,9 @@ def test_validate_field_name_without_close_match() -> None:
     assert isinstance(caught.value, ValueError)
 
 
-def test_validate_field_name_refuses_placeholder() -> None:
+def test_validate_field_name_refuses_zero_value() -> None:
     assert field_by_name("Unknown").number == 0
-    with pytest.raises(UnknownFieldError, match="placeholder"):
+    with pytest.raises(UnknownFieldError, match="zero value"):
         validate_field_name("Unknown")
 
 
