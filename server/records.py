@@ -1,0 +1,268 @@
+"""Record decoding and transforms, free of I/O: protobuf bytes in, (message, bytes) out.
+
+Every record the server dispatches passes through `decode_record`, so the common case
+(the vehicle already put its own VIN in the record and nothing needs rewriting) costs a
+parse, a string comparison and a few literal-led byte scans of the raw record, and hands
+back the very bytes object it was given. Only a record that must change is re-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Literal
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from fleetwire.proto import (
+    vehicle_alert_pb2,
+    vehicle_connectivity_pb2,
+    vehicle_data_pb2,
+    vehicle_error_pb2,
+)
+
+__all__ = [
+    "LOCATION_FIELDS",
+    "MILLISECONDS_THRESHOLD",
+    "RECORD_TYPES",
+    "RecordError",
+    "connectivity_record",
+    "decode_record",
+    "fixed_point",
+    "parse_location",
+    "to_dict",
+    "to_json",
+]
+
+RECORD_TYPES: Mapping[str, type[Message]] = MappingProxyType({
+    "V": vehicle_data_pb2.Payload,
+    "alerts": vehicle_alert_pb2.VehicleAlerts,
+    "errors": vehicle_error_pb2.VehicleErrors,
+    "connectivity": vehicle_connectivity_pb2.VehicleConnectivity,
+})
+
+# Fields whose value is a position: older firmware sends them as "(lat N, lon W)" strings.
+LOCATION_FIELDS = frozenset(
+    v.number for v in vehicle_data_pb2.Field.DESCRIPTOR.values if v.name.endswith("Location")
+)
+# Seconds at or above this are out of Timestamp's range (10,000 years): the vehicle sent milliseconds.
+MILLISECONDS_THRESHOLD = 315_576_000_000
+
+_UNSIGNED = r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_LOCATION = re.compile(rf"\(\s*({_UNSIGNED})\s*([NS]),\s*({_UNSIGNED})\s*([EW])\s*\)", re.ASCII)
+# A bare "1234e5" may be part of a hex hash, so without a decimal point the exponent needs a sign.
+_SCIENTIFIC = re.compile(r"[+-]?(?:(?:\d+\.\d*|\.\d+)[eE][+-]?\d+|\d+[eE][+-]\d+)", re.ASCII)
+# Byte patterns, one of which a string matching either pattern above must contain. The raw
+# record is scanned for them so that a record needing no transform is never walked datum by
+# datum; each starts with a literal, which lets the regex engine skip ahead with memchr.
+_comma_after_hemisphere = re.compile(rb",(?<=[NS],)").search
+_dotted_exponent = re.compile(rb"\.\d*[eE][+-]?\d").search
+_plus_exponent = re.compile(rb"\+(?<=\d[eE]\+)\d").search
+_minus_exponent = re.compile(rb"-(?<=\d[eE]-)\d").search
+
+_Payload = vehicle_data_pb2.Payload
+
+
+class RecordError(Exception):
+    """A record the server cannot process; the vehicle gets an error reply.
+
+    `reason` is a short metrics label ("protobuf", "record_type").
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def parse_location(text: str) -> tuple[float, float] | None:
+    """Read "(37.412374 N, 122.145867 W)" as (latitude, longitude), south and west negative.
+
+    Returns None for anything else, including positions off the globe, so the string is kept.
+    """
+    match = _LOCATION.fullmatch(text)
+    if match is None:
+        return None
+    lat_text, lat_hemisphere, lon_text, lon_hemisphere = match.groups()
+    latitude = float(lat_text)
+    longitude = float(lon_text)
+    if not (latitude <= 90.0 and longitude <= 180.0):
+        return None
+    if lat_hemisphere == "S":
+        latitude = -latitude
+    if lon_hemisphere == "W":
+        longitude = -longitude
+    return latitude, longitude
+
+
+def fixed_point(text: str) -> str | None:
+    """Rewrite a number in scientific notation as fixed-point with 5 decimals ("1.2e-05" → "0.00001").
+
+    Returns None when `text` is not scientific notation or does not fit a double.
+    """
+    if _SCIENTIFIC.fullmatch(text) is None:
+        return None
+    value = float(text)
+    if not math.isfinite(value):
+        return None
+    return f"{value:.5f}"
+
+
+def _may_transform(payload: bytes) -> bool:
+    return bool(
+        _comma_after_hemisphere(payload)
+        or _dotted_exponent(payload)
+        or _plus_exponent(payload)
+        or _minus_exponent(payload)
+    )
+
+
+def _transform_payload(message: vehicle_data_pb2.Payload) -> bool:
+    changed = False
+    for datum in message.data:
+        value = datum.value
+        if value.WhichOneof("value") != "string_value":
+            continue
+        text = value.string_value
+        if datum.key in LOCATION_FIELDS:
+            position = parse_location(text)
+            if position is not None:
+                location = value.location_value
+                location.SetInParent()
+                location.latitude, location.longitude = position
+                changed = True
+                continue
+        fixed = fixed_point(text)
+        if fixed is not None and fixed != text:
+            value.string_value = fixed
+            changed = True
+    return changed
+
+
+def _milliseconds_to_timestamp(timestamp: Timestamp) -> bool:
+    milliseconds = timestamp.seconds
+    if milliseconds < MILLISECONDS_THRESHOLD:
+        return False
+    seconds, remainder = divmod(milliseconds, 1000)
+    timestamp.seconds = seconds
+    timestamp.nanos = remainder * 1_000_000
+    return True
+
+
+def _transform_alerts(message: vehicle_alert_pb2.VehicleAlerts) -> bool:
+    changed = False
+    for alert in message.alerts:
+        if alert.HasField("started_at") and _milliseconds_to_timestamp(alert.started_at):
+            changed = True
+        if alert.HasField("ended_at") and _milliseconds_to_timestamp(alert.ended_at):
+            changed = True
+    return changed
+
+
+def _parse(record_type: str, cls: type[Message], payload: bytes) -> Any:
+    try:
+        return cls.FromString(payload)
+    except DecodeError as exc:
+        raise RecordError("protobuf", f"undecodable {record_type!r} record: {exc}") from None
+
+
+def _decode_v(payload: bytes, vin: str) -> tuple[Message, bytes]:
+    message = _parse("V", _Payload, payload)
+    changed = message.vin != vin
+    if changed:
+        message.vin = vin
+    if _may_transform(payload) and _transform_payload(message):
+        changed = True
+    return message, message.SerializeToString() if changed else payload
+
+
+def _decode_alerts(payload: bytes, vin: str) -> tuple[Message, bytes]:
+    message = _parse("alerts", vehicle_alert_pb2.VehicleAlerts, payload)
+    changed = message.vin != vin
+    if changed:
+        message.vin = vin
+    if _transform_alerts(message):
+        changed = True
+    return message, message.SerializeToString() if changed else payload
+
+
+def _vin_only(record_type: str, cls: type[Message]) -> Callable[[bytes, str], tuple[Message, bytes]]:
+    def decode(payload: bytes, vin: str) -> tuple[Message, bytes]:
+        message = _parse(record_type, cls, payload)
+        if message.vin == vin:
+            return message, payload
+        message.vin = vin
+        return message, message.SerializeToString()
+
+    return decode
+
+
+_DECODERS: dict[str, Callable[[bytes, str], tuple[Message, bytes]]] = {
+    "V": _decode_v,
+    "alerts": _decode_alerts,
+    "errors": _vin_only("errors", vehicle_error_pb2.VehicleErrors),
+    "connectivity": _vin_only("connectivity", vehicle_connectivity_pb2.VehicleConnectivity),
+}
+
+
+def decode_record(record_type: str, payload: bytes, vin: str) -> tuple[Message, bytes]:
+    """Parse a record, apply its transforms and stamp the certificate's VIN into it.
+
+    The VIN inside a record is whatever the sender wrote; only the certificate's is trusted.
+    Returns the message and its encoding: `payload` itself when nothing changed.
+    """
+    decoder = _DECODERS.get(record_type)
+    if decoder is None:
+        raise RecordError(
+            "record_type", f"no schema for record type {record_type!r} (known: {', '.join(RECORD_TYPES)})"
+        )
+    return decoder(payload, vin)
+
+
+_STATUSES: Mapping[str, int] = MappingProxyType({
+    "CONNECTED": vehicle_connectivity_pb2.CONNECTED,
+    "DISCONNECTED": vehicle_connectivity_pb2.DISCONNECTED,
+})
+
+
+def connectivity_record(
+    vin: str,
+    connection_id: str,
+    status: Literal["CONNECTED", "DISCONNECTED"],
+    network_interface: str,
+    now: float,
+) -> bytes:
+    """Encode the connectivity event the server emits when a vehicle connects or disconnects."""
+    try:
+        event = _STATUSES[status]
+    except KeyError:
+        raise ValueError(f"connectivity status must be CONNECTED or DISCONNECTED, not {status!r}") from None
+    seconds = math.floor(now)
+    nanos = round((now - seconds) * 1_000_000_000)  # the fraction alone: now * 1e9 would lose precision
+    if nanos == 1_000_000_000:
+        seconds, nanos = seconds + 1, 0
+    message = vehicle_connectivity_pb2.VehicleConnectivity(
+        vin=vin,
+        connection_id=connection_id,
+        status=event,
+        created_at=Timestamp(seconds=seconds, nanos=nanos),
+        network_interface=network_interface,
+    )
+    return message.SerializeToString()
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    """Protobuf-JSON as a dict: camelCase keys, enum names, fields at their defaults included.
+
+    Defaults are included because consumers of the reference server's JSON expect every key.
+    """
+    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+
+
+def to_json(message: Message) -> bytes:
+    """Compact UTF-8 protobuf-JSON, what backends get with `transmit_decoded_records`."""
+    return json.dumps(to_dict(message), separators=(",", ":"), ensure_ascii=False).encode()
