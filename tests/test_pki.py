@@ -18,6 +18,7 @@ from cryptography.x509.verification import (
     Store,
     VerificationError,
 )
+from fleetwire.server.identity import Identity, identify
 
 from fleetwire.pki import (
     VEHICLE_ISSUER_CN,
@@ -207,7 +208,9 @@ def test_openssl_mtls_handshake_with_the_test_fleet(tmp_path: Path) -> None:
 
     for host in ("localhost", "127.0.0.1"):
         server = _handshake(server_ctx, client_ctx, host)
-        assert server.getpeercert(binary_form=True) == vehicle.cert_der
+        peer = server.getpeercert(binary_form=True)
+        assert peer == vehicle.cert_der
+        assert identify(peer) == Identity("5YJ3E1EA7JF000003", "vehicle_device")
 
     stranger = make_vehicle_cert(make_ca(VEHICLE_ISSUER_CN), "5YJ3E1EA7JF000004")
     write_bundle(stranger, tmp_path / "x.pem", tmp_path / "x.key")
