@@ -39,13 +39,67 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from fleetwire.demo import run_demo
+
+    _setup_logging("warning")
+    ok = uvloop.run(run_demo(vehicles=args.vehicles, seconds=args.seconds, rate=args.rate))
+    return 0 if ok else 1
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+
+    import uvloop
+
+    from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, test_vin
+
+    async def run() -> dict[str, object]:
+        vins = [test_vin(i) for i in range(args.vehicles)]
+        certs = issue_vehicle_certs(args.vehicle_ca_cert, args.vehicle_ca_key, vins, args.cert_dir)
+        fleet = Fleet(args.url, args.server_ca, certs, fields=args.fields.split(","))
+        connected = await fleet.connect()
+        await fleet.stream(rate=args.rate, duration=args.duration, record_types=args.record_types.split(","))
+        await fleet.drain(timeout=10)
+        await fleet.close()
+        return {**fleet.summary().as_dict(), "connected": connected}
+
+    _setup_logging("warning")
+    summary = uvloop.run(run())
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["acked"] == summary["sent"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    from fleetwire.sim.vehicle import DEFAULT_FIELDS
+
     parser = argparse.ArgumentParser(prog="fleetwire", description="Self-hosted vehicle telemetry streaming.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the mTLS ingest server")
     serve.add_argument("--config", required=True, type=Path, help="config.json (the reference server's format)")
     serve.set_defaults(func=_serve)
+
+    sim = sub.add_parser("simulate", help="stream from simulated vehicles to a server")
+    sim.add_argument("--url", required=True, help="wss://HOST:PORT/")
+    sim.add_argument("--server-ca", required=True, type=Path, help="the `ca` the vehicles trust (PEM)")
+    sim.add_argument("--vehicle-ca-cert", required=True, type=Path, help="CA that issues the vehicles' certificates")
+    sim.add_argument("--vehicle-ca-key", required=True, type=Path)
+    sim.add_argument("--cert-dir", type=Path, default=Path("sim-certs"), help="where vehicle certificates are kept")
+    sim.add_argument("--vehicles", type=int, default=10)
+    sim.add_argument("--rate", type=float, default=1.0, help="records per second per vehicle")
+    sim.add_argument("--duration", type=float, default=10.0, help="seconds")
+    sim.add_argument("--fields", default=",".join(DEFAULT_FIELDS), help="comma-separated Field names")
+    sim.add_argument("--record-types", default="V", help="comma-separated, cycled: V,alerts,errors")
+    sim.set_defaults(func=_simulate)
+
+    demo = sub.add_parser("demo", help="run the server and simulated vehicles on loopback, then summarize")
+    demo.add_argument("--vehicles", type=int, default=5)
+    demo.add_argument("--seconds", type=float, default=4.0)
+    demo.add_argument("--rate", type=float, default=2.0, help="records per second per vehicle")
+    demo.set_defaults(func=_demo)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__import__("fleetwire").__version__) or 0)

@@ -38,9 +38,9 @@ def field_value(name: str, rng: random.Random, legacy_strings: bool = False) -> 
             value.location_value.latitude = lat
             value.location_value.longitude = lon
     elif name == "Gear":
-        value.shift_state_value = rng.choice((1, 2, 3, 4))
+        value.shift_state_value = rng.choice((2, 3, 4, 5))  # P R N D
     elif name in ("ChargeState", "DetailedChargeState"):
-        value.detailed_charge_state_value = rng.choice((1, 2, 3, 4))
+        value.detailed_charge_state_value = rng.choice((1, 3, 4, 5))
     elif name in ("Locked", "SentryMode", "FastChargerPresent", "ChargeEnableRequest"):
         value.boolean_value = rng.random() < 0.5
     elif name in ("Odometer",):
