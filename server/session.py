@@ -133,7 +133,7 @@ class Session:
                 metrics.error("sender_mismatch")
                 self._link.send(encode_error(frame.txid, SENDER_MISMATCH))
                 return
-            metrics.unrouted_total.labels(frame.topic.decode("utf-8", "replace")).inc()
+            metrics.unrouted[frame.topic.decode("utf-8", "replace")] += 1
             self._ack(frame.txid, frame.topic)
             return
         record_type, route = routed
@@ -145,7 +145,7 @@ class Session:
             return
         created = float(frame.created_at) if frame.created_at else now
         record = self._record(record_type, frame.txid, payload, message, created, now)
-        metrics.record(record_type)
+        metrics.records[record_type] += 1
         if route.confirm is None:
             self._dispatch(record_type, route, record, None)
             self._ack(frame.txid, frame.topic)
@@ -179,7 +179,7 @@ class Session:
                 self._link.hold(queue)
 
     def _ack(self, txid: bytes, topic: bytes) -> None:
-        self._metrics.acks_total.inc()
+        self._metrics.acks += 1
         self._link.send(encode_ack(txid, topic))
 
     def _confirmed(self, fut: asyncio.Future[None], txid: bytes, topic: bytes) -> None:
