@@ -1,0 +1,1 @@
+"""The Kubernetes operator: certificates, the managed server, vehicle configuration."""
