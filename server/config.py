@@ -324,7 +324,7 @@ def parse_config(data: Any, base_dir: Path) -> tuple[ServerConfig, list[str]]:
     config = ServerConfig(
         tls=_tls(root),
         host=root.string("host", DEFAULT_HOST),
-        port=root.port("port", DEFAULT_PORT),
+        port=root.port("port", DEFAULT_PORT) or DEFAULT_PORT,
         status_port=root.port("status_port", None),
         use_default_eng_ca=root.boolean("use_default_eng_ca", False),
         namespace=root.string("namespace", ""),
@@ -394,7 +394,7 @@ _TOP_LEVEL_KEYS = (
 def _records(root: _Reader) -> dict[str, tuple[str, ...]]:
     section = root.section("records", required=False)
     records: dict[str, tuple[str, ...]] = {}
-    for record_type, value in section.data.items():
+    for record_type in section.data:
         key = section.key(record_type)
         if record_type not in RECORD_TYPES:
             raise ConfigError(key, f"unknown record type {record_type!r}; expected one of "

@@ -6,8 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-
-from fleetwire.server.dispatchers.base import DispatchError, Dispatcher, DispatchQueue, Record
+from fleetwire.server.dispatchers.base import Dispatcher, DispatchError, DispatchQueue, Record
 
 
 def record(n: int, record_type: str = "V") -> Record:

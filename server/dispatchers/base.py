@@ -10,6 +10,7 @@ instead of stalling every connection the way a synchronous publish would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -203,12 +204,10 @@ class DispatchQueue:
         if task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 task.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await task
-                except asyncio.CancelledError:
-                    pass
         leftover = self._inflight + list(self._items)
         self._inflight = []
         self._items.clear()

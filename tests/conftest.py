@@ -1,0 +1,307 @@
+"""Shared pytest fixtures and helpers, one section per component; append new sections below."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# ======================================================================================
+# MQTT broker (Debian's mosquitto) on loopback
+# ======================================================================================
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_listening(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def _mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.access(p, os.X_OK)), None
+    )
+
+
+class Mosquitto:
+    """A mosquitto broker on 127.0.0.1:`port` with on-disk persistence in `workdir`.
+
+    `stop()` ends it with SIGTERM (it saves its database, as a broker being restarted
+    does), `kill()` with SIGKILL; `start()` brings it back on the same port with the
+    same database. `passwords` (user → password) turns anonymous access off.
+    """
+
+    def __init__(self, binary: str, workdir: Path, passwords: dict[str, str] | None = None) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_file = workdir / "mosquitto.log"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "persistence true",
+            f"persistence_location {workdir}/",
+            # Run as root, mosquitto drops to user "mosquitto", which cannot write here.
+            f"user {getpass.getuser()}",
+            "max_queued_messages 100000",
+        ]
+        if passwords:
+            password_file = workdir / "passwords"
+            password_file.write_text("")
+            for user, password in passwords.items():
+                subprocess.run(
+                    [shutil.which("mosquitto_passwd") or "mosquitto_passwd", "-b", str(password_file), user, password],
+                    check=True, capture_output=True,
+                )
+            lines += ["allow_anonymous false", f"password_file {password_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        self.config_file = workdir / "mosquitto.conf"
+        self.config_file.write_text("\n".join(lines) + "\n")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        assert not self.running
+        log = self.log_file.open("ab")
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.config_file)], stdout=log, stderr=log)
+        log.close()
+        if not _wait_listening(self.port, 10):
+            self.stop()
+            raise RuntimeError(f"mosquitto did not start; log:\n{self.log_file.read_text()}")
+
+    def stop(self) -> None:
+        self._end(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._end(signal.SIGKILL)
+
+    def _end(self, sig: signal.Signals) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+MosquittoFactory = Callable[..., Mosquitto]
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
+    """Makes started brokers: `mosquitto_factory(passwords=None) -> Mosquitto`; all are
+    stopped at the end of the test."""
+    binary = _mosquitto_binary()
+    if binary is None:
+        pytest.skip("mosquitto is not installed (`make test` installs it: apt-get install mosquitto)")
+    brokers: list[Mosquitto] = []
+
+    def make(passwords: dict[str, str] | None = None) -> Mosquitto:
+        workdir = tmp_path / f"mosquitto-{len(brokers)}"
+        workdir.mkdir()
+        broker = Mosquitto(binary, workdir, passwords)
+        brokers.append(broker)
+        broker.start()
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.kill()
+
+
+@pytest.fixture
+def mosquitto(mosquitto_factory: MosquittoFactory) -> Mosquitto:
+    """A started anonymous mosquitto broker on a free loopback port."""
+    return mosquitto_factory()
+
+
+# ======================================================================================
+# Ingest server end to end: test PKI, an in-process server, a recording dispatcher
+# ======================================================================================
+
+import asyncio  # noqa: E402
+import dataclasses  # noqa: E402
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest_asyncio  # noqa: E402
+from fleetwire.pki import FleetPki, load_bundle, make_test_fleet_pki, make_vehicle_cert, write_bundle  # noqa: E402
+from fleetwire.server.app import Ports, TelemetryServer  # noqa: E402
+from fleetwire.server.config import parse_config  # noqa: E402
+from fleetwire.server.dispatchers.base import Record  # noqa: E402
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Async tests run on asyncio's default loop; a module may name another factory in
+    `ASYNCIO_LOOP_FACTORY` (the server tests use uvloop, as `fleetwire serve` does)."""
+    module = getattr(item, "module", None)
+    factory = getattr(module, "ASYNCIO_LOOP_FACTORY", None) or asyncio.new_event_loop
+    return {getattr(factory, "__module__", "asyncio").split(".")[0]: factory}
+
+
+class RecordingDispatcher:
+    """An in-memory dispatcher: keeps every record it is given.
+
+    `hold()` makes `publish` wait until `release()`; `wait_for(n)` waits until `n`
+    records (of `record_type`, if given) arrived.
+    """
+
+    def __init__(self, name: str = "logger") -> None:
+        self.name = name
+        self.records: list[Record] = []
+        self.publishing = 0  # publish calls currently waiting on the gate
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._arrived = asyncio.Event()
+
+    def hold(self) -> None:
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self, batch: Sequence[Record]) -> None:
+        self.publishing += 1
+        try:
+            await self._gate.wait()
+        finally:
+            self.publishing -= 1
+        self.records.extend(batch)
+        self._arrived.set()
+
+    async def close(self) -> None:
+        self._gate.set()
+
+    def of_type(self, record_type: str) -> list[Record]:
+        return [r for r in self.records if r.record_type == record_type]
+
+    async def wait_for(self, count: int, record_type: str | None = None, timeout: float = 5.0) -> list[Record]:
+        """The records (of `record_type`) once at least `count` arrived; fails on timeout."""
+
+        def matching() -> list[Record]:
+            return self.records if record_type is None else self.of_type(record_type)
+
+        async def enough() -> None:
+            while len(matching()) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        await asyncio.wait_for(enough(), timeout)
+        return matching()
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """A started `TelemetryServer` on loopback, its ports and the vehicles' URL."""
+
+    server: TelemetryServer
+    ports: Ports
+    url: str
+    recorder: RecordingDispatcher
+    pki: FleetPki
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the server's registry, 0.0 when it was never set."""
+        value = self.server.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    def vehicle_cert(self, vin: str, **kwargs: Any) -> tuple[Path, Path]:
+        """A client certificate for `vin` from the fleet's vehicle CA (see `issue_vehicle_cert`)."""
+        return issue_vehicle_cert(self.pki, vin, **kwargs)
+
+
+def issue_vehicle_cert(pki: FleetPki, vin: str, **kwargs: Any) -> tuple[Path, Path]:
+    """Certificate and key files for `vin`, signed by the fleet's issuing CA ("Tesla
+    Issuing CA"); `kwargs` go to `make_vehicle_cert` (ou, eku_oid)."""
+    directory = pki.directory / "vehicles"
+    directory.mkdir(exist_ok=True)
+    n = len(list(directory.glob("*.pem")))
+    ca = load_bundle(pki.vehicle_ca_cert, pki.vehicle_ca_key)
+    return write_bundle(make_vehicle_cert(ca, vin, **kwargs), directory / f"{n}.pem", directory / f"{n}.key")
+
+
+ServerFactory = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+def fleet_pki(tmp_path: Path) -> FleetPki:
+    """A fresh test fleet PKI: vehicle CAs the server trusts, a server certificate for
+    localhost and 127.0.0.1, and the CA vehicles trust it by."""
+    return make_test_fleet_pki(tmp_path / "pki")
+
+
+def server_config_data(pki: FleetPki, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A configuration file's content for a loopback server: V, alerts and errors go to
+    the logger; sections in `overrides` replace the defaults' whole."""
+    data: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "status_port": free_port(),
+        "namespace": "test",
+        "tls": {"server_cert": str(pki.server_cert), "server_key": str(pki.server_key), "ca_file": str(pki.ca_file)},
+        "records": {"V": ["logger"], "alerts": ["logger"], "errors": ["logger"]},
+        "monitoring": {"prometheus_metrics_port": free_port(), "prometheus_metrics_host": "127.0.0.1"},
+    }
+    data.update(overrides or {})
+    return data
+
+
+@pytest_asyncio.fixture
+async def running_server(fleet_pki: FleetPki) -> AsyncIterator[ServerFactory]:
+    """Starts servers: `await running_server(overrides=None, *, recorder=None, replace=None)`.
+
+    `overrides` are top-level configuration keys (parsed like a file); `replace` sets
+    fields of the parsed `ServerConfig` (for settings the file format refuses). Every
+    dispatcher name in use is served by `recorder` (a fresh `RecordingDispatcher` by
+    default). All servers are stopped at the end of the test.
+    """
+    started: list[TelemetryServer] = []
+
+    async def start(
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        recorder: RecordingDispatcher | None = None,
+        replace: Mapping[str, Any] | None = None,
+    ) -> RunningServer:
+        config, _warnings = parse_config(server_config_data(fleet_pki, overrides), fleet_pki.directory)
+        if replace:
+            config = dataclasses.replace(config, **replace)
+        recorder = recorder or RecordingDispatcher()
+        server = TelemetryServer(config, dispatchers={name: recorder for name in config.dispatchers_in_use()})
+        ports = await server.start()
+        started.append(server)
+        return RunningServer(server, ports, f"wss://127.0.0.1:{ports.vehicles}/", recorder, fleet_pki)
+
+    yield start
+    for server in started:
+        await server.stop()
+

@@ -1,0 +1,109 @@
+"""The logger dispatcher: one JSON line per record, one write and one flush per batch."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from fleetwire.proto import vehicle_connectivity_pb2, vehicle_data_pb2
+from fleetwire.server.config import parse_config
+from fleetwire.server.dispatchers import logger as logger_module
+from fleetwire.server.dispatchers.base import Dispatcher, DispatchError, Record
+from fleetwire.server.dispatchers.logger import LoggerDispatcher
+from fleetwire.server.records import to_dict
+
+VIN = "5YJ3E1EA7KF000001"
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.flushes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def vehicle_record(n: int) -> Record:
+    message = vehicle_data_pb2.Payload(vin=VIN)
+    message.created_at.seconds = 1_700_000_000 + n
+    datum = message.data.add(key=vehicle_data_pb2.VehicleSpeed)
+    datum.value.float_value = 12.5 + n
+    loc = message.data.add(key=vehicle_data_pb2.Location)
+    loc.value.location_value.latitude = 37.41
+    loc.value.location_value.longitude = -122.14
+    gear = message.data.add(key=vehicle_data_pb2.Gear)
+    gear.value.shift_state_value = vehicle_data_pb2.ShiftStateD
+    payload = message.SerializeToString()
+    return Record("V", VIN, "vehicle_device", f"tx-{n}", "conn-1", payload, message,
+                  1_700_000_000.0 + n, 1_700_000_000.25 + n)
+
+
+def connectivity_record() -> Record:
+    message = vehicle_connectivity_pb2.VehicleConnectivity(
+        vin=VIN, connection_id="conn-1", status=vehicle_connectivity_pb2.CONNECTED, network_interface="wifi"
+    )
+    return Record("connectivity", VIN, "vehicle_device", "", "conn-1", message.SerializeToString(), message,
+                  1.0, 1.0)
+
+
+def test_is_a_dispatcher() -> None:
+    assert isinstance(LoggerDispatcher(io.StringIO()), Dispatcher)
+
+
+async def test_one_line_per_record_one_write_per_batch() -> None:
+    stream = CountingStream()
+    dispatcher = LoggerDispatcher(stream)
+    await dispatcher.start()
+    batch = [vehicle_record(n) for n in range(5)] + [connectivity_record()]
+    await dispatcher.publish(batch)
+    assert (stream.writes, stream.flushes) == (1, 1)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 6
+    first = json.loads(lines[0])
+    assert first == {
+        "record_type": "V", "vin": VIN, "txid": "tx-0", "client_type": "vehicle_device",
+        "created_at": 1_700_000_000.0, "received_at": 1_700_000_000.25, "size": len(batch[0].payload),
+    }
+    assert json.loads(lines[5])["record_type"] == "connectivity"
+    await dispatcher.close()
+
+
+async def test_data_is_the_protobuf_json_when_asked() -> None:
+    stream = io.StringIO()
+    dispatcher = LoggerDispatcher(stream, include_data=True)
+    record = vehicle_record(1)
+    await dispatcher.publish([record, connectivity_record()])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2  # the data stays on its record's line
+    data = json.loads(lines[0])["data"]
+    assert data == to_dict(record.message)
+    assert data["vin"] == VIN and data["data"][0]["key"] == "VehicleSpeed"  # camelCase, enum names
+    assert data["data"][1]["value"]["locationValue"] == {"latitude": 37.41, "longitude": -122.14}
+    assert json.loads(lines[1])["data"]["status"] == "CONNECTED"
+
+
+async def test_failed_write_is_a_dispatch_error() -> None:
+    stream = io.StringIO()
+    stream.close()
+    with pytest.raises(DispatchError):
+        await LoggerDispatcher(stream).publish([vehicle_record(0)])
+
+
+@pytest.mark.parametrize(
+    ("extra", "include_data"),
+    [({}, False), ({"logger": {"verbose": True}}, True), ({"transmit_decoded_records": True}, True)],
+)
+def test_create_follows_the_config(tmp_path: Path, extra: dict[str, object], include_data: bool) -> None:
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).write_text("x")
+    data = {"tls": {"server_cert": "c.pem", "server_key": "k.pem"}, "records": {"V": ["logger"]}, **extra}
+    config, _ = parse_config(data, tmp_path)
+    assert logger_module.create(config).include_data is include_data
