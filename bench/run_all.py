@@ -170,7 +170,10 @@ def median_of(runs: list[Figures]) -> Figures:
     ok = [run for run in runs if "error" not in run]
     if not ok:
         return runs[0]
-    merged: Figures = {key: statistics.median(run[key] for run in ok) for key in ok[0]}
+    merged: Figures = {}
+    for key in ok[0]:
+        values = [run[key] for run in ok]
+        merged[key] = values[0] if len(set(values)) == 1 else statistics.median(values)
     if len(runs) > 1:
         merged["rounds"] = len(ok)
     return merged
