@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from picows import ws_create_server
 from prometheus_client import start_http_server
 
-from fleetwire.server.config import ServerConfig
+from fleetwire.server.config import ConfigError, ServerConfig
 from fleetwire.server.dispatchers.base import Dispatcher, DispatchQueue
 from fleetwire.server.dispatchers.registry import build_queues
 from fleetwire.server.metrics import QueueMetrics, ServerMetrics
@@ -72,7 +72,11 @@ class TelemetryServer:
         cfg = self.config
         tls = cfg.tls
         if tls.ca_file is None:
-            raise ValueError("tls.ca_file is required: vehicles are identified by their client certificate")
+            raise ConfigError(
+                "tls.ca_file",
+                "required: fleetwire ships no copy of the vehicles' CAs; name a PEM file holding them "
+                "(the reference server's repository publishes config/files/prod_ca.crt)",
+            )
         self.ssl_context = server_context(tls.server_cert, tls.server_key, tls.ca_file)
         for queue in self.queues.values():
             await queue.start()
@@ -109,7 +113,8 @@ class TelemetryServer:
             )
             self._metrics_http = http
             metrics_port = http.server_port
-        self._tasks.append(asyncio.create_task(self._watch_certificate(), name="certificate-reload"))
+        if tls.reload_interval_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._watch_certificate(), name="certificate-reload"))
         self._tasks.append(asyncio.create_task(self._sample_queues(), name="queue-depth"))
         self.ports = Ports(vehicles_port, status_port, metrics_port)
         log.info(

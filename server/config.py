@@ -40,7 +40,7 @@ DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 443
 DEFAULT_RATE_LIMIT_MESSAGES = 1000
 DEFAULT_RATE_LIMIT_INTERVAL_SECONDS = 30.0
-DEFAULT_TLS_RELOAD_SECONDS = 60.0
+DEFAULT_TLS_RELOAD_SECONDS = 10.0
 DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_CLOSE_TIMEOUT_SECONDS = 5.0
@@ -286,6 +286,11 @@ def parse_config(data: Any, base_dir: Path) -> tuple[ServerConfig, list[str]]:
             "reliable_ack: has no effect (the reference server ignores it too); list the record "
             "types whose ack must wait for a backend under reliable_ack_sources, "
             'e.g. "reliable_ack_sources": {"V": "kafka"}'
+        )
+    if root.data.get("use_default_eng_ca") is True:
+        warnings.append(
+            "use_default_eng_ca: fleetwire embeds no Tesla CA, so this switches nothing; put the "
+            "engineering CA (config/files/eng_ca.crt of the reference server's repository) in tls.ca_file"
         )
     for ignored in ("vins_signal_tracking_enabled", "airbrake"):
         if ignored in root.data:

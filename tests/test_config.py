@@ -128,7 +128,7 @@ def test_minimal_config_takes_reference_defaults(certs: Path) -> None:
     config, warnings = parse_config(data, certs)
     assert warnings == []
     assert (config.host, config.port, config.status_port) == ("0.0.0.0", 443, None)
-    assert config.tls.ca_file is None and config.tls.reload_interval_seconds == 60.0
+    assert config.tls.ca_file is None and config.tls.reload_interval_seconds == 10.0
     assert not config.rate_limit.enabled
     assert (config.rate_limit.message_limit, config.rate_limit.message_interval_time) == (1000, 30.0)
     assert config.mqtt is None and config.log_level == "info"
@@ -348,3 +348,8 @@ def test_parse_broker_rejects(text: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_broker(text)
     assert info.value.key == "mqtt.broker"
+
+
+def test_use_default_eng_ca_warns_that_the_ca_file_counts(certs: Path) -> None:
+    _config, warnings = load_config(write(certs, {**reference_config(), "use_default_eng_ca": True}))
+    assert any("use_default_eng_ca" in w and "tls.ca_file" in w for w in warnings)
