@@ -54,10 +54,10 @@ def _simulate(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, test_vin
+    from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin
 
     async def run() -> dict[str, object]:
-        vins = [test_vin(i) for i in range(args.vehicles)]
+        vins = [sim_vin(i) for i in range(args.vehicles)]
         certs = issue_vehicle_certs(args.vehicle_ca_cert, args.vehicle_ca_key, vins, args.cert_dir)
         fleet = Fleet(args.url, args.server_ca, certs, fields=args.fields.split(","))
         connected = await fleet.connect()

@@ -23,7 +23,7 @@ from fleetwire.server.config import parse_config
 from fleetwire.server.dispatchers.base import Record
 from fleetwire.server.dispatchers.logger import LoggerDispatcher
 from fleetwire.server.records import to_dict
-from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, test_vin
+from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin
 from fleetwire.sim.vehicle import SimulatedVehicle, client_context
 
 RECORD_TYPES = ("V", "V", "alerts", "V", "errors")
@@ -118,7 +118,7 @@ async def run_demo(
         print(f"server: {url} (status on :{ports.status})", file=out)
 
         certs = issue_vehicle_certs(
-            pki.vehicle_ca_cert, pki.vehicle_ca_key, [test_vin(i) for i in range(vehicles)], directory / "vehicles"
+            pki.vehicle_ca_cert, pki.vehicle_ca_key, [sim_vin(i) for i in range(vehicles)], directory / "vehicles"
         )
         fleet = Fleet(url, pki.server_ca_cert, certs)
         connected = await fleet.connect()

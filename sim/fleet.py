@@ -12,7 +12,7 @@ from fleetwire.pki import load_bundle, make_vehicle_cert, write_bundle
 from fleetwire.sim.vehicle import DEFAULT_FIELDS, SimulatedVehicle, client_context
 
 
-def test_vin(i: int) -> str:
+def sim_vin(i: int) -> str:
     """A 17-character VIN-shaped id, unique per index."""
     return f"5YJ3SIM{i:010d}"
 
