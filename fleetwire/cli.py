@@ -72,6 +72,12 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0 if summary["acked"] == summary["sent"] else 1
 
 
+def _check_cert(args: argparse.Namespace) -> int:
+    from fleetwire.operator.certcheck import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from fleetwire.sim.vehicle import DEFAULT_FIELDS
 
@@ -100,6 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seconds", type=float, default=4.0)
     demo.add_argument("--rate", type=float, default=2.0, help="records per second per vehicle")
     demo.set_defaults(func=_demo)
+
+    check = sub.add_parser(
+        "check-cert",
+        help="check a server certificate and a config's ca as a vehicle would",
+        description="Exit status: 0 vehicles should accept it, 1 a check failed, 2 nothing could be checked.",
+    )
+    check.add_argument("--config", type=Path, help="vehicle telemetry config JSON (hostname, port, ca)")
+    check.add_argument("--hostname", help="the name vehicles connect to (overrides the config's)")
+    check.add_argument("--ca", type=Path, help="the ca vehicles trust, PEM (overrides the config's)")
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cert", type=Path, help="the server's chain, PEM, leaf first")
+    source.add_argument("--connect", metavar="HOST:PORT", help="fetch the chain a live TLS server presents")
+    check.add_argument("--key", type=Path, help="the server's private key, PEM, to match against the leaf")
+    check.set_defaults(func=_check_cert)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__import__("fleetwire").__version__) or 0)
