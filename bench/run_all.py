@@ -38,7 +38,7 @@ import uvloop
 from identities import BenchPki, make_pki, vehicle_contexts, vin
 from records import v_record_frames
 from system import Server, pin, raise_nofile
-from targets import TARGETS, server
+from targets import TARGETS, fleetwire_command, server
 
 PHASES = ("saturation", "latency", "idle", "handshakes")
 GOALS = {
@@ -67,7 +67,7 @@ def csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
 def fleetwire_unavailable() -> str | None:
     """Why `fleetwire serve` cannot be benchmarked here, or None."""
     probe = subprocess.run(
-        [sys.executable, "-m", "fleetwire.cli", "serve", "--help"], capture_output=True, text=True, timeout=60, check=False
+        [*fleetwire_command(), "serve", "--help"], capture_output=True, text=True, timeout=60, check=False
     )
     return None if probe.returncode == 0 else f"`fleetwire serve` is not available: {probe.stderr.strip()[-200:]}"
 

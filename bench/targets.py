@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +13,12 @@ from system import Server, free_port
 BENCH = Path(__file__).resolve().parent
 TARGETS = ("websockets", "picows", "fleetwire", "fleetwire-unrouted")
 """`fleetwire-unrouted` routes no record type: records are decoded and acked, not dispatched."""
+
+
+def fleetwire_command() -> list[str]:
+    """`fleetwire` as installed beside this interpreter (else run as a module)."""
+    script = shutil.which("fleetwire", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "fleetwire.cli"]
 
 
 def fleetwire_config(pki: BenchPki, port: int, directory: Path, *, routed: bool = True) -> Path:
@@ -36,7 +43,7 @@ def server(name: str, pki: BenchPki, directory: Path, cpu: int) -> Server:
     port = free_port()
     if name.startswith("fleetwire"):
         config = fleetwire_config(pki, port, directory, routed=name == "fleetwire")
-        argv = [sys.executable, "-m", "fleetwire.cli", "serve", "--config", str(config)]
+        argv = [*fleetwire_command(), "serve", "--config", str(config)]
     elif name in ("websockets", "picows"):
         argv = [
             sys.executable, str(BENCH / "sinks.py"), "--mode", name, "--port", str(port),
