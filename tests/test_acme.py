@@ -1,0 +1,625 @@
+"""ACME: a real pebble CA validating real HTTP-01 and DNS-01 answers; renewal policy; Cloudflare.
+
+Pebble runs on loopback with ports picked here and `-dnsserver` pointing at an in-process
+dnslib server that answers A 127.0.0.1 for every name (so HTTP-01 reaches the responder)
+and the TXT records the DNS-01 provider publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from acme import messages
+from aiohttp import web
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from dnslib import QTYPE, RR, A, DNSRecord, TXT
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+from fleetwire import pki
+from fleetwire.operator.acme_client import (
+    AcmeClient,
+    AcmeError,
+    AcmeServerError,
+    ChallengeFailed,
+    DirectoryUnreachable,
+    PebbleRoots,
+    RateLimited,
+    assemble,
+    explain,
+    make_key_and_csr,
+    select_challenge,
+    static_roots,
+)
+from fleetwire.operator.dns01 import CloudflareDns, Dns01Solver, DnsProvider, DnsProviderError
+from fleetwire.operator.http01 import Http01Responder
+from fleetwire.operator.renewal import backoff, renew_at, renewal_reason
+
+PEBBLE = shutil.which("pebble")
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ======================================================================================
+# Local DNS: the resolver pebble asks, and a DnsProvider for DNS-01
+# ======================================================================================
+
+
+class LocalDns(BaseResolver):
+    """Authoritative for everything: A 127.0.0.1 for any name, TXT from `records`."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, list[str]] = {}
+        self.queries: list[tuple[str, str]] = []
+        self.port = _free_port(socket.SOCK_DGRAM)
+        self._server = DNSServer(self, address="127.0.0.1", port=self.port, logger=DNSLogger(logf=lambda *_: None))
+
+    def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
+        reply = request.reply()
+        qname = request.q.qname
+        name, qtype = str(qname).rstrip(".").lower(), QTYPE[request.q.qtype]
+        self.queries.append((name, qtype))
+        if qtype == "A":
+            reply.add_answer(RR(qname, QTYPE.A, rdata=A("127.0.0.1"), ttl=0))
+        elif qtype == "TXT":
+            for value in self.records.get(name, []):
+                reply.add_answer(RR(qname, QTYPE.TXT, rdata=TXT(value), ttl=0))
+        return reply
+
+    async def set_txt(self, name: str, value: str) -> None:
+        values = self.records.setdefault(name.lower(), [])
+        if value not in values:
+            values.append(value)
+
+    async def clear_txt(self, name: str, value: str) -> None:
+        values = self.records.get(name.lower(), [])
+        if value in values:
+            values.remove(value)
+
+    def start(self) -> None:
+        self._server.start_thread()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_dns() -> Iterator[LocalDns]:
+    dns = LocalDns()
+    dns.start()
+    yield dns
+    dns.stop()
+
+
+# ======================================================================================
+# Pebble
+# ======================================================================================
+
+
+class Pebble:
+    """A pebble process on fixed loopback ports; `restart()` gives a new root and intermediate."""
+
+    def __init__(self, binary: str, workdir: Path, dns_port: int, **env: str) -> None:
+        self.binary, self.workdir, self.dns_port, self.extra_env = binary, workdir, dns_port, env
+        self.acme_port, self.mgmt_port, self.http_port = _free_port(), _free_port(), _free_port()
+        ca = pki.make_ca("fleetwire test TLS CA")
+        tls = pki.make_server_cert(ca, ["localhost", "127.0.0.1"])
+        self.ca_file = str(pki.write_pem(workdir / "tls-ca.pem", ca.cert_pem))
+        pki.write_bundle(tls, workdir / "tls.pem", workdir / "tls-key.pem")
+        config = {
+            "pebble": {
+                "listenAddress": f"127.0.0.1:{self.acme_port}",
+                "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
+                "certificate": str(workdir / "tls.pem"),
+                "privateKey": str(workdir / "tls-key.pem"),
+                "httpPort": self.http_port,
+                "tlsPort": _free_port(),
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+            }
+        }
+        self.config = workdir / "pebble.json"
+        self.config.write_text(json.dumps(config))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def directory(self) -> str:
+        return f"https://127.0.0.1:{self.acme_port}/dir"
+
+    @property
+    def management(self) -> str:
+        return f"https://127.0.0.1:{self.mgmt_port}"
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "PEBBLE_VA_NOSLEEP": "1",  # validate at once instead of after a random pause
+            "PEBBLE_WFE_NONCEREJECT": "0",  # no random badNonce: tests must not be flaky
+            "PEBBLE_AUTHZREUSE": "0",  # every order validates for real
+            **self.extra_env,
+        }
+        env.pop("PEBBLE_VA_ALWAYS_VALID", None)
+        log = open(self.workdir / "pebble.log", "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "-config", str(self.config), "-dnsserver", f"127.0.0.1:{self.dns_port}"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pebble exited: {(self.workdir / 'pebble.log').read_text()[-2000:]}")
+            try:
+                if requests.get(self.directory, verify=self.ca_file, timeout=1).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.05)
+        raise RuntimeError("pebble did not answer within 15 s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def root(self) -> x509.Certificate:
+        response = requests.get(f"{self.management}/roots/0", verify=self.ca_file, timeout=5)
+        return x509.load_pem_x509_certificate(response.content)
+
+    def client(self, **kwargs: Any) -> AcmeClient:
+        kwargs.setdefault("root_fetcher", PebbleRoots(self.management, verify=self.ca_file))
+        return AcmeClient(self.directory, verify=self.ca_file, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory: pytest.TempPathFactory, local_dns: LocalDns) -> Iterator[Pebble]:
+    if PEBBLE is None:
+        pytest.skip("pebble not installed (make test installs it)")
+    server = Pebble(PEBBLE, tmp_path_factory.mktemp("pebble"), local_dns.port)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _spki(key: Any) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _sans(cert: x509.Certificate) -> list[str]:
+    return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+
+
+def _verify_chain(leaf: x509.Certificate, above: list[x509.Certificate], root: x509.Certificate) -> None:
+    """Each certificate signed by the next, ending at `root` (raises otherwise)."""
+    chain = [leaf, *above]
+    assert chain[-1] == root
+    for cert, issuer in zip(chain, chain[1:]):
+        cert.verify_directly_issued_by(issuer)
+
+
+# ======================================================================================
+# Real issuance against pebble
+# ======================================================================================
+
+
+@pytest.mark.slow
+async def test_http01_issuance_real_validation(
+    pebble: Pebble, local_dns: LocalDns, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # the acme library logs whole requests at DEBUG
+    host = "telemetry.fleetwire.test"
+    async with Http01Responder("127.0.0.1", pebble.http_port) as responder, pebble.client() as acme:
+        await acme.register("ops@fleetwire.test")
+        started = time.monotonic()
+        issued = await acme.issue(host, responder)
+        elapsed = time.monotonic() - started
+        assert responder.tokens == {}  # withdrawn after validation
+    print(f"http-01 issuance: {elapsed:.2f} s")
+
+    # The CSR has an empty subject (test_csr_names_host_only_in_san); pebble copies the name
+    # into the leaf's CN anyway, so only the SAN is checked, as vehicles do.
+    assert _sans(issued.leaf) == [host]
+    assert (host, "A") in local_dns.queries  # pebble really resolved and fetched
+    root = pebble.root()
+    assert not issued.root_missing and issued.root == root
+    ca_chain = x509.load_pem_x509_certificates(issued.ca_chain_pem)
+    chain = x509.load_pem_x509_certificates(issued.chain_pem)
+    assert chain[0] == issued.leaf and ca_chain == [*chain[1:], root]
+    _verify_chain(issued.leaf, ca_chain, root)
+    key = serialization.load_pem_private_key(issued.key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    assert _spki(key.public_key()) == _spki(issued.leaf.public_key())
+    assert b"PRIVATE" not in issued.ca_chain_pem + issued.chain_pem
+    assert "PRIVATE KEY" not in caplog.text and issued.key_pem.decode().splitlines()[1] not in caplog.text
+    assert f"issued {host}" in caplog.text
+    assert "key_pem" not in repr(issued)
+
+
+@pytest.mark.slow
+async def test_dns01_issuance_through_provider(pebble: Pebble, local_dns: LocalDns) -> None:
+    host = "dns.fleetwire.test"
+    assert isinstance(local_dns, DnsProvider)
+    async with pebble.client() as acme:
+        await acme.register()
+        started = time.monotonic()
+        issued = await acme.issue(host, Dns01Solver(local_dns))
+        print(f"dns-01 issuance: {time.monotonic() - started:.2f} s")
+    assert (f"_acme-challenge.{host}", "TXT") in local_dns.queries
+    assert local_dns.records.get(f"_acme-challenge.{host}") == []  # cleared
+    assert _sans(issued.leaf) == [host]
+    _verify_chain(issued.leaf, x509.load_pem_x509_certificates(issued.ca_chain_pem), pebble.root())
+
+
+async def test_account_key_round_trip_finds_same_account(pebble: Pebble) -> None:
+    async with pebble.client() as first:
+        uri = await first.register("ops@fleetwire.test")
+        stored = first.account_key_pem
+    assert b"PRIVATE KEY" in stored and "PRIVATE" not in repr(first)
+    async with pebble.client(account_key_pem=stored) as again:
+        assert await again.register("ops@fleetwire.test") == uri
+
+
+async def test_failed_challenge_carries_server_detail(pebble: Pebble) -> None:
+    class Silent(Http01Responder):
+        async def present(self, domain: str, token: str, validation: str) -> None:
+            pass  # the CA will find nothing
+
+    async with Silent("127.0.0.1", pebble.http_port) as responder, pebble.client() as acme:
+        await acme.register()
+        with pytest.raises(ChallengeFailed) as caught:
+            await acme.issue("nothing-served.fleetwire.test", responder)
+    error = caught.value
+    assert error.challenge_type == "http-01"
+    assert "404" in error.detail and "nothing-served.fleetwire.test" in str(error)
+
+
+async def test_pebble_roots_follow_alternate_links(
+    tmp_path: Path, local_dns: LocalDns, pebble: Pebble
+) -> None:
+    assert PEBBLE is not None
+    alt = Pebble(PEBBLE, tmp_path, local_dns.port, PEBBLE_ALTERNATE_ROOTS="1")
+    alt.start()
+    try:
+        primary = alt.root()
+        roots = await PebbleRoots(alt.management, verify=alt.ca_file)(primary)
+    finally:
+        alt.stop()
+    assert roots[0] == primary and len(roots) == 2
+    assert roots[1].fingerprint(hashes.SHA256()) != primary.fingerprint(hashes.SHA256())
+
+
+async def test_unreachable_directory_is_a_clear_error() -> None:
+    url = f"https://127.0.0.1:{_free_port()}/dir"
+    async with AcmeClient(url) as acme:
+        with pytest.raises(DirectoryUnreachable, match="cannot reach the ACME server") as caught:
+            await acme.register()
+    assert url in str(caught.value)
+
+
+async def test_untrusted_acme_tls_is_a_clear_error(pebble: Pebble) -> None:
+    async with AcmeClient(pebble.directory) as acme:  # the system trust store lacks pebble's CA
+        with pytest.raises(DirectoryUnreachable, match="TLS verification failed"):
+            await acme.register()
+
+
+async def test_issue_before_register_is_refused() -> None:
+    async with AcmeClient("https://127.0.0.1:1/dir") as acme:
+        with pytest.raises(AcmeError, match="register"):
+            await acme.issue("x.fleetwire.test", Http01Responder(port=0))
+
+
+@pytest.mark.slow
+async def test_ca_rotation_after_pebble_restart(pebble: Pebble) -> None:
+    """A restarted pebble has a new root and intermediate: the re-issued CA chain differs."""
+    host = "rotate.fleetwire.test"
+
+    async def issue() -> Any:
+        async with Http01Responder("127.0.0.1", pebble.http_port) as responder, pebble.client() as acme:
+            await acme.register()
+            return await acme.issue(host, responder)
+
+    before = await issue()
+    pebble.restart()
+    after = await issue()
+    old, new = (x509.load_pem_x509_certificates(i.ca_chain_pem) for i in (before, after))
+    assert before.root is not None and after.root is not None
+    assert before.root.fingerprint(hashes.SHA256()) != after.root.fingerprint(hashes.SHA256())
+    assert old[0].fingerprint(hashes.SHA256()) != new[0].fingerprint(hashes.SHA256())  # intermediate
+    assert before.ca_chain_pem != after.ca_chain_pem
+    _verify_chain(after.leaf, new, pebble.root())
+    with pytest.raises((ValueError, InvalidSignature)):  # the old chain does not lead to the new root
+        _verify_chain(before.leaf, [*old[:-1], after.root], after.root)
+
+
+# ======================================================================================
+# Pure parts of the client
+# ======================================================================================
+
+
+def test_csr_names_host_only_in_san() -> None:
+    key_pem, csr_pem = make_key_and_csr("telemetry.fleetwire.test")
+    csr = x509.load_pem_x509_csr(csr_pem)
+    assert list(csr.subject) == [] and not csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    assert csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    ) == ["telemetry.fleetwire.test"]
+    assert csr.is_signature_valid
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    assert _spki(key.public_key()) == _spki(csr.public_key())
+    assert make_key_and_csr("telemetry.fleetwire.test")[0] != key_pem  # a new key every time
+
+
+def _issued_by_test_ca(host: str) -> tuple[pki.Bundle, pki.Bundle, pki.Bundle]:
+    root = pki.make_ca("Test Root")
+    inter = pki.make_ca("Test Intermediate", parent=root)
+    return root, inter, pki.make_server_cert(inter, [host])
+
+
+async def test_assemble_adds_matching_root_or_says_why_not() -> None:
+    root, inter, leaf = _issued_by_test_ca("a.fleetwire.test")
+    fullchain = leaf.cert_pem + inter.cert_pem
+    decoy = pki.make_ca("Test Root")  # same name, other key: must not be picked
+    roots = await static_roots(decoy.cert_pem + root.cert_pem)(inter.cert)
+
+    issued = assemble(leaf.key_pem, fullchain, "a.fleetwire.test", roots)
+    assert issued.root == root.cert and not issued.root_missing
+    assert x509.load_pem_x509_certificates(issued.ca_chain_pem) == [inter.cert, root.cert]
+
+    bare = assemble(leaf.key_pem, fullchain, "a.fleetwire.test", root_missing_reason="no root_fetcher configured")
+    assert bare.root_missing and bare.root_missing_reason == "no root_fetcher configured"
+    assert x509.load_pem_x509_certificates(bare.ca_chain_pem) == [inter.cert]
+
+    wrong = assemble(leaf.key_pem, fullchain, "a.fleetwire.test", [decoy.cert])
+    assert wrong.root_missing and "Test Root" in (wrong.root_missing_reason or "")
+
+    with pytest.raises(AcmeServerError, match="different key"):
+        assemble(pki.make_server_cert(inter, ["a.fleetwire.test"]).key_pem, fullchain, "a.fleetwire.test")
+    with pytest.raises(AcmeServerError, match="does not name b.fleetwire.test"):
+        assemble(leaf.key_pem, fullchain, "b.fleetwire.test")
+
+
+def test_select_challenge_names_what_is_offered() -> None:
+    authz = messages.Authorization.from_json({
+        "identifier": {"type": "dns", "value": "a.fleetwire.test"},
+        "status": "pending",
+        "challenges": [{"type": "http-01", "url": "https://ca/c/1", "token": "A" * 43, "status": "pending"}],
+    })
+    authzr = messages.AuthorizationResource(body=authz, uri="https://ca/a/1")
+    assert select_challenge(authzr, "http-01").chall.typ == "http-01"
+    with pytest.raises(AcmeError, match=r"no dns-01 challenge for a.fleetwire.test \(offered: http-01\)"):
+        select_challenge(authzr, "dns-01")
+
+
+def test_explain_maps_server_problems() -> None:
+    limited = explain(messages.Error.with_code("rateLimited", detail="too many certificates"), "create an order", "u")
+    assert isinstance(limited, RateLimited) and "too many certificates" in str(limited)
+    refused = explain(messages.Error.with_code("rejectedIdentifier", detail="blocked"), "create an order", "u")
+    assert isinstance(refused, AcmeServerError) and "will not issue" in str(refused)
+    timeout = explain(requests.exceptions.ConnectTimeout(), "fetch the directory", "https://ca/dir")
+    assert isinstance(timeout, DirectoryUnreachable) and "https://ca/dir" in str(timeout)
+
+
+# ======================================================================================
+# HTTP-01 responder
+# ======================================================================================
+
+
+async def _http(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    data = await reader.read()
+    writer.close()
+    return data
+
+
+async def test_http01_responder_serves_only_known_tokens() -> None:
+    async with Http01Responder("127.0.0.1", 0) as responder:
+        await responder.present("a.fleetwire.test", "tok", "tok.thumb")
+        ok = await _http(responder.port, b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert ok.startswith(b"HTTP/1.1 200") and ok.endswith(b"\r\n\r\ntok.thumb")
+        assert (await _http(responder.port, b"GET /.well-known/acme-challenge/x HTTP/1.1\r\n\r\n")).startswith(
+            b"HTTP/1.1 404"
+        )
+        assert (await _http(responder.port, b"GET / HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 404")
+        assert (await _http(responder.port, b"POST /.well-known/acme-challenge/tok HTTP/1.1\r\n\r\n")).startswith(
+            b"HTTP/1.1 405"
+        )
+        await responder.cleanup("a.fleetwire.test", "tok", "tok.thumb")
+        assert responder.tokens == {}
+
+
+# ======================================================================================
+# Cloudflare provider against a local fake of its API
+# ======================================================================================
+
+
+class FakeCloudflare:
+    """Records every request; answers like Cloudflare's v4 API for one zone."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], str | None, Any]] = []
+        self.records: list[dict[str, Any]] = []
+        self.fail_with: tuple[int, dict[str, Any]] | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = await request.json() if request.can_read_body else {}
+        self.requests.append(
+            (request.method, request.path, dict(request.query), request.headers.get("Authorization"), body or None)
+        )
+        if self.fail_with is not None:
+            return web.json_response(self.fail_with[1], status=self.fail_with[0])
+        if request.method == "POST":
+            if any(r["content"] == body["content"] and r["name"] == body["name"] for r in self.records):
+                return web.json_response(
+                    {"success": False, "errors": [{"code": 81058, "message": "An identical record already exists."}]},
+                    status=400,
+                )
+            record = {"id": f"rec{len(self.records) + 1}", **body}
+            self.records.append(record)
+            return web.json_response({"success": True, "errors": [], "messages": [], "result": record})
+        if request.method == "GET":
+            query = request.query
+            found = [r for r in self.records if r["type"] == query["type"] and r["name"] == query["name"]]
+            return web.json_response({"success": True, "errors": [], "result": found})
+        record_id = request.match_info["id"]
+        self.records = [r for r in self.records if r["id"] != record_id]
+        return web.json_response({"success": True, "errors": [], "result": {"id": record_id}})
+
+
+@pytest.fixture
+async def fake_cloudflare() -> Any:
+    fake = FakeCloudflare()
+    app = web.Application()
+    app.router.add_route("*", "/client/v4/zones/{zone}/dns_records", fake.handle)
+    app.router.add_route("DELETE", "/client/v4/zones/{zone}/dns_records/{id}", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield fake, f"http://127.0.0.1:{port}/client/v4"
+    await runner.cleanup()
+
+
+async def test_cloudflare_set_and_clear_exact_requests(fake_cloudflare: Any) -> None:
+    fake, base = fake_cloudflare
+    cf = CloudflareDns("tok-123", "zone9", base_url=base)
+    assert isinstance(cf, DnsProvider) and "tok-123" not in repr(cf)
+    name = "_acme-challenge.telemetry.fleetwire.test"
+    fake.records.append({"id": "keep", "type": "TXT", "name": name, "content": '"other"', "ttl": 60})
+    try:
+        await cf.set_txt(name, "v4lue")
+        await cf.set_txt(name, "v4lue")  # a retry: the identical record is fine
+        await cf.clear_txt(name, "v4lue")
+    finally:
+        await cf.aclose()
+    path = "/client/v4/zones/zone9/dns_records"
+    body = {"type": "TXT", "name": name, "content": '"v4lue"', "ttl": 60}
+    assert fake.requests == [
+        ("POST", path, {}, "Bearer tok-123", body),
+        ("POST", path, {}, "Bearer tok-123", body),
+        ("GET", path, {"type": "TXT", "name": name, "per_page": "100"}, "Bearer tok-123", None),
+        ("DELETE", f"{path}/rec2", {}, "Bearer tok-123", None),
+    ]
+    assert [r["id"] for r in fake.records] == ["keep"]
+
+
+async def test_cloudflare_errors_say_what_to_fix(fake_cloudflare: Any) -> None:
+    fake, base = fake_cloudflare
+    fake.fail_with = (403, {"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]})
+    cf = CloudflareDns("bad", "zone9", base_url=base)
+    try:
+        with pytest.raises(DnsProviderError, match=r"HTTP 403.*10000: Authentication error.*DNS Edit on zone zone9"):
+            await cf.set_txt("_acme-challenge.a.fleetwire.test", "v")
+    finally:
+        await cf.aclose()
+    gone = CloudflareDns("t", "z", base_url=f"http://127.0.0.1:{_free_port()}/client/v4")
+    try:
+        with pytest.raises(DnsProviderError, match="cannot reach the Cloudflare API"):
+            await gone.clear_txt("_acme-challenge.a.fleetwire.test", "v")
+    finally:
+        await gone.aclose()
+
+
+# ======================================================================================
+# Renewal policy
+# ======================================================================================
+
+HOST = "telemetry.fleetwire.test"
+
+
+@pytest.fixture(scope="module")
+def ca() -> pki.Bundle:
+    return pki.make_ca("Renewal Test CA")
+
+
+def test_renewal_reasons(ca: pki.Bundle) -> None:
+    cert = pki.make_server_cert(ca, [HOST], days=90).cert
+    start = cert.not_valid_before_utc
+    assert renewal_reason(None, HOST, start) == "no certificate"
+    assert renewal_reason(cert, HOST, start + dt.timedelta(days=59)) is None
+    assert renewal_reason(cert, HOST.upper() + ".", start + dt.timedelta(days=1)) is None
+    assert (
+        renewal_reason(cert, HOST, start + dt.timedelta(days=87))
+        == "expires in 3 days (renew at 2/3 of a 90-day lifetime)"
+    )
+    assert str(renewal_reason(cert, HOST, start + dt.timedelta(days=95))).startswith("expired 4 days")
+    changed = renewal_reason(cert, "new.fleetwire.test", start)
+    assert changed == f"hostname changed: SAN has {HOST}, want new.fleetwire.test"
+    cn_only = pki.make_server_cert(ca, [HOST], cn_only=True).cert
+    assert str(renewal_reason(cn_only, HOST, start)).startswith("certificate is CN-only")
+
+
+def test_renew_before_overrides_two_thirds(ca: pki.Bundle) -> None:
+    cert = pki.make_server_cert(ca, [HOST], days=90).cert
+    end = cert.not_valid_after_utc
+    assert renew_at(cert, dt.timedelta(days=10)) == end - dt.timedelta(days=10)
+    assert renewal_reason(cert, HOST, end - dt.timedelta(days=11), dt.timedelta(days=10)) is None
+    assert (
+        renewal_reason(cert, HOST, end - dt.timedelta(hours=5), dt.timedelta(days=10))
+        == "expires in 5 hours (renew 10 days before expiry)"
+    )
+
+
+def test_wildcard_san_covers_one_label(ca: pki.Bundle) -> None:
+    cert = pki.make_server_cert(ca, ["*.fleetwire.test"]).cert
+    now = cert.not_valid_before_utc + dt.timedelta(hours=2)
+    assert renewal_reason(cert, HOST, now) is None
+    assert renewal_reason(cert, "a.b.fleetwire.test", now) is not None
+
+
+def test_short_lifetimes_are_named_in_hours(ca: pki.Bundle) -> None:
+    six_days = pki.make_server_cert(ca, [HOST], days=6).cert
+    reason = renewal_reason(six_days, HOST, six_days.not_valid_after_utc - dt.timedelta(days=1))
+    assert reason == "expires in 1 day (renew at 2/3 of a 6-day lifetime)"
+
+
+def test_backoff_doubles_and_caps() -> None:
+    assert backoff(0) == dt.timedelta(0)
+    assert [backoff(n).total_seconds() / 60 for n in range(1, 6)] == [5, 10, 20, 40, 80]
+    assert backoff(7) < backoff(8) == backoff(10_000) == dt.timedelta(hours=6)
+    assert backoff(3, base=dt.timedelta(seconds=1), cap=dt.timedelta(seconds=3)) == dt.timedelta(seconds=3)
+
+
+async def test_local_dns_answers_pebble_style_queries(local_dns: LocalDns) -> None:
+    """The test resolver itself: A for any name, TXT only once published."""
+    await local_dns.set_txt("_acme-challenge.x.fleetwire.test", "abc")
+    try:
+        txt = DNSRecord.parse(
+            DNSRecord.question("_acme-challenge.x.fleetwire.test", "TXT").send("127.0.0.1", local_dns.port, timeout=2)
+        )
+        assert [str(r.rdata) for r in txt.rr] == ['"abc"']
+        a = DNSRecord.parse(DNSRecord.question("any.fleetwire.test", "A").send("127.0.0.1", local_dns.port, timeout=2))
+        assert [str(r.rdata) for r in a.rr] == ["127.0.0.1"]
+    finally:
+        await local_dns.clear_txt("_acme-challenge.x.fleetwire.test", "abc")
+
