@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,6 +63,9 @@ class VehicleListener(WSListener):
         self._fragments: list[bytes] | None = None
         self._fragment_size = 0
         self._paused = False
+        # Messages parsed after reading paused (picows hands over every frame of a read);
+        # offering them would push the queue past its hard limit, where records are dropped.
+        self._backlog: deque[bytes] = deque()
 
     # -- Link ------------------------------------------------------------------------
 
@@ -83,8 +87,22 @@ class VehicleListener(WSListener):
         finally:
             self._paused = False
             self._state.metrics.paused_connections.dec()
-            if self._transport is not None:
-                self._transport.underlying_transport.resume_reading()
+            while self._backlog and not self._paused and self._session is not None:
+                self._session.message(self._backlog.popleft())
+            if not self._paused and self._transport is not None:
+                underlying = self._transport.underlying_transport
+                underlying.resume_reading()
+                # aiofastnet's TLS transport (1.2) resumes only when the socket has new
+                # bytes: records it already decrypted would wait for the vehicle's next one.
+                retry_read = getattr(underlying, "_retry_ssl_read", None)
+                if retry_read is not None:
+                    asyncio.get_running_loop().call_soon(retry_read)
+
+    def _message(self, data: bytes) -> None:
+        if self._paused:
+            self._backlog.append(data)
+        elif self._session is not None:
+            self._session.message(data)
 
     # -- picows callbacks ------------------------------------------------------------
 
@@ -130,7 +148,7 @@ class VehicleListener(WSListener):
         msg_type = frame.msg_type
         if msg_type is WSMsgType.BINARY:
             if frame.fin:
-                session.message(frame.get_payload_as_bytes())
+                self._message(frame.get_payload_as_bytes())
             else:
                 self._fragments = [frame.get_payload_as_bytes()]
                 self._fragment_size = frame.payload_size
@@ -151,7 +169,7 @@ class VehicleListener(WSListener):
                     self._state.metrics.error("oversize")
                     self.send(encode_error(b""))
                 else:
-                    session.message(b"".join(parts))
+                    self._message(b"".join(parts))
         elif msg_type is WSMsgType.TEXT:
             self._state.metrics.error("text_frame")
             transport.send_close(WSCloseCode.UNSUPPORTED_DATA, b"binary frames only")
