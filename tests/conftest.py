@@ -269,7 +269,6 @@ def server_config_data(pki: FleetPki, overrides: Mapping[str, Any] | None = None
         "namespace": "test",
         "tls": {"server_cert": str(pki.server_cert), "server_key": str(pki.server_key), "ca_file": str(pki.ca_file)},
         "records": {"V": ["logger"], "alerts": ["logger"], "errors": ["logger"]},
-        "monitoring": {"prometheus_metrics_port": free_port(), "prometheus_metrics_host": "127.0.0.1"},
     }
     data.update(overrides or {})
     return data
