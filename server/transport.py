@@ -63,6 +63,8 @@ class VehicleListener(WSListener):
         self._fragments: list[bytes] | None = None
         self._fragment_size = 0
         self._paused = False
+        self._reading = False
+        self._out: list[bytes] = []
         # Messages parsed after reading paused (picows hands over every frame of a read);
         # offering them would push the queue past its hard limit, where records are dropped.
         self._backlog: deque[bytes] = deque()
@@ -70,8 +72,19 @@ class VehicleListener(WSListener):
     # -- Link ------------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        if self._transport is not None:
-            self._transport.send(WSMsgType.BINARY, data)
+        """Queue a reply; replies to the frames of one read go out in one TLS write."""
+        if self._transport is None:
+            return
+        self._out.append(_frame_header(len(data)))
+        self._out.append(data)
+        if not self._reading:
+            self._flush()
+
+    def _flush(self) -> None:
+        out = self._out
+        if out and self._transport is not None:
+            self._transport.underlying_transport.write(b"".join(out))
+        out.clear()
 
     def hold(self, queue: DispatchQueue) -> None:
         if self._paused or self._transport is None:
@@ -145,6 +158,15 @@ class VehicleListener(WSListener):
         session = self._session
         if session is None:
             return
+        self._reading = True
+        try:
+            self._frame(transport, frame, session)
+        finally:
+            if frame.last_in_buffer:
+                self._reading = False
+                self._flush()
+
+    def _frame(self, transport: WSTransport, frame: WSFrame, session: Session) -> None:
         msg_type = frame.msg_type
         if msg_type is WSMsgType.BINARY:
             if frame.fin:
@@ -158,8 +180,7 @@ class VehicleListener(WSListener):
             self._fragment_size += frame.payload_size
             if self._fragment_size > MAX_FRAME_BYTES:
                 self._fragments = None
-                transport.send_close(WSCloseCode.MESSAGE_TOO_BIG)
-                transport.disconnect()
+                self._close(transport, WSCloseCode.MESSAGE_TOO_BIG)
                 return
             if self._fragment_size <= MAX_MESSAGE_BYTES or frame.fin:
                 self._fragments.append(frame.get_payload_as_bytes())
@@ -172,11 +193,15 @@ class VehicleListener(WSListener):
                     self._message(b"".join(parts))
         elif msg_type is WSMsgType.TEXT:
             self._state.metrics.error("text_frame")
-            transport.send_close(WSCloseCode.UNSUPPORTED_DATA, b"binary frames only")
-            transport.disconnect()
+            self._close(transport, WSCloseCode.UNSUPPORTED_DATA, b"binary frames only")
         elif msg_type is WSMsgType.CLOSE:
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
+            self._close(transport, frame.get_close_code())
+
+    def _close(self, transport: WSTransport, code: WSCloseCode, reason: bytes | None = None) -> None:
+        """Flush the replies owed for earlier frames of this read, then close."""
+        self._flush()
+        transport.send_close(code, reason)
+        transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         session, self._session = self._session, None
@@ -184,6 +209,15 @@ class VehicleListener(WSListener):
         if session is not None:
             self._state.metrics.connections_active.dec()
             session.closed()
+
+
+def _frame_header(length: int) -> bytes:
+    """Header of an unmasked, final, binary WebSocket frame (RFC 6455 §5.2), server side."""
+    if length < 126:
+        return bytes((0x82, length))
+    if length < 65536:
+        return b"\x82\x7e" + length.to_bytes(2, "big")
+    return b"\x82\x7f" + length.to_bytes(8, "big")
 
 
 def listener_factory(state: ServerState) -> Callable[[WSUpgradeRequest], object]:
