@@ -21,6 +21,7 @@ from fleetwire.server.ratelimit import TokenBucket
 from fleetwire.server.records import RecordError, connectivity_record, decode_record
 
 RATE_LIMITED = b"rate limit exceeded"
+SERVER_RECORD_TYPES = frozenset({"connectivity"})
 SENDER_MISMATCH = b"sender id does not match the client certificate"
 
 
@@ -49,7 +50,11 @@ class Router:
     by_topic: dict[bytes, tuple[str, Route]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.by_topic = {name.encode(): (name, route) for name, route in self.routes.items()}
+        # Connectivity records are the server's own: a vehicle sending that topic is not
+        # dispatched, so it cannot fake connects and disconnects.
+        self.by_topic = {
+            name.encode(): (name, route) for name, route in self.routes.items() if name not in SERVER_RECORD_TYPES
+        }
 
 
 @dataclass(frozen=True)

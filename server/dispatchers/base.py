@@ -100,9 +100,10 @@ class DispatchQueue:
     it is published, so a record is only confirmed (its waiter resolved) once the
     backend holds it, and records are never dropped because of an outage. When the
     queue reaches `maxsize`, `offer` still takes the record but returns False: the
-    caller must stop reading that vehicle until `space_available()` returns. A caller
-    that keeps offering regardless meets a hard limit of twice `maxsize`, beyond which
-    records are refused (counted in `dropped`, their waiters failed).
+    caller must stop reading that vehicle until `space_available()` returns. A lossless
+    queue never refuses a record it was offered (the caller has already acked or will
+    ack it): its size is bounded by `maxsize` plus one record per vehicle, because each
+    vehicle is paused by its first record past the bound.
 
     Lossy: when full, the offered record is dropped and counted instead, `offer`
     returns True (no back-pressure), and a failing batch is given up after
@@ -140,7 +141,6 @@ class DispatchQueue:
         self._items: deque[_Item] = deque()
         self._inflight: list[_Item] = []
         self._low_water = maxsize // 2
-        self._hard_limit = 2 * maxsize
         self._room = asyncio.Event()
         self._room.set()
         self._ready = asyncio.Event()
@@ -169,10 +169,6 @@ class DispatchQueue:
             if self.lossy:
                 self._drop_one(waiter, f"the {self.name} queue is full")
                 return True
-            if size >= self._hard_limit:
-                self._drop_one(waiter, f"the {self.name} queue is over its hard limit")
-                self._room.clear()
-                return False
         items.append((record, waiter))
         if not self._ready.is_set():
             self._ready.set()
