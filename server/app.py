@@ -24,6 +24,9 @@ from fleetwire.server.tls import CertificateReloader, server_context
 from fleetwire.server.transport import MAX_FRAME_BYTES, ServerState, listener_factory
 
 log = logging.getLogger("fleetwire.server")
+# picows logs every connect and disconnect at INFO: at fleet scale that is the busiest
+# log line of the server, and the server already counts connections in its metrics.
+logging.getLogger("picows").setLevel(logging.WARNING)
 
 # Small on purpose: idle vehicles dominate, and picows grows the buffer when a big frame arrives.
 READ_BUFFER_BYTES = 2048

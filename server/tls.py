@@ -20,6 +20,10 @@ def server_context(cert_file: Path, key_file: Path, ca_file: Path) -> ssl.SSLCon
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cafile=str(ca_file))
     ctx.load_cert_chain(str(cert_file), str(key_file))
+    # No TLS 1.3 session tickets: each costs an encryption and a write per handshake, and
+    # ticket keys die with the process, so they cannot speed up the reconnect storm after
+    # a restart, the one moment handshake cost matters.
+    ctx.num_tickets = 0
     return ctx
 
 

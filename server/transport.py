@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -67,7 +68,7 @@ class VehicleListener(WSListener):
         self._out: list[bytes] = []
         # Messages parsed after reading paused (picows hands over every frame of a read);
         # offering them would push the queue past its hard limit, where records are dropped.
-        self._backlog: deque[bytes] = deque()
+        self._backlog: deque[bytes] | None = None  # created on first use: idle vehicles dominate
 
     # -- Link ------------------------------------------------------------------------
 
@@ -100,8 +101,9 @@ class VehicleListener(WSListener):
         finally:
             self._paused = False
             self._state.metrics.paused_connections.dec()
-            while self._backlog and not self._paused and self._session is not None:
-                self._session.message(self._backlog.popleft())
+            backlog = self._backlog
+            while backlog and not self._paused and self._session is not None:
+                self._session.message(backlog.popleft())
             if not self._paused and self._transport is not None:
                 underlying = self._transport.underlying_transport
                 underlying.resume_reading()
@@ -113,6 +115,8 @@ class VehicleListener(WSListener):
 
     def _message(self, data: bytes) -> None:
         if self._paused:
+            if self._backlog is None:
+                self._backlog = deque()
             self._backlog.append(data)
         elif self._session is not None:
             self._session.message(data)
@@ -121,8 +125,7 @@ class VehicleListener(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         state = self._state
-        ssl_object = transport.underlying_transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        der = verified_leaf(transport.underlying_transport.get_extra_info("ssl_object"))
         if not der:
             self._refuse(transport, "no_client_certificate")
             return
@@ -209,6 +212,26 @@ class VehicleListener(WSListener):
         if session is not None:
             self._state.metrics.connections_active.dec()
             session.closed()
+
+
+def verified_leaf(ssl_object: object) -> bytes | None:
+    """DER of the first certificate of the chain OpenSSL verified, or None.
+
+    Identity must come from the verified chain, never from whatever the peer sent last.
+    aiofastnet (picows' TLS layer) and Python ≥ 3.13 expose that chain; older `ssl`
+    objects expose only the peer's leaf, which is the verified chain's first element.
+    """
+    if ssl_object is None:
+        return None
+    chain_of = getattr(ssl_object, "get_verified_chain", None)
+    if chain_of is not None:
+        chain = chain_of()
+        if not chain:
+            return None
+        leaf = chain[0]
+        return leaf if isinstance(leaf, bytes) else ssl.PEM_cert_to_DER_cert(leaf.public_bytes())
+    der: bytes | None = ssl_object.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+    return der
 
 
 def _frame_header(length: int) -> bytes:

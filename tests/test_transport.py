@@ -1,0 +1,49 @@
+"""Socket-free pieces of the transport: which certificate identifies the vehicle, frame headers."""
+
+from __future__ import annotations
+
+import ssl
+
+from fleetwire.pki import make_ca, make_vehicle_cert
+from fleetwire.server.transport import _frame_header, verified_leaf
+
+
+class _ChainObject:
+    """An SSL object that exposes the verified chain (aiofastnet, Python >= 3.13)."""
+
+    def __init__(self, chain: list[object], peer: bytes) -> None:
+        self._chain = chain
+        self._peer = peer
+
+    def get_verified_chain(self) -> list[object]:
+        return self._chain
+
+    def getpeercert(self, binary_form: bool = False) -> bytes:
+        return self._peer
+
+
+class _PemCert:
+    """What Python 3.13's verified chain holds: certificates that serialize to PEM."""
+
+    def __init__(self, der: bytes) -> None:
+        self._der = der
+
+    def public_bytes(self) -> str:
+        return ssl.DER_cert_to_PEM_cert(self._der)
+
+
+def test_identity_comes_from_the_verified_chain_not_from_what_the_peer_sent() -> None:
+    ca = make_ca("Tesla Issuing CA")
+    leaf = make_vehicle_cert(ca, "5YJ3E1EA7KF000001").cert_der
+    forged = make_vehicle_cert(make_ca("Tesla Issuing CA"), "5YJ3E1EA7KF999999").cert_der
+    assert verified_leaf(_ChainObject([leaf, ca.cert_der], peer=forged)) == leaf
+    assert verified_leaf(_ChainObject([_PemCert(leaf), _PemCert(ca.cert_der)], peer=forged)) == leaf
+    assert verified_leaf(_ChainObject([], peer=forged)) is None
+    assert verified_leaf(None) is None
+
+
+def test_frame_headers_follow_rfc6455_length_encoding() -> None:
+    assert _frame_header(5) == b"\x82\x05"
+    assert _frame_header(125) == b"\x82\x7d"
+    assert _frame_header(126) == b"\x82\x7e\x00\x7e"
+    assert _frame_header(70000) == b"\x82\x7f" + (70000).to_bytes(8, "big")
