@@ -1,7 +1,9 @@
 # The two commands a new user needs: `make demo` and `make test`.
 PYTHON ?= python3
 VENV := .venv
-PY := $(VENV)/bin/python
+# -P: never put the working directory on sys.path, where the operator/ folder would
+# shadow the standard library's `operator` module.
+PY := $(VENV)/bin/python -P
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the test suite starts for real: ACME server, brokers, schema compiler.
@@ -10,7 +12,7 @@ SYSTEM_PACKAGES := pebble mosquitto redis-server nats-server flatbuffers-compile
 .PHONY: demo test test-fast bench system-deps venv generate clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -P -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
