@@ -1,0 +1,378 @@
+"""The FleetTelemetryConfig custom resource definition, built in one place.
+
+Everything that names the resource (group, version, plural, kind) and its schema lives
+here, so the chart's YAML (`scripts/render_crd.py`), the kopf handlers and the tests can
+never disagree. The schema refuses what the API server can check on its own (types,
+ranges, patterns, one certificate mode); `fleetwire.operator.spec` repeats those checks
+in Python and adds what a schema cannot express (field names from the catalog, which
+certificate mode was given twice), so a cluster without schema validation still gets
+an error a user can act on.
+
+Kopf's peering resources (`KopfPeering`, `ClusterKopfPeering`) are built here too: two
+operator replicas coordinate through them, and the chart installs them with ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ALERT_TYPES_HINT",
+    "CERTIFICATE_MODES",
+    "CHALLENGES",
+    "DEFAULT_ACME_DIRECTORY",
+    "DELIVERY_POLICIES",
+    "DISPATCHERS",
+    "DNS01_PROVIDERS",
+    "FLEET_REGIONS",
+    "DURATION_PATTERN",
+    "GROUP",
+    "HOSTNAME_PATTERN",
+    "KIND",
+    "PLURAL",
+    "RECORD_TYPES",
+    "SERVICE_TYPES",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "VERSION",
+    "VIN_PATTERN",
+    "build_crd",
+    "build_peering_crds",
+    "crd_name",
+]
+
+GROUP = "fleetwire.io"
+VERSION = "v1alpha1"
+KIND = "FleetTelemetryConfig"
+PLURAL = "fleettelemetryconfigs"
+SINGULAR = "fleettelemetryconfig"
+SHORT_NAMES = ("ftc",)
+
+DEFAULT_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+CERTIFICATE_MODES = ("acme", "secretRef", "privateCA")
+SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
+DELIVERY_POLICIES = ("latest",)
+FLEET_REGIONS = ("na", "eu", "cn")
+CHALLENGES = ("http01", "dns01")
+DNS01_PROVIDERS = ("cloudflare",)
+ALERT_TYPES_HINT = "service"
+
+RECORD_TYPES = ("V", "alerts", "errors", "connectivity")
+"""Record types the server routes; the server's own configuration check is the final word."""
+DISPATCHERS = ("logger", "mqtt", "redis", "kafka", "kinesis", "pubsub", "zmq", "nats")
+"""Dispatcher names the server knows; their settings pass through to its config.json."""
+
+HOSTNAME_PATTERN = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+"""Lower-case DNS name with at least two labels (vehicles reach a public name, never a bare host).
+RE2 syntax: the API server evaluates patterns with Go's regexp, which has no look-ahead."""
+VIN_PATTERN = r"^[A-Z0-9]{17}$"
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"
+FIELD_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9]*$"
+HTTPS_URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
+
+
+def crd_name() -> str:
+    """`<plural>.<group>`, the name the API server requires for the definition."""
+    return f"{PLURAL}.{GROUP}"
+
+
+def _string(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+def _integer(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "integer", "description": description, **extra}
+
+
+def _object(description: str, properties: dict[str, Any], required: list[str] | None = None,
+            **extra: Any) -> dict[str, Any]:
+    node: dict[str, Any] = {"type": "object", "description": description, "properties": properties}
+    if required:
+        node["required"] = required
+    node.update(extra)
+    return node
+
+
+def _free_object(description: str) -> dict[str, Any]:
+    return {"type": "object", "description": description, "x-kubernetes-preserve-unknown-fields": True}
+
+
+def _secret_ref(description: str, default_key: str | None = None) -> dict[str, Any]:
+    properties: dict[str, Any] = {"name": _string("Secret name, in the resource's namespace.", minLength=1)}
+    if default_key is not None:
+        properties["key"] = _string("Key inside the Secret.", minLength=1, default=default_key)
+    return _object(description, properties, required=["name"])
+
+
+def _certificate_schema() -> dict[str, Any]:
+    dns01 = _object(
+        "DNS-01 validation: a TXT record is written through the provider's API.",
+        {
+            "provider": _string("DNS provider.", enum=list(DNS01_PROVIDERS)),
+            "zone": _string("The DNS zone holding the hostname, e.g. example.com.", minLength=1),
+            "apiTokenSecretRef": _secret_ref("Secret holding the provider's API token.", default_key="api-token"),
+        },
+        required=["provider", "zone", "apiTokenSecretRef"],
+    )
+    acme = _object(
+        "Issue and renew through ACME (Let's Encrypt or any RFC 8555 CA). The `ca` sent to the "
+        "vehicles is the issued chain completed with `rootCertificates`.",
+        {
+            "directoryUrl": _string("ACME directory URL.", default=DEFAULT_ACME_DIRECTORY,
+                                    pattern=HTTPS_URL_PATTERN),
+            "email": _string("Account contact e-mail (expiry notices).", pattern=r"^[^@\s]+@[^@\s]+$"),
+            "challenge": _string("Validation method.", enum=list(CHALLENGES), default="http01"),
+            "dns01": dns01,
+            "renewBefore": _string(
+                "Renew this long before expiry, e.g. 720h. Default: once two thirds of the "
+                "certificate's lifetime have passed.", pattern=DURATION_PATTERN),
+            "rootCertificates": _string(
+                "PEM of the root(s) that complete the chain in the vehicles' `ca`."),
+            "accountSecretName": _string("Secret that keeps the ACME account key (created if absent).",
+                                         minLength=1),
+        },
+        **{"x-kubernetes-validations": [{
+            "rule": "self.challenge != 'dns01' || has(self.dns01)",
+            "message": "challenge dns01 needs the dns01 settings",
+        }]},
+    )
+    secret_ref = _object(
+        "Use a kubernetes.io/tls Secret managed elsewhere (e.g. by cert-manager); its ca.crt, "
+        "when present, completes the vehicles' `ca`.",
+        {"name": _string("Secret name, in the resource's namespace.", minLength=1)},
+        required=["name"],
+    )
+    private_ca = _object(
+        "Run a private CA: its long-lived root is the vehicles' `ca`, so renewing the leaf "
+        "never forces a new configuration onto the vehicles.",
+        {
+            "validityDays": _integer("Lifetime of the CA certificate.", minimum=1, default=3650),
+            "leafValidityDays": _integer("Lifetime of the server certificate.", minimum=1, default=365),
+        },
+        **{"x-kubernetes-validations": [{
+            "rule": "self.leafValidityDays <= self.validityDays",
+            "message": "leafValidityDays must not exceed validityDays",
+        }]},
+    )
+    return _object(
+        "Where the server certificate comes from: exactly one of acme, secretRef, privateCA.",
+        {"acme": acme, "secretRef": secret_ref, "privateCA": private_ca},
+        minProperties=1,
+        maxProperties=1,
+        oneOf=[{"required": [mode]} for mode in CERTIFICATE_MODES],
+    )
+
+
+def _server_schema() -> dict[str, Any]:
+    dispatchers = {name: _free_object(f"Settings of the {name} dispatcher, as in the server's "
+                                      "config.json.") for name in DISPATCHERS if name != "logger"}
+    dispatchers["logger"] = _free_object("Settings of the logger dispatcher.")
+    vin_list = {"type": "array", "items": _string("VIN.", pattern=VIN_PATTERN)}
+    return _object(
+        "The managed ingest server (Deployment and Service).",
+        {
+            "replicas": _integer("Server pods.", minimum=1, default=1),
+            "image": _string("Server image; default: the operator's own version.", minLength=1),
+            "resources": _free_object("Container resources (requests/limits)."),
+            "serviceType": _string("How vehicles reach the server.", enum=list(SERVICE_TYPES),
+                                   default="LoadBalancer"),
+            "records": {
+                "type": "object",
+                "description": "Record type (V, alerts, errors, connectivity) → dispatcher names.",
+                "additionalProperties": {"type": "array", "items": {"type": "string", "enum": list(DISPATCHERS)}},
+            },
+            "reliableAckSources": {
+                "type": "object",
+                "description": "Record type → the dispatcher whose delivery acknowledges to the vehicle.",
+                "additionalProperties": {"type": "string", "enum": list(DISPATCHERS)},
+            },
+            **dispatchers,
+            "namespace": _string("Prefix of topics and keys written by the dispatchers."),
+            "rateLimit": _object(
+                "Per-connection message rate limit.",
+                {
+                    "enabled": {"type": "boolean", "description": "Turn the limit on.", "default": False},
+                    "messageLimit": _integer("Messages allowed per interval.", minimum=1),
+                    "messageIntervalTime": {"type": "number", "description": "Interval in seconds.",
+                                            "exclusiveMinimum": True, "minimum": 0},
+                },
+            ),
+            "vins": _object("VINs the server accepts (deny wins; empty allow accepts all).",
+                            {"allow": vin_list, "deny": vin_list}),
+        },
+    )
+
+
+def _fleet_api_schema() -> dict[str, Any]:
+    return _object(
+        "How the operator reaches Tesla's Fleet API to configure the vehicles.",
+        {
+            "region": _string("Fleet API region.", enum=list(FLEET_REGIONS)),
+            "baseUrl": _string("Fleet API base URL (instead of region), e.g. a local simulator.",
+                               pattern=HTTPS_URL_PATTERN),
+            "partnerCredentialsSecretRef": _secret_ref("Secret with client_id and client_secret."),
+            "userTokenSecretRef": _secret_ref("Secret with refresh_token (and access_token, kept fresh)."),
+            "signingKeySecretRef": _secret_ref("Secret with the app's P-256 private key (PEM) that signs "
+                                               "configurations.", default_key="private-key.pem"),
+            "proxyUrl": _string("tesla-http-proxy URL: it signs the configurations itself.",
+                                pattern=HTTPS_URL_PATTERN),
+        },
+        required=["partnerCredentialsSecretRef", "userTokenSecretRef"],
+        oneOf=[{"required": ["region"]}, {"required": ["baseUrl"]}],
+        **{"x-kubernetes-validations": [{
+            "rule": "has(self.signingKeySecretRef) || has(self.proxyUrl)",
+            "message": "configurations must be signed: give signingKeySecretRef or proxyUrl",
+        }]},
+    )
+
+
+def _spec_schema() -> dict[str, Any]:
+    field_config = _object(
+        "How often the vehicle sends this field.",
+        {
+            "interval_seconds": _integer("Send at most once per this many seconds.", minimum=1),
+            "minimum_delta": {"type": "number", "minimum": 0,
+                              "description": "Send only when the value moved this much (metres for Location)."},
+            "resend_interval_seconds": _integer("Resend an unchanged value after this many seconds.", minimum=1),
+        },
+        required=["interval_seconds"],
+    )
+    return _object(
+        "Desired telemetry setup: server certificate, server, and the configuration pushed to vehicles.",
+        {
+            "hostname": _string("Public DNS name of the server (in the vehicles' config and the certificate).",
+                                pattern=HOSTNAME_PATTERN, maxLength=253),
+            "port": _integer("Port vehicles connect to (an integer: a string port stops vehicles streaming).",
+                             minimum=1, maximum=65535, default=443),
+            "certificate": _certificate_schema(),
+            "server": _server_schema(),
+            "vehicles": {"type": "array", "description": "VINs to configure.",
+                         "items": _string("VIN (17 characters).", pattern=VIN_PATTERN),
+                         "x-kubernetes-list-type": "set"},
+            "fields": {
+                "type": "object",
+                "description": "Field name (vehicle_data.proto Field enum) → how often to send it.",
+                "additionalProperties": field_config,
+            },
+            "alertTypes": {"type": "array", "description": f"Alert types to stream, e.g. {ALERT_TYPES_HINT}.",
+                           "items": {"type": "string", "minLength": 1}, "x-kubernetes-list-type": "set"},
+            "exp": _integer("Days until the pushed configuration expires on the vehicles.", minimum=1),
+            "deliveryPolicy": _string("Resend until acknowledged (firmware 2025.2.6 or newer).",
+                                      enum=list(DELIVERY_POLICIES)),
+            "fleetApi": _fleet_api_schema(),
+        },
+        required=["hostname", "certificate"],
+        **{"x-kubernetes-validations": [{
+            "rule": "!has(self.vehicles) || size(self.vehicles) == 0 || has(self.fleetApi)",
+            "message": "vehicles are configured through the Fleet API: give fleetApi",
+        }]},
+    )
+
+
+def _status_schema() -> dict[str, Any]:
+    condition = _object(
+        "A condition in the Kubernetes convention.",
+        {
+            "type": _string("Condition type, e.g. SpecValid."),
+            "status": _string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+            "reason": _string("CamelCase reason."),
+            "message": _string("What happened, for a human."),
+            "lastTransitionTime": _string("When status last changed.", format="date-time"),
+            "observedGeneration": _integer("The generation this condition describes."),
+        },
+        required=["type", "status"],
+    )
+    return {
+        "type": "object",
+        "description": "Observed state, written by the operator.",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "properties": {
+            "observedGeneration": _integer("The spec generation last processed."),
+            "conditions": {"type": "array", "items": condition,
+                           "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+            "certificate": {
+                "type": "object", "description": "The server certificate in use.",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "properties": {"notAfter": _string("Expiry.", format="date-time"),
+                               "notBefore": _string("Start of validity.", format="date-time")},
+            },
+            "vehicles": {
+                "type": "object", "description": "Vehicle configuration progress.",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "properties": {"desired": _integer("Vehicles to configure."),
+                               "applied": _integer("Vehicles whose config is synced and equal to the desired one.")},
+            },
+        },
+    }
+
+
+def build_crd() -> dict[str, Any]:
+    """The `apiextensions.k8s.io/v1` CustomResourceDefinition of FleetTelemetryConfig."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": crd_name(), "labels": {"app.kubernetes.io/part-of": "fleetwire"}},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL, "singular": SINGULAR,
+                      "shortNames": list(SHORT_NAMES), "categories": ["fleetwire"]},
+            "versions": [{
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Hostname", "type": "string", "jsonPath": ".spec.hostname"},
+                    {"name": "Cert Expiry", "type": "date", "jsonPath": ".status.certificate.notAfter"},
+                    {"name": "Ready Vehicles", "type": "integer", "jsonPath": ".status.vehicles.applied"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "Streams a fleet's telemetry to a self-hosted server.",
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": _spec_schema(),
+                        "status": _status_schema(),
+                    },
+                    "required": ["spec"],
+                }},
+            }],
+        },
+    }
+
+
+def build_peering_crds() -> list[dict[str, Any]]:
+    """Kopf's `ClusterKopfPeering` and `KopfPeering` definitions (group kopf.dev).
+
+    Replicas of the operator write keep-alives into the status of a peering object; the
+    one with the highest priority works, the others pause until it is gone.
+    """
+    def peering(kind: str, plural: str, scope: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.kopf.dev"},
+            "spec": {
+                "scope": scope,
+                "group": "kopf.dev",
+                "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+                "versions": [{
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    }},
+                }],
+            },
+        }
+
+    return [
+        peering("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
+        peering("KopfPeering", "kopfpeerings", "Namespaced"),
+    ]
