@@ -304,3 +304,72 @@ async def running_server(fleet_pki: FleetPki) -> AsyncIterator[ServerFactory]:
     for server in started:
         await server.stop()
 
+
+
+# ======================================================================================
+# Kubernetes API emulator (kmock) and kopf operators against it — parts in tests/kube.py
+# ======================================================================================
+
+import kubernetes.config.kube_config  # noqa: E402
+from fleetwire.operator.crd import build_crd  # noqa: E402
+from kube import KopfOperator, KubeApi, KubeClient, ProcessState  # noqa: E402
+
+
+@pytest.fixture
+def kube_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeApi]:
+    """A started Kubernetes API emulator on a free loopback port, the FleetTelemetryConfig
+    CRD installed, and KUBECONFIG (for kubectl, the `kubernetes` client and kopf's login)
+    pointing at it. Stopped at the end of the test."""
+    directory = tmp_path / "kube"
+    directory.mkdir()
+    api = KubeApi(directory).start()
+    monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig))
+    # The client library reads $KUBECONFIG once, at import: point its default there too.
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(api.kubeconfig))
+    api.install_crds([build_crd()])
+    yield api
+    api.stop()
+
+
+@pytest_asyncio.fixture
+async def kube(kube_api: KubeApi) -> AsyncIterator[KubeClient]:
+    """An async client of `kube_api`; its waits print the running operators' logs on timeout."""
+    client = KubeClient(kube_api.url, kube_api.diagnostics)
+    yield client
+    await client.close()
+
+
+KopfRunnerFactory = Callable[..., KopfOperator]
+
+
+@pytest.fixture
+def kopf_runner(kube_api: KubeApi) -> Iterator[KopfRunnerFactory]:
+    """Starts operators against `kube_api`: `kopf_runner(target, **options) -> KopfOperator`.
+
+    `target` is a handlers module, dotted ("fleetwire.operator.handlers") or a .py path;
+    options (namespaces, peering, priority, liveness, settings, verbose, extra_args) are
+    `KopfOperator`'s. Runs `kopf run -A --standalone` by default. At the end every operator
+    is stopped (a crash inside one is re-raised here) and the process-wide state kopf's
+    runner changes (logging, std streams, default registry) is restored.
+    """
+    state = ProcessState.capture()
+    operators: list[KopfOperator] = []
+
+    def start(target: str | Path, **options: Any) -> KopfOperator:
+        operator = KopfOperator(target, **options)
+        operators.append(operator)
+        kube_api.diagnostics.append(operator.log_tail)
+        return operator.start()
+
+    try:
+        yield start
+    finally:
+        failures: list[BaseException] = []
+        for operator in reversed(operators):
+            try:
+                operator.stop()
+            except BaseException as exc:  # stop the others first, then report
+                failures.append(exc)
+        state.restore()
+        if failures:
+            raise failures[0]
