@@ -78,6 +78,32 @@ def _check_cert(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from fleetwire.operator.main import DEFAULT_LIVENESS, DEFAULT_PEERING, OperatorOptions, main
+
+    options = OperatorOptions(
+        namespaces=tuple(args.namespace or ()),
+        standalone=args.standalone,
+        liveness=DEFAULT_LIVENESS if args.liveness is None else args.liveness or None,
+        peering=args.peering or DEFAULT_PEERING,
+        priority=args.priority,
+    )
+    return main(options, verbose=args.verbose)
+
+
+def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("operator", help="run the Kubernetes operator for FleetTelemetryConfig resources")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", metavar="NS", help="serve this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="serve every namespace (the default)")
+    p.add_argument("--standalone", action="store_true", help="no peering with other replicas (run one replica only)")
+    p.add_argument("--liveness", metavar="URL", help="liveness endpoint (default http://0.0.0.0:8080/healthz; '' for none)")
+    p.add_argument("--peering", help="name of the peering object replicas coordinate through (default fleetwire)")
+    p.add_argument("--priority", type=int, help="peering priority; the highest replica works (default: random)")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=_operator)
+
+
 def main(argv: list[str] | None = None) -> int:
     from fleetwire.sim.vehicle import DEFAULT_FIELDS
 
@@ -120,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--connect", metavar="HOST:PORT", help="fetch the chain a live TLS server presents")
     check.add_argument("--key", type=Path, help="the server's private key, PEM, to match against the leaf")
     check.set_defaults(func=_check_cert)
+
+    _add_operator(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__import__("fleetwire").__version__) or 0)

@@ -310,9 +310,10 @@ async def running_server(fleet_pki: FleetPki) -> AsyncIterator[ServerFactory]:
 # Kubernetes API emulator (kmock) and kopf operators against it — parts in tests/kube.py
 # ======================================================================================
 
-import kubernetes.config.kube_config  # noqa: E402
-from fleetwire.operator.crd import build_crd  # noqa: E402
-from kube import KopfOperator, KubeApi, KubeClient, ProcessState  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:  # imported by the fixtures: kopf and kmock load only for tests that use them
+    from kube import KopfOperator, KubeApi, KubeClient
 
 
 @pytest.fixture
@@ -320,6 +321,10 @@ def kube_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeAp
     """A started Kubernetes API emulator on a free loopback port, the FleetTelemetryConfig
     CRD installed, and KUBECONFIG (for kubectl, the `kubernetes` client and kopf's login)
     pointing at it. Stopped at the end of the test."""
+    import kubernetes.config.kube_config
+    from fleetwire.operator.crd import build_crd
+    from kube import KubeApi
+
     directory = tmp_path / "kube"
     directory.mkdir()
     api = KubeApi(directory).start()
@@ -334,12 +339,14 @@ def kube_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeAp
 @pytest_asyncio.fixture
 async def kube(kube_api: KubeApi) -> AsyncIterator[KubeClient]:
     """An async client of `kube_api`; its waits print the running operators' logs on timeout."""
+    from kube import KubeClient
+
     client = KubeClient(kube_api.url, kube_api.diagnostics)
     yield client
     await client.close()
 
 
-KopfRunnerFactory = Callable[..., KopfOperator]
+KopfRunnerFactory = Callable[..., "KopfOperator"]
 
 
 @pytest.fixture
@@ -352,6 +359,8 @@ def kopf_runner(kube_api: KubeApi) -> Iterator[KopfRunnerFactory]:
     is stopped (a crash inside one is re-raised here) and the process-wide state kopf's
     runner changes (logging, std streams, default registry) is restored.
     """
+    from kube import KopfOperator, ProcessState
+
     state = ProcessState.capture()
     operators: list[KopfOperator] = []
 

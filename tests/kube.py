@@ -56,9 +56,31 @@ kmock 0.8 gaps met while building this harness, and how it covers each:
     low-level server from a dedicated thread and loop; the test's loop stays free.
 15. (kopf in tests) KopfRunner's CLI changes process-wide state: the default handler
     registry, the root logger (level, a handler bound to a buffer), the `asyncio` logger,
-    sys.stdout/stderr (restored out of order when runners stop out of order). → handlers
-    are loaded into a fresh registry per run (module re-imported, no sys.path change),
-    and the fixture restores the logging and stream state afterwards.
+    sys.stdout/stderr (restored out of order when runners stop out of order); `kopf run
+    FILE` puts the file's directory on sys.path; a plain `OperatorRegistry` has none of
+    kopf's implicit logins; kopf 1.45 no longer posts log lines as events (only
+    `kopf.event/info/warn` calls). → handlers are loaded into a fresh registry per run
+    (module re-imported, no sys.path change) with an explicit kubeconfig login, and the
+    fixture restores the logging, stream and registry state afterwards.
+16. (kubernetes client) `load_kube_config()` reads $KUBECONFIG once, when the library is
+    imported. → the kube_api fixture sets the variable and the library's default path.
+
+Writing an operator test::
+
+    async def test_something(kopf_runner, kube):          # kube_api comes with them
+        operator = kopf_runner("fleetwire.operator.handlers")   # or a .py path; started
+        await kube.create({"apiVersion": FTC.api_version, "kind": FTC.kind,
+                           "metadata": {"name": "fleet", "namespace": "default"}, "spec": {...}})
+        obj = await kube.wait_for(FTC, "fleet", "default",
+                                  lambda o: (condition(o, "SpecValid") or {}).get("status") == "True")
+        await operator.logged("Handler 'spec_valid' succeeded")
+
+`kube.wait_for` polls and, on timeout, fails with the last state and every running
+operator's log. The emulator can be seeded or inspected synchronously through `kube_api`
+(`create/get/find/list/patch/delete`, `call(fn)` on the emulator's loop). `kubectl` works
+with `KUBECONFIG=kube_api.kubeconfig` (`--validate=false`: there is no OpenAPI document).
+Peering: install `build_peering_crds()` with `kube_api.install_crds`, create the peering
+object, and pass `peering=` and `priority=` to `kopf_runner`.
 
 Still not emulated (tests must not rely on them): admission (the CRD schema, its
 defaults and CEL rules are not applied: `parse_spec` repeats them and has its own
@@ -1039,6 +1061,10 @@ class _ThreadLogs(logging.Handler):
             line = self.format(record)
         except Exception:  # a bad record must not break the operator under test
             line = f"{record.levelname} {record.name}: {record.msg!r}"
+        ref = getattr(record, "k8s_ref", None)  # kopf's per-object loggers name the object
+        if isinstance(ref, Mapping) and ref.get("name"):
+            where = f"{ref['namespace']}/{ref['name']}" if ref.get("namespace") else ref["name"]
+            line = line.replace(f"{record.name}: ", f"{record.name}: [{where}] ", 1)
         self.records.append((record.thread, record.threadName or "", line))
 
 
