@@ -86,6 +86,7 @@ Still not emulated (tests must not rely on them): admission (the CRD schema, its
 defaults and CEL rules are not applied: `parse_spec` repeats them and has its own
 tests), RBAC and authentication, namespace existence, strategic-merge semantics (lists are
 replaced whole, not merged by key), server-side-apply field ownership, delete-collection,
+deleting a CRD's objects with it,
 foreground/orphan deletion, chunked lists (limit/continue), watch bookmarks, the
 aggregated discovery format (clients fall back), Table output for kubectl (plain lists).
 """
@@ -113,7 +114,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -1031,7 +1032,11 @@ def load_handlers(target: str | Path, registry: kopf.OperatorRegistry) -> Callab
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
-            return lambda: sys.modules.pop(name, None) and None
+
+            def forget() -> None:
+                sys.modules.pop(name, None)
+
+            return forget
         name = str(target)
         original = sys.modules.pop(name, None)
         parent_name, _, child = name.rpartition(".")
@@ -1130,10 +1135,6 @@ class KopfOperator:
         if not self.started.wait(timeout):
             raise AssertionError(f"the operator did not start within {timeout:.0f} s\n{self.log_tail()}")
 
-    @property
-    def running(self) -> bool:
-        return self.runner is not None
-
     def stop(self) -> None:
         """Stop the operator; re-raises what made it crash, if anything."""
         runner, self.runner = self.runner, None
@@ -1167,12 +1168,12 @@ class KopfOperator:
 class ProcessState:
     """Process-wide state kopf's CLI runner changes, captured to be put back."""
 
-    root_level: int = logging.WARNING
-    root_handlers: list[logging.Handler] = field(default_factory=list)
-    asyncio_propagate: bool = True
-    asyncio_handlers: list[logging.Handler] = field(default_factory=list)
-    streams: tuple[Any, Any, Any] = (None, None, None)
-    registry: Any = None
+    root_level: int
+    root_handlers: list[logging.Handler]
+    asyncio_propagate: bool
+    asyncio_handlers: list[logging.Handler]
+    streams: tuple[Any, Any, Any]
+    registry: kopf.OperatorRegistry
 
     @classmethod
     def capture(cls) -> ProcessState:

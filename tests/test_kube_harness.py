@@ -190,8 +190,11 @@ async def test_created_crd_becomes_discoverable(kube: KubeClient) -> None:
     assert (await kube.resource_for("kopf.dev/v1", "ClusterKopfPeering")) == CLUSTER_KOPF_PEERINGS
     assert (await kube.resource_for("kopf.dev/v1", "KopfPeering")).path("ops") == KOPF_PEERINGS.path("ops")
     await kube.delete(CRDS, "kopfpeerings.kopf.dev")
-    with pytest.raises(KubeApiError):
-        await kube.resource_for("kopf.dev/v1", "KopfPeering2")
+    listing = await kube.request("GET", "/apis/kopf.dev/v1")
+    assert [entry["name"] for entry in listing["resources"]] == ["clusterkopfpeerings"]
+    with pytest.raises(KubeApiError) as gone:
+        await kube.request("POST", KOPF_PEERINGS.path("ops"), {"metadata": {"name": "again"}})
+    assert gone.value.status == 404
 
 
 # -- kopf against the emulator -----------------------------------------------------------
