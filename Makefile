@@ -4,6 +4,8 @@ VENV := .venv
 # -P: never put the working directory on sys.path, where the operator/ folder would
 # shadow the standard library's `operator` module.
 PY := $(VENV)/bin/python -P
+# Scripts run with their own folder on sys.path (what -P would drop), never the root.
+SCRIPT := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the test suite starts for real: ACME server, brokers, schema compiler.
@@ -36,10 +38,10 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not slow'
 
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(SCRIPT) bench/run_all.py
 
 generate: $(STAMP)
-	$(PY) scripts/generate.py
+	$(SCRIPT) scripts/generate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
