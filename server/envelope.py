@@ -234,42 +234,10 @@ def decode_frame(data: bytes) -> Frame:
             vsize, tsize = _u16x2(data, vt)
         if vsize & 1 or vt + vsize > n or st + tsize > n:
             raise _Malformed("vtable or table runs past the buffer")
-        if f_payload:
-            at = st + f_payload
-            start = at + u32(data, at)[0] + 4
-            end = start + u32(data, start - 4)[0]
-            if end > n:
-                raise _Malformed("payload runs past the buffer")
-            payload = data[start:end]
-        else:
-            payload = b""
-        if f_sender:
-            at = st + f_sender
-            start = at + u32(data, at)[0] + 4
-            end = start + u32(data, start - 4)[0]
-            if end > n:
-                raise _Malformed("sender_id runs past the buffer")
-            sender_id = data[start:end]
-        else:
-            sender_id = b""
-        if f_dtype:
-            at = st + f_dtype
-            start = at + u32(data, at)[0] + 4
-            end = start + u32(data, start - 4)[0]
-            if end > n:
-                raise _Malformed("device_type runs past the buffer")
-            device_type = data[start:end]
-        else:
-            device_type = b""
-        if f_did:
-            at = st + f_did
-            start = at + u32(data, at)[0] + 4
-            end = start + u32(data, start - 4)[0]
-            if end > n:
-                raise _Malformed("device_id runs past the buffer")
-            device_id = data[start:end]
-        else:
-            device_id = b""
+        payload = _vector(data, n, st + f_payload) if f_payload else b""
+        sender_id = _vector(data, n, st + f_sender) if f_sender else b""
+        device_type = _vector(data, n, st + f_dtype) if f_dtype else b""
+        device_id = _vector(data, n, st + f_did) if f_did else b""
         created_at = u32(data, st + f_created)[0] if f_created else 0
     except (_Malformed, struct.error, IndexError) as exc:
         raise FrameError("envelope", txid, f"malformed envelope: {exc}") from None
