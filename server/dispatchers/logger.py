@@ -8,15 +8,15 @@ busy fleet costs one system call per batch, not per record.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+import orjson
+
 from fleetwire.server.config import ServerConfig
 from fleetwire.server.dispatchers.base import DispatchError, Record
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class LoggerDispatcher:
@@ -34,10 +34,11 @@ class LoggerDispatcher:
 
     async def publish(self, batch: Sequence[Record]) -> None:
         include_data = self.include_data
-        lines: list[str] = []
+        lines: list[bytes] = []
         append = lines.append
+        dumps = orjson.dumps
         for record in batch:
-            head = _dumps({
+            head = dumps({
                 "record_type": record.record_type,
                 "vin": record.vin,
                 "txid": record.txid,
@@ -48,11 +49,11 @@ class LoggerDispatcher:
             })
             if include_data:
                 # Record.json() is compact single-line JSON: splice it instead of re-encoding.
-                append(f'{head[:-1]},"data":{record.json().decode()}}}\n')
+                append(b'%s,"data":%s}\n' % (head[:-1], record.json()))
             else:
-                append(head + "\n")
+                append(head + b"\n")
         try:
-            self._stream.write("".join(lines))
+            self._stream.write(b"".join(lines).decode())
             self._stream.flush()
         except (OSError, ValueError) as exc:  # ValueError: the stream was closed
             raise DispatchError(f"cannot write the log: {exc}") from exc
