@@ -78,6 +78,36 @@ def _check_cert(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _fleet_api_sim(args: argparse.Namespace) -> int:
+    from fleetwire.sim.fleetapi import run_cli
+
+    return run_cli(args)
+
+
+def _add_fleet_api_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("fleet-api-sim", help="run a local Fleet API simulator whose vehicles stream to your server")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="first port: regions na, eu, cn on PORT..PORT+2 (0: free ports)")
+    p.add_argument("--vehicles", type=int, default=10)
+    p.add_argument("--firmware", default="2025.20.1")
+    p.add_argument("--client-id", default="fleetwire-app")
+    p.add_argument("--client-secret", help="default: a random one, written to --credentials-out")
+    p.add_argument("--public-key", type=Path, help="the app's P-256 key (public or private PEM) that signs configs")
+    p.add_argument("--vehicle-ca-cert", type=Path, help="CA that issues the vehicles' client certificates")
+    p.add_argument("--vehicle-ca-key", type=Path)
+    p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate chain")
+    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--resolve", action="append", default=[], metavar="HOST=IP:PORT",
+                   help="where vehicles dial for a config's hostname (repeatable)")
+    p.add_argument("--max-configs", type=int, default=3, help="config slots per vehicle")
+    p.add_argument("--sync-delay", type=float, default=1.0, help="seconds until a pushed config applies")
+    p.add_argument("--time-scale", type=float, default=1.0, help="multiplies the configured field intervals")
+    p.add_argument("--max-streaming", type=int, help="at most this many vehicles connect")
+    p.add_argument("--credentials-out", type=Path, default=Path("fleet-api-sim-credentials.json"),
+                   help="client secret, user tokens and URLs are written here (mode 0600)")
+    p.set_defaults(func=_fleet_api_sim)
+
+
 def _operator(args: argparse.Namespace) -> int:
     from fleetwire.operator.main import DEFAULT_LIVENESS, DEFAULT_PEERING, OperatorOptions, main
 
@@ -146,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--connect", metavar="HOST:PORT", help="fetch the chain a live TLS server presents")
     check.add_argument("--key", type=Path, help="the server's private key, PEM, to match against the leaf")
     check.set_defaults(func=_check_cert)
+
+    _add_fleet_api_sim(sub)
 
     _add_operator(sub)
 
