@@ -1,0 +1,112 @@
+"""The vehicle policies: push reasons, what counts as applied, skip meanings."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fleetwire.operator.fleetapi import VehicleConfigState, VehicleInfo
+from fleetwire.operator.vehicles import (
+    APPLIED, FAILING, PENDING, PUSHED, SKIPPED, SLOT_FREED, VehicleRecord, cleared, counts, explain, observe,
+    preflight, push_reason, pushed, with_error,
+)
+
+VIN = "5YJ3E1EA7KF000001"
+CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+NEW_CA = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
+NOW = 1_800_000_000.0
+
+
+def desired(ca: str = CA, **extra: object) -> dict[str, object]:
+    return {"hostname": "t.example.com", "port": 443, "ca": ca,
+            "fields": {"VehicleSpeed": {"interval_seconds": 10}}, "exp": int(NOW) + 30 * 86400, **extra}
+
+
+def held(config: dict[str, object] | None, *, synced: bool = True, limit: bool = False, paired: bool = True) -> VehicleConfigState:
+    return VehicleConfigState(synced=synced, config=config, limit_reached=limit, key_paired=paired)
+
+
+def applied_record() -> VehicleRecord:
+    record = pushed(None, VIN, desired(), CA, NOW, skip=None)
+    return observe(record, held(desired()), desired(), NOW + 60)
+
+
+def info(firmware: str, toggle: bool | None = None) -> VehicleInfo:
+    return VehicleInfo(firmware, None, None, toggle)
+
+
+def test_a_new_vehicle_is_pushed() -> None:
+    assert push_reason(None, desired(), CA, NOW) == "new vehicle"
+
+
+def test_applied_needs_sync_presence_equality_pairing_and_a_slot() -> None:
+    record = pushed(None, VIN, desired(), CA, NOW, skip=None)
+    assert record.state == PUSHED
+    assert observe(record, held(desired(), synced=False), desired(), NOW).state == PUSHED
+    assert observe(record, held(desired()), desired(), NOW).state == APPLIED
+    assert observe(record, held(desired(), paired=False), desired(), NOW).skip == "missing_key"
+    assert observe(record, held(desired(), limit=True), desired(), NOW).skip == "max_configs"
+
+
+def test_updated_but_config_null_is_the_max_configs_trap_and_a_freed_slot_repushes() -> None:
+    record = pushed(None, VIN, desired(), CA, NOW, skip=None)
+    trapped = observe(record, held(None), desired(), NOW)
+    assert (trapped.state, trapped.skip) == (SKIPPED, "max_configs")
+    assert push_reason(trapped, desired(), CA, NOW) is None  # nothing to do while the slots are full
+    freed = observe(trapped, held(None, synced=True, limit=False), desired(), NOW)
+    assert freed.state == PENDING
+    assert push_reason(freed, desired(), CA, NOW) == SLOT_FREED
+
+
+def test_a_chain_rotation_is_named_before_any_other_change() -> None:
+    record = applied_record()
+    assert push_reason(record, desired(), CA, NOW) is None
+    assert push_reason(record, desired(NEW_CA), NEW_CA, NOW) == "CA chain changed"
+    assert push_reason(record, desired(NEW_CA, alert_types=["service"]), NEW_CA, NOW) == "CA chain changed"
+    assert push_reason(record, desired(alert_types=["service"]), CA, NOW) == "desired config changed"
+
+
+def test_exp_changes_alone_do_not_repush_until_it_is_near() -> None:
+    record = applied_record()
+    later = desired()
+    later["exp"] = int(NOW) + 60 * 86400
+    assert push_reason(record, later, CA, NOW) is None
+    assert push_reason(record, later, CA, record.exp - 3600) == "config expires soon"  # type: ignore[operator]
+
+
+def test_drift_on_the_vehicle_makes_it_pending_again() -> None:
+    record = applied_record()
+    other = desired(alert_types=["customer"])
+    drifted = observe(record, held(other), desired(), NOW)
+    assert drifted.state == PENDING and "differs" in drifted.reason
+    assert push_reason(drifted, desired(), CA, NOW) == drifted.reason
+
+
+def test_skip_reasons_from_a_push_are_kept_with_their_meaning() -> None:
+    record = pushed(None, VIN, desired(), CA, NOW, skip="unsupported_firmware")
+    assert (record.state, record.skip) == (SKIPPED, "unsupported_firmware")
+    assert "2024.26" in record.reason
+    assert explain("missing_key").startswith("the app's key is not paired")
+    assert explain("something_new") == "something_new"
+
+
+def test_preflight_from_fleet_status() -> None:
+    assert preflight(VIN, paired=False, info=None) == "missing_key"
+    assert preflight(VIN, paired=True, info=info("2024.20.1")) == "unsupported_firmware"
+    assert preflight(VIN, paired=True, info=info("2024.26.4 abc")) is None
+    assert preflight(VIN, paired=True, info=info("2025.32.1", toggle=False)) == "streaming_toggle_off"
+    assert preflight(VIN, paired=True, info=info("2025.2.1"), model_year_legacy_sx=True) == "unsupported_firmware"
+
+
+def test_telemetry_errors_mark_an_applied_vehicle_failing_until_cleared() -> None:
+    record = applied_record()
+    failing = with_error(record, "cloud_manager_error", "x509: certificate signed by unknown authority")
+    assert failing.state == FAILING and "unknown authority" in failing.reason
+    assert observe(failing, held(desired()), desired(), NOW).state == FAILING
+    assert cleared(failing).state == APPLIED
+
+
+def test_records_round_trip_and_counts_cover_every_state() -> None:
+    record = applied_record()
+    assert VehicleRecord.from_dict(record.as_dict()) == record
+    tally = counts([record, replace(record, state=SKIPPED), VehicleRecord("X")])
+    assert tally == {"pending": 1, "pushed": 0, "applied": 1, "skipped": 1, "failing": 0}
