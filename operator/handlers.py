@@ -1,11 +1,20 @@
 """kopf handlers for FleetTelemetryConfig: thin glue between the API and the pure policies.
 
-Each handler gathers state, asks a policy in `fleetwire.operator.reconcile`, and writes the
-answer (status conditions, events); the decisions live in the policies, where they are
-tested without Kubernetes. Further concerns (certificate, server, vehicles) add handlers
-here in the same shape: a `@kopf.on.create/update/resume` function calling a policy and
-writing its condition through `write_conditions`, which merges with conditions other
-handlers wrote in the same pass.
+Each handler gathers state, asks the policies (`reconcile`, `certificates`, `builders`),
+acts, and writes the answer: status conditions, `status.certificate`, events. `spec_valid`
+checks the spec; `manage` (on create, spec update and resume) and the `keep` timer (every
+`FLEETWIRE_RECONCILE_SECONDS`, 60 by default) run one pass of the same work: the HTTP-01
+solver Service when needed, the certificate (issued, renewed or checked), the server's
+ConfigMap, Deployment and Services (server-side apply, so a pass is idempotent), and the
+conditions SpecValid, CertificateReady and ServerReady. A pass never raises: whatever
+fails becomes a condition with its reason, so a bad Secret or an unreachable CA cannot
+put kopf into a retry loop; the timer tries again.
+
+The timer and the change handlers of one resource may overlap, so passes over one
+resource are serialised by a lock, and what a pass wrote into `status.certificate`
+(the back-off and order markers) is remembered in memory: kopf applies a handler's status
+patch only after it returns, so the next pass may be handed an older body. Every pass
+writes all three conditions, so a stale base cannot drop one.
 
 Loaded by `fleetwire operator` (`fleetwire.operator.main`), or by `kopf run -m
 fleetwire.operator.handlers` for development.
@@ -13,17 +22,43 @@ fleetwire.operator.handlers` for development.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
-from fleetwire.operator import crd
-from fleetwire.operator.reconcile import Reconciliation, reconcile
+from fleetwire.operator import builders, crd
+from fleetwire.operator.builders import Names, Owner
+from fleetwire.operator.certificates import CertificateContext, CertificateOutcome, ensure_certificate
+from fleetwire.operator.environment import OperatorEnvironment, from_env
+from fleetwire.operator.http01 import Http01Responder
+from fleetwire.operator.spec import FleetTelemetrySpec
+from fleetwire.operator.kubeapi import KubeError, KubernetesApi, load_configuration
+from fleetwire.operator.reconcile import (
+    CERTIFICATE_READY,
+    SERVER_READY,
+    SPEC_VALID,
+    Condition,
+    Event,
+    Reconciliation,
+    check_spec,
+    find_condition,
+    reconcile,
+    server_condition,
+    transition_events,
+)
 
 RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
 """What the handlers watch: fleettelemetryconfigs.v1alpha1.fleetwire.io."""
+
+ENVIRONMENT: OperatorEnvironment = from_env()
+"""Read when the handlers load: the timer's interval is fixed at registration."""
+
+log = logging.getLogger("fleetwire.operator")
 
 
 @kopf.on.startup()
@@ -63,3 +98,181 @@ def spec_valid(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf.S
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         (logger.warning if event.type == "Warning" else logger.info)("%s: %s", event.reason, event.message)
+
+
+# ======================================================================================
+# Certificate and server: one pass, from the create/update/resume handlers and the timer
+# ======================================================================================
+
+
+@dataclass
+class _Memory:
+    """What this process last wrote for one resource: `status.certificate` and the
+    (status, reason) of each condition that events were posted for."""
+
+    certificate: dict[str, Any]
+    announced: dict[str, tuple[str, str]]
+    http01_service: bool
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any]) -> _Memory:
+        announced = {}
+        for type_ in (CERTIFICATE_READY, SERVER_READY):
+            found = find_condition(status.get("conditions"), type_)
+            if found is not None:
+                announced[type_] = (str(found.get("status")), str(found.get("reason")))
+        server = status.get("server") or {}
+        return cls(dict(status.get("certificate") or {}), announced, bool(server.get("http01Service")))
+
+
+@dataclass
+class Runtime:
+    """Per-process state: the API client, the HTTP-01 responder (started on first use), and
+    per-resource locks and memory."""
+
+    env: OperatorEnvironment
+    api: KubernetesApi
+    responder: Http01Responder | None = None
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    memory: dict[str, _Memory] = field(default_factory=dict)
+
+    async def http01(self) -> Http01Responder:
+        if self.responder is None:
+            responder = Http01Responder("0.0.0.0", self.env.http01_port)
+            await responder.start()
+            self.responder = responder
+        return self.responder
+
+    async def close(self) -> None:
+        if self.responder is not None:
+            await self.responder.stop()
+        await self.api.close()
+
+
+_runtime: Runtime | None = None
+
+
+@kopf.on.startup()
+async def start_runtime(**_: Any) -> None:
+    """The API client the passes use, with the credentials kopf logs in with."""
+    global _runtime
+    _runtime = Runtime(ENVIRONMENT, KubernetesApi(load_configuration()))
+
+
+@kopf.on.cleanup()
+async def stop_runtime(**_: Any) -> None:
+    if _runtime is not None:
+        await _runtime.close()
+
+
+def _replacing(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch that turns `old` into `new` at the top level (dropped keys become null)."""
+    return {**{key: None for key in old if key not in new}, **new}
+
+
+async def _apply_server(runtime: Runtime, owner: Owner, spec: FleetTelemetrySpec) -> tuple[Condition, dict[str, Any]]:
+    """Apply ConfigMap, Deployment and Services; ServerReady from what the API returned."""
+    names = Names(owner.name)
+    stored: dict[str, Any] | None = None
+    for obj in builders.server_objects(owner, spec, runtime.env):
+        applied = await runtime.api.apply(obj)
+        if obj["kind"] == "Deployment":
+            stored = applied
+    ca_map = await runtime.api.get("ConfigMap", owner.namespace, names.vehicle_ca)
+    data = (ca_map or {}).get("data") or {}
+    vehicle_ca = None
+    if "BEGIN CERTIFICATE" not in str(data.get(builders.VEHICLE_CA_KEY, "")):
+        vehicle_ca = (f"ConfigMap {owner.namespace}/{names.vehicle_ca} with key {builders.VEHICLE_CA_KEY} is "
+                      f"{'missing' if ca_map is None else 'without a PEM certificate'}: it must hold the CAs that "
+                      "issue the vehicles' client certificates, or the server cannot verify vehicles and does "
+                      "not start")
+    condition = server_condition(stored, vehicle_ca=vehicle_ca)
+    ready = int(((stored or {}).get("status") or {}).get("readyReplicas") or 0)
+    return condition, {"deployment": names.server, "service": names.server, "readyReplicas": ready}
+
+
+async def _pass(runtime: Runtime, body: kopf.Body, memory: _Memory, spec: FleetTelemetrySpec,
+                generation: int | None) -> tuple[CertificateOutcome, Condition, dict[str, Any]]:
+    """HTTP-01 Service, certificate, server objects: the conditions and `status.server` they yield."""
+    owner = Owner.of(body)
+    api, env = runtime.api, runtime.env
+    needed, why = builders.http01_service_reason(spec, owner.namespace, env)
+    server_status: dict[str, Any] = {}
+    if needed:
+        await api.apply(builders.http01_service(owner, env))
+        server_status["http01Service"] = Names(owner.name).http01_service
+    elif memory.http01_service:
+        await api.delete("Service", owner.namespace, Names(owner.name).http01_service)
+        log.info("removed the HTTP-01 solver Service of %s/%s: %s", owner.namespace, owner.name, why)
+
+    async def record_order(order: Mapping[str, Any]) -> None:
+        await api.patch_status(f"{crd.GROUP}/{crd.VERSION}", crd.PLURAL, owner.namespace, owner.name,
+                               {"certificate": {"order": dict(order)}})
+        memory.certificate["order"] = dict(order)  # so this pass's status patch clears it
+
+    ctx = CertificateContext(api=api, owner=owner, spec=spec, env=env, previous=memory.certificate,
+                             generation=generation, now=dt.datetime.now(dt.UTC), http01=runtime.http01,
+                             record_order=record_order)
+    outcome = await ensure_certificate(ctx)
+    try:
+        server, applied = await _apply_server(runtime, owner, spec)
+        server_status.update(applied)
+    except KubeError as exc:
+        server = Condition(SERVER_READY, "False", "ApiError", f"Kubernetes API: {exc}")
+    return outcome, server, server_status
+
+
+async def _manage(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch,
+                  logger: kopf.Logger) -> None:
+    runtime = _runtime
+    assert runtime is not None, "the startup handler creates the runtime"
+    uid = str(meta["uid"])
+    generation = meta.get("generation")
+    async with runtime.locks.setdefault(uid, asyncio.Lock()):
+        memory = runtime.memory.get(uid) or _Memory.from_status(status)
+        parsed, spec_condition = check_spec(dict(spec), generation)
+        conditions: list[Condition] = [spec_condition]
+        events: list[Event] = []
+        status_patch: dict[str, Any] = {}
+        if parsed is not None:
+            try:
+                outcome, server, server_status = await _pass(runtime, body, memory, parsed, generation)
+            except Exception as exc:  # noqa: BLE001 - a pass must never make kopf retry in a loop
+                logger.exception("the pass over %s/%s failed", meta.get("namespace"), meta.get("name"))
+                message = f"unexpected failure, retried on the next pass: {type(exc).__name__}: {exc}"
+                conditions += [Condition(CERTIFICATE_READY, "Unknown", "InternalError", message, generation),
+                               Condition(SERVER_READY, "Unknown", "InternalError", message, generation)]
+            else:
+                conditions += [outcome.condition, Condition(server.type, server.status, server.reason,
+                                                            server.message, generation)]
+                events += outcome.events
+                status_patch["certificate"] = _replacing(memory.certificate, outcome.status)
+                status_patch["server"] = _replacing({"http01Service": True} if memory.http01_service else {},
+                                                    server_status)
+                memory.certificate = dict(outcome.status)
+                memory.http01_service = "http01Service" in server_status
+        managed = [c for c in conditions if c.type != SPEC_VALID]
+        events += transition_events(memory.announced, managed)
+        memory.announced.update({c.type: (c.status, c.reason) for c in managed})
+        runtime.memory[uid] = memory
+        write_conditions(patch, status, Reconciliation(parsed, tuple(conditions), (), generation))
+        patch.status.update(status_patch)
+        for event in events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+            (logger.warning if event.type == "Warning" else logger.info)("%s: %s", event.reason, event.message)
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+async def manage(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch,
+                 logger: kopf.Logger, **_: Any) -> None:
+    """Certificate and server after a change (or at start): one pass."""
+    await _manage(body, spec, meta, status, patch, logger)
+
+
+@kopf.timer(*RESOURCE, interval=ENVIRONMENT.reconcile_seconds, initial_delay=ENVIRONMENT.reconcile_seconds)
+async def keep(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch,
+               logger: kopf.Logger, **_: Any) -> None:
+    """The same pass on a schedule: renewals fall due, Secrets and Deployments change, CAs recover."""
+    await _manage(body, spec, meta, status, patch, logger)

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from fleetwire.operator.spec import FleetTelemetrySpec, SpecError, parse_spec
 
 __all__ = [
+    "CERTIFICATE_READY",
+    "SERVER_READY",
     "SPEC_VALID",
     "Condition",
     "Event",
@@ -24,11 +26,17 @@ __all__ = [
     "check_spec",
     "find_condition",
     "reconcile",
+    "server_condition",
     "set_condition",
+    "transition_events",
 ]
 
 SPEC_VALID = "SpecValid"
 """Condition type: the spec parsed and passed every check."""
+CERTIFICATE_READY = "CertificateReady"
+"""Condition type: the server has a certificate vehicles accept (see `fleetwire.operator.certificates`)."""
+SERVER_READY = "ServerReady"
+"""Condition type: the server's Deployment exists and, as far as reported, runs."""
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -128,3 +136,52 @@ def reconcile(spec: Mapping[str, Any] | None, status: Mapping[str, Any] | None,
         kind: Literal["Normal", "Warning"] = "Normal" if condition.status == "True" else "Warning"
         events = (Event(kind, condition.reason, condition.message),)
     return Reconciliation(parsed, (condition,), events, generation)
+
+
+def transition_events(seen: Mapping[str, tuple[str, str]], conditions: Iterable[Condition]) -> tuple[Event, ...]:
+    """An event for each condition whose status or reason differs from what was last announced.
+
+    Messages may carry details that change on every pass (counts, times), so only a new
+    status or reason is news; `seen` maps a condition type to its announced (status, reason).
+    Reasons name their concern (CertificateValid, VehicleCaMissing), so the event's reason
+    alone tells `kubectl describe` readers what changed.
+    """
+    events = []
+    for condition in conditions:
+        if seen.get(condition.type) != (condition.status, condition.reason):
+            kind: Literal["Normal", "Warning"] = "Warning" if condition.status == "False" else "Normal"
+            events.append(Event(kind, condition.reason, condition.message))
+    return tuple(events)
+
+
+def server_condition(deployment: Mapping[str, Any] | None, *, vehicle_ca: str | None,
+                     generation: int | None = None) -> Condition:
+    """ServerReady from the Deployment as the API returned it and the vehicles' CA ConfigMap.
+
+    `vehicle_ca` is None when the ConfigMap holds the vehicles' CAs, else why it does not:
+    without them the server cannot verify a vehicle and refuses to start. On a real cluster
+    the Deployment controller reports `observedGeneration` and `readyReplicas` moments after
+    every change, so the condition follows the pods' readiness probes; a Deployment without
+    any status (an API emulator, or the first instant after creation) counts as applied.
+    """
+    if deployment is None:
+        return Condition(SERVER_READY, "False", "DeploymentMissing", "the server's Deployment does not exist",
+                         generation)
+    name = str(deployment.get("metadata", {}).get("name", ""))
+    if vehicle_ca is not None:
+        return Condition(SERVER_READY, "False", "VehicleCaMissing", vehicle_ca, generation)
+    status = deployment.get("status") or {}
+    wanted = int((deployment.get("spec") or {}).get("replicas", 1) or 0)
+    if not status:
+        return Condition(SERVER_READY, "True", "DeploymentApplied",
+                         f"Deployment {name} applied; no controller has reported its replicas yet", generation)
+    ready = int(status.get("readyReplicas") or 0)
+    observed = status.get("observedGeneration")
+    current = deployment.get("metadata", {}).get("generation")
+    rolling = observed is not None and current is not None and int(observed) < int(current)
+    if ready >= 1:
+        detail = f"{ready}/{wanted} server replicas ready" + (" (rolling out a change)" if rolling else "")
+        return Condition(SERVER_READY, "True", "Available", detail, generation)
+    return Condition(SERVER_READY, "False", "NotReady",
+                     f"0/{wanted} server replicas ready in Deployment {name}: see its pods' events and logs",
+                     generation)

@@ -382,3 +382,171 @@ def kopf_runner(kube_api: KubeApi) -> Iterator[KopfRunnerFactory]:
         state.restore()
         if failures:
             raise failures[0]
+
+
+# ======================================================================================
+# ACME: pebble (Let's Encrypt's test CA) and the local DNS resolver it asks
+# ======================================================================================
+
+import json as _json  # noqa: E402
+
+import requests  # noqa: E402
+from cryptography import x509 as _x509  # noqa: E402
+from dnslib import QTYPE, RR, A, DNSRecord, TXT  # noqa: E402
+from dnslib.server import BaseResolver, DNSLogger, DNSServer  # noqa: E402
+
+from fleetwire import pki as _pki  # noqa: E402
+from fleetwire.operator.acme_client import AcmeClient, PebbleRoots  # noqa: E402
+
+PEBBLE = shutil.which("pebble")
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalDns(BaseResolver):
+    """Authoritative for everything: A 127.0.0.1 for any name, TXT from `records`."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, list[str]] = {}
+        self.queries: list[tuple[str, str]] = []
+        self.port = _free_udp_port()
+        self._server = DNSServer(self, address="127.0.0.1", port=self.port, logger=DNSLogger(logf=lambda *_: None))
+
+    def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
+        reply = request.reply()
+        qname = request.q.qname
+        name, qtype = str(qname).rstrip(".").lower(), QTYPE[request.q.qtype]
+        self.queries.append((name, qtype))
+        if qtype == "A":
+            reply.add_answer(RR(qname, QTYPE.A, rdata=A("127.0.0.1"), ttl=0))
+        elif qtype == "TXT":
+            for value in self.records.get(name, []):
+                reply.add_answer(RR(qname, QTYPE.TXT, rdata=TXT(value), ttl=0))
+        return reply
+
+    async def set_txt(self, name: str, value: str) -> None:
+        values = self.records.setdefault(name.lower(), [])
+        if value not in values:
+            values.append(value)
+
+    async def clear_txt(self, name: str, value: str) -> None:
+        values = self.records.get(name.lower(), [])
+        if value in values:
+            values.remove(value)
+
+    def start(self) -> None:
+        self._server.start_thread()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_dns() -> Iterator[LocalDns]:
+    dns = LocalDns()
+    dns.start()
+    yield dns
+    dns.stop()
+
+
+class Pebble:
+    """A pebble process on fixed loopback ports; `restart()` gives a new root and intermediate.
+
+    `certificate_validity` (seconds) shortens the leaves' lifetime, so renewals fall due in a test.
+    """
+
+    def __init__(self, binary: str, workdir: Path, dns_port: int, *, certificate_validity: int | None = None,
+                 **env: str) -> None:
+        self.binary, self.workdir, self.dns_port, self.extra_env = binary, workdir, dns_port, env
+        self.acme_port, self.mgmt_port, self.http_port = free_port(), free_port(), free_port()
+        ca = _pki.make_ca("fleetwire test TLS CA")
+        tls = _pki.make_server_cert(ca, ["localhost", "127.0.0.1"])
+        self.ca_file = str(_pki.write_pem(workdir / "tls-ca.pem", ca.cert_pem))
+        _pki.write_bundle(tls, workdir / "tls.pem", workdir / "tls-key.pem")
+        config = {
+            "pebble": {
+                "listenAddress": f"127.0.0.1:{self.acme_port}",
+                "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
+                "certificate": str(workdir / "tls.pem"),
+                "privateKey": str(workdir / "tls-key.pem"),
+                "httpPort": self.http_port,
+                "tlsPort": free_port(),
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+            }
+        }
+        if certificate_validity is not None:
+            config["pebble"]["certificateValidityPeriod"] = certificate_validity
+        self.config = workdir / "pebble.json"
+        self.config.write_text(_json.dumps(config))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def directory(self) -> str:
+        return f"https://127.0.0.1:{self.acme_port}/dir"
+
+    @property
+    def management(self) -> str:
+        return f"https://127.0.0.1:{self.mgmt_port}"
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "PEBBLE_VA_NOSLEEP": "1",  # validate at once instead of after a random pause
+            "PEBBLE_WFE_NONCEREJECT": "0",  # no random badNonce: tests must not be flaky
+            "PEBBLE_AUTHZREUSE": "0",  # every order validates for real
+            **self.extra_env,
+        }
+        env.pop("PEBBLE_VA_ALWAYS_VALID", None)
+        log = open(self.workdir / "pebble.log", "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "-config", str(self.config), "-dnsserver", f"127.0.0.1:{self.dns_port}"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pebble exited: {(self.workdir / 'pebble.log').read_text()[-2000:]}")
+            try:
+                if requests.get(self.directory, verify=self.ca_file, timeout=1).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.05)
+        raise RuntimeError("pebble did not answer within 15 s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def root(self) -> _x509.Certificate:
+        response = requests.get(f"{self.management}/roots/0", verify=self.ca_file, timeout=5)
+        return _x509.load_pem_x509_certificate(response.content)
+
+    def client(self, **kwargs: Any) -> AcmeClient:
+        kwargs.setdefault("root_fetcher", PebbleRoots(self.management, verify=self.ca_file))
+        return AcmeClient(self.directory, verify=self.ca_file, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory: pytest.TempPathFactory, local_dns: LocalDns) -> Iterator[Pebble]:
+    if PEBBLE is None:
+        pytest.skip("pebble not installed (make test installs it)")
+    server = Pebble(PEBBLE, tmp_path_factory.mktemp("pebble"), local_dns.port)
+    server.start()
+    yield server
+    server.stop()

@@ -2,21 +2,17 @@
 
 Pebble runs on loopback with ports picked here and `-dnsserver` pointing at an in-process
 dnslib server that answers A 127.0.0.1 for every name (so HTTP-01 reaches the responder)
-and the TXT records the DNS-01 provider publishes.
+and the TXT records the DNS-01 provider publishes (both fixtures live in conftest.py,
+shared with the operator's certificate tests).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
-import os
-import shutil
 import socket
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +20,13 @@ import pytest
 import requests
 from acme import messages
 from aiohttp import web
+from conftest import PEBBLE, LocalDns, Pebble
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from dnslib import QTYPE, RR, A, DNSRecord, TXT
-from dnslib.server import BaseResolver, DNSLogger, DNSServer
+from dnslib import DNSRecord
 
 from fleetwire import pki
 from fleetwire.operator.acme_client import (
@@ -51,162 +47,10 @@ from fleetwire.operator.dns01 import CloudflareDns, Dns01Solver, DnsProvider, Dn
 from fleetwire.operator.http01 import Http01Responder
 from fleetwire.operator.renewal import backoff, renew_at, renewal_reason
 
-PEBBLE = shutil.which("pebble")
-
-
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-# ======================================================================================
-# Local DNS: the resolver pebble asks, and a DnsProvider for DNS-01
-# ======================================================================================
-
-
-class LocalDns(BaseResolver):
-    """Authoritative for everything: A 127.0.0.1 for any name, TXT from `records`."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, list[str]] = {}
-        self.queries: list[tuple[str, str]] = []
-        self.port = _free_port(socket.SOCK_DGRAM)
-        self._server = DNSServer(self, address="127.0.0.1", port=self.port, logger=DNSLogger(logf=lambda *_: None))
-
-    def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
-        reply = request.reply()
-        qname = request.q.qname
-        name, qtype = str(qname).rstrip(".").lower(), QTYPE[request.q.qtype]
-        self.queries.append((name, qtype))
-        if qtype == "A":
-            reply.add_answer(RR(qname, QTYPE.A, rdata=A("127.0.0.1"), ttl=0))
-        elif qtype == "TXT":
-            for value in self.records.get(name, []):
-                reply.add_answer(RR(qname, QTYPE.TXT, rdata=TXT(value), ttl=0))
-        return reply
-
-    async def set_txt(self, name: str, value: str) -> None:
-        values = self.records.setdefault(name.lower(), [])
-        if value not in values:
-            values.append(value)
-
-    async def clear_txt(self, name: str, value: str) -> None:
-        values = self.records.get(name.lower(), [])
-        if value in values:
-            values.remove(value)
-
-    def start(self) -> None:
-        self._server.start_thread()
-
-    def stop(self) -> None:
-        self._server.stop()
-
-
-@pytest.fixture(scope="session")
-def local_dns() -> Iterator[LocalDns]:
-    dns = LocalDns()
-    dns.start()
-    yield dns
-    dns.stop()
-
-
-# ======================================================================================
-# Pebble
-# ======================================================================================
-
-
-class Pebble:
-    """A pebble process on fixed loopback ports; `restart()` gives a new root and intermediate."""
-
-    def __init__(self, binary: str, workdir: Path, dns_port: int, **env: str) -> None:
-        self.binary, self.workdir, self.dns_port, self.extra_env = binary, workdir, dns_port, env
-        self.acme_port, self.mgmt_port, self.http_port = _free_port(), _free_port(), _free_port()
-        ca = pki.make_ca("fleetwire test TLS CA")
-        tls = pki.make_server_cert(ca, ["localhost", "127.0.0.1"])
-        self.ca_file = str(pki.write_pem(workdir / "tls-ca.pem", ca.cert_pem))
-        pki.write_bundle(tls, workdir / "tls.pem", workdir / "tls-key.pem")
-        config = {
-            "pebble": {
-                "listenAddress": f"127.0.0.1:{self.acme_port}",
-                "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
-                "certificate": str(workdir / "tls.pem"),
-                "privateKey": str(workdir / "tls-key.pem"),
-                "httpPort": self.http_port,
-                "tlsPort": _free_port(),
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": False,
-            }
-        }
-        self.config = workdir / "pebble.json"
-        self.config.write_text(json.dumps(config))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def directory(self) -> str:
-        return f"https://127.0.0.1:{self.acme_port}/dir"
-
-    @property
-    def management(self) -> str:
-        return f"https://127.0.0.1:{self.mgmt_port}"
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "PEBBLE_VA_NOSLEEP": "1",  # validate at once instead of after a random pause
-            "PEBBLE_WFE_NONCEREJECT": "0",  # no random badNonce: tests must not be flaky
-            "PEBBLE_AUTHZREUSE": "0",  # every order validates for real
-            **self.extra_env,
-        }
-        env.pop("PEBBLE_VA_ALWAYS_VALID", None)
-        log = open(self.workdir / "pebble.log", "ab")
-        self.proc = subprocess.Popen(
-            [self.binary, "-config", str(self.config), "-dnsserver", f"127.0.0.1:{self.dns_port}"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
-        log.close()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pebble exited: {(self.workdir / 'pebble.log').read_text()[-2000:]}")
-            try:
-                if requests.get(self.directory, verify=self.ca_file, timeout=1).ok:
-                    return
-            except requests.RequestException:
-                time.sleep(0.05)
-        raise RuntimeError("pebble did not answer within 15 s")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def root(self) -> x509.Certificate:
-        response = requests.get(f"{self.management}/roots/0", verify=self.ca_file, timeout=5)
-        return x509.load_pem_x509_certificate(response.content)
-
-    def client(self, **kwargs: Any) -> AcmeClient:
-        kwargs.setdefault("root_fetcher", PebbleRoots(self.management, verify=self.ca_file))
-        return AcmeClient(self.directory, verify=self.ca_file, **kwargs)
-
-
-@pytest.fixture(scope="session")
-def pebble(tmp_path_factory: pytest.TempPathFactory, local_dns: LocalDns) -> Iterator[Pebble]:
-    if PEBBLE is None:
-        pytest.skip("pebble not installed (make test installs it)")
-    server = Pebble(PEBBLE, tmp_path_factory.mktemp("pebble"), local_dns.port)
-    server.start()
-    yield server
-    server.stop()
 
 
 def _spki(key: Any) -> bytes:

@@ -1,0 +1,327 @@
+"""The Kubernetes objects of one FleetTelemetryConfig, built by pure functions returning dicts.
+
+The kopf layer only applies what these return, so what a resource turns into is tested
+without a cluster. Every object carries an owner reference to the FleetTelemetryConfig,
+so deleting it deletes them (Kubernetes' garbage collector does the work).
+
+The server runs as a non-root user on unprivileged ports (vehicles 8443, status 8080,
+metrics 9090); the vehicle Service maps the spec's port (443) to 8443. The TLS Secret is
+mounted as a volume: Kubernetes replaces a mounted Secret's files in place and the
+server reloads its certificate within `TLS_RELOAD_SECONDS`, so a renewal reaches the
+running pods without a restart and connected vehicles stay connected. For that the pod
+template must not change with the certificate: it names the Secret, never its content,
+and its only checksum is of config.json, so a configuration change does roll the pods.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fleetwire.operator import crd
+from fleetwire.operator.environment import OperatorEnvironment
+from fleetwire.operator.spec import AcmeCertificate, FleetTelemetrySpec, SecretCertificate
+
+__all__ = [
+    "CONFIG_CHECKSUM_ANNOTATION",
+    "METRICS_PORT",
+    "Names",
+    "Owner",
+    "SERVER_PORT",
+    "STATUS_PORT",
+    "TLS_RELOAD_SECONDS",
+    "VEHICLE_CA_KEY",
+    "config_checksum",
+    "config_map",
+    "deployment",
+    "http01_service",
+    "http01_service_reason",
+    "labels",
+    "metrics_service",
+    "owner_reference",
+    "secret",
+    "server_config",
+    "server_objects",
+    "tls_secret_name",
+    "vehicle_service",
+]
+
+SERVER_PORT = 8443
+STATUS_PORT = 8080
+METRICS_PORT = 9090
+TLS_RELOAD_SECONDS = 5
+"""How often the server looks at its certificate files: a renewal is served within seconds."""
+
+CONFIG_DIR = "/etc/fleetwire/config"
+TLS_DIR = "/etc/fleetwire/tls"
+VEHICLE_CA_DIR = "/etc/fleetwire/vehicle-ca"
+VEHICLE_CA_KEY = "ca.crt"
+CONFIG_CHECKSUM_ANNOTATION = f"{crd.GROUP}/config-checksum"
+_RUN_AS = 65532  # the image's numeric non-root user
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The FleetTelemetryConfig the objects belong to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Owner:
+        meta = body["metadata"]
+        return cls(str(meta["name"]), str(meta["namespace"]), str(meta["uid"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Every object name derived from the resource's name, in one place."""
+
+    base: str
+
+    @property
+    def tls_secret(self) -> str:
+        return f"{self.base}-tls"
+
+    @property
+    def ca_secret(self) -> str:
+        return f"{self.base}-ca"
+
+    @property
+    def account_secret(self) -> str:
+        return f"{self.base}-acme-account"
+
+    @property
+    def config_map(self) -> str:
+        return f"{self.base}-server-config"
+
+    @property
+    def server(self) -> str:
+        """The Deployment and the vehicles' Service."""
+        return f"{self.base}-server"
+
+    @property
+    def metrics_service(self) -> str:
+        return f"{self.base}-server-metrics"
+
+    @property
+    def http01_service(self) -> str:
+        return f"{self.base}-http01-solver"
+
+    @property
+    def vehicle_ca(self) -> str:
+        """The ConfigMap the user provides: the CAs that issue the vehicles' client certificates."""
+        return f"{self.base}-vehicle-ca"
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    """A controller reference, without blockOwnerDeletion: setting that needs update rights on
+    the owner's finalizers, which the operator does not otherwise need."""
+    return {"apiVersion": f"{crd.GROUP}/{crd.VERSION}", "kind": crd.KIND, "name": owner.name,
+            "uid": owner.uid, "controller": True}
+
+
+def labels(owner: Owner, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "fleetwire",
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "fleetwire",
+        "app.kubernetes.io/managed-by": "fleetwire-operator",
+    }
+
+
+def _selector(owner: Owner) -> dict[str, str]:
+    return {key: value for key, value in labels(owner, "server").items()
+            if key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")}
+
+
+def _metadata(owner: Owner, name: str, component: str, annotations: Mapping[str, str] | None = None,
+              *, owned: bool = True) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": owner.namespace, "labels": labels(owner, component)}
+    if owned:
+        meta["ownerReferences"] = [owner_reference(owner)]
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def secret(owner: Owner, name: str, data: Mapping[str, bytes], *, type_: str = "Opaque",
+           component: str = "certificate", annotations: Mapping[str, str] | None = None,
+           owned: bool = True) -> dict[str, Any]:
+    """A Secret with `data` base64-encoded, as the API stores it; `owned=False` for one the user
+    named and may share, which must outlive this resource."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": type_,
+            "metadata": _metadata(owner, name, component, annotations, owned=owned),
+            "data": {key: base64.b64encode(value).decode("ascii") for key, value in sorted(data.items())}}
+
+
+# -- the server -------------------------------------------------------------------------
+
+
+def server_config(spec: FleetTelemetrySpec) -> dict[str, Any]:
+    """The server's config.json (the reference format) for `spec.server`.
+
+    Certificate paths point at the mounted Secret, the vehicles' CAs at the mounted
+    ConfigMap; dispatcher settings pass through unchanged, as the server reads them.
+    """
+    server = spec.server
+    config: dict[str, Any] = {
+        "host": "0.0.0.0",
+        "port": SERVER_PORT,
+        "status_port": STATUS_PORT,
+        "tls": {"server_cert": f"{TLS_DIR}/tls.crt", "server_key": f"{TLS_DIR}/tls.key",
+                "ca_file": f"{VEHICLE_CA_DIR}/{VEHICLE_CA_KEY}", "reload_interval_seconds": TLS_RELOAD_SECONDS},
+        "records": {record_type: list(names) for record_type, names in server.records.items()},
+        "monitoring": {"prometheus_metrics_port": METRICS_PORT},
+    }
+    if server.namespace:
+        config["namespace"] = server.namespace
+    if server.reliable_ack_sources:
+        config["reliable_ack_sources"] = dict(server.reliable_ack_sources)
+    for name in sorted(server.dispatchers):
+        config[name] = json.loads(json.dumps(dict(server.dispatchers[name])))  # plain, detached copies
+    if server.rate_limit is not None:
+        limit = server.rate_limit
+        rate: dict[str, Any] = {"enabled": limit.enabled}
+        if limit.message_limit is not None:
+            rate["message_limit"] = limit.message_limit
+        if limit.message_interval_time is not None:
+            rate["message_interval_time"] = limit.message_interval_time
+        config["rate_limit"] = rate
+    if server.vins_allow or server.vins_deny:
+        config["vins"] = {"allow": list(server.vins_allow), "deny": list(server.vins_deny)}
+    return config
+
+
+def config_checksum(config: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON: equal configs, equal checksums, whatever the key order."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def config_map(owner: Owner, config: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _metadata(owner, Names(owner.name).config_map, "server"),
+            "data": {"config.json": json.dumps(config, indent=2, sort_keys=True) + "\n"}}
+
+
+def deployment(owner: Owner, spec: FleetTelemetrySpec, config: Mapping[str, Any], *, image: str,
+               tls_secret: str) -> dict[str, Any]:
+    """The server's Deployment: hardened pod, TLS Secret and config mounted read-only."""
+    names = Names(owner.name)
+    probe = {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 10, "timeoutSeconds": 3}
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": spec.server.image or image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["serve", "--config", f"{CONFIG_DIR}/config.json"],
+        "ports": [
+            {"name": "vehicles", "containerPort": SERVER_PORT, "protocol": "TCP"},
+            {"name": "status", "containerPort": STATUS_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 3},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+            {"name": "vehicle-ca", "mountPath": VEHICLE_CA_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if spec.server.resources:
+        container["resources"] = json.loads(json.dumps(dict(spec.server.resources)))
+    pod_labels = labels(owner, "server")
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _metadata(owner, names.server, "server"),
+        "spec": {
+            "replicas": spec.server.replicas,
+            "selector": {"matchLabels": _selector(owner)},
+            "template": {
+                "metadata": {"labels": pod_labels,
+                             "annotations": {CONFIG_CHECKSUM_ANNOTATION: config_checksum(config)}},
+                "spec": {
+                    "automountServiceAccountToken": False,  # the server never calls the API
+                    "enableServiceLinks": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": _RUN_AS, "runAsGroup": _RUN_AS,
+                                        "fsGroup": _RUN_AS, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": names.config_map}},
+                        {"name": "tls", "secret": {"secretName": tls_secret, "defaultMode": 0o440}},
+                        {"name": "vehicle-ca", "configMap": {"name": names.vehicle_ca}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def vehicle_service(owner: Owner, spec: FleetTelemetrySpec) -> dict[str, Any]:
+    """Where vehicles connect: the spec's port (443) to the server's 8443."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _metadata(owner, Names(owner.name).server, "server"),
+            "spec": {"type": spec.server.service_type, "selector": _selector(owner),
+                     "ports": [{"name": "vehicles", "port": spec.port, "targetPort": "vehicles", "protocol": "TCP"}]}}
+
+
+def metrics_service(owner: Owner) -> dict[str, Any]:
+    """Prometheus scrapes here, inside the cluster only."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _metadata(owner, Names(owner.name).metrics_service, "server"),
+            "spec": {"type": "ClusterIP", "selector": _selector(owner),
+                     "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}]}}
+
+
+def http01_service_reason(spec: FleetTelemetrySpec, namespace: str, env: OperatorEnvironment) -> tuple[bool, str]:
+    """Whether this resource needs an HTTP-01 solver Service, and why (or why not).
+
+    The CA fetches the challenge from port 80 of the hostname; the operator answers it on
+    `env.http01_port`. A Service selects pods of its own namespace only, so one in a
+    namespace other than the operator's would reach nothing.
+    """
+    certificate = spec.certificate
+    if not isinstance(certificate, AcmeCertificate) or certificate.challenge != "http01":
+        return False, "no HTTP-01 challenge in use"
+    if not env.http01_service:
+        return False, "HTTP-01 is served through a Service the installation provides"
+    if env.namespace is not None and env.namespace != namespace:
+        return False, (f"the operator runs in namespace {env.namespace}, so a Service in {namespace} cannot "
+                       "reach it; use the Service the installation provides, or DNS-01")
+    return True, f"the CA validates HTTP-01 on port 80, answered by the operator on port {env.http01_port}"
+
+
+def http01_service(owner: Owner, env: OperatorEnvironment) -> dict[str, Any]:
+    """Port 80 for the CA's HTTP-01 requests, forwarded to the operator's responder."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _metadata(owner, Names(owner.name).http01_service, "acme-http01"),
+            "spec": {"type": "LoadBalancer", "selector": dict(env.operator_selector),
+                     "ports": [{"name": "http", "port": 80, "targetPort": env.http01_port, "protocol": "TCP"}]}}
+
+
+def tls_secret_name(owner: Owner, spec: FleetTelemetrySpec) -> str:
+    """The Secret the server mounts: the user's in secretRef mode, the operator's otherwise."""
+    if isinstance(spec.certificate, SecretCertificate):
+        return spec.certificate.secret_name
+    return Names(owner.name).tls_secret
+
+
+def server_objects(owner: Owner, spec: FleetTelemetrySpec, env: OperatorEnvironment) -> list[dict[str, Any]]:
+    """ConfigMap, Deployment, vehicle and metrics Services, in the order they are applied."""
+    config = server_config(spec)
+    return [
+        config_map(owner, config),
+        deployment(owner, spec, config, image=env.image, tls_secret=tls_secret_name(owner, spec)),
+        vehicle_service(owner, spec),
+        metrics_service(owner),
+    ]
