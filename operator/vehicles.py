@@ -7,6 +7,7 @@ a user can act on, which ends up in the per-vehicle table and the resource's sta
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections import Counter
@@ -15,12 +16,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fleetwire.operator.fleetapi import VehicleConfigState, VehicleInfo
+from fleetwire.operator.reconcile import Condition
 from fleetwire.proto.catalog import firmware_at_least
 
 MIN_FIRMWARE = "2024.26"
 # Pre-2021 Model S/X need this firmware to stream at all, and then the owner's opt-in.
 LEGACY_SX_FIRMWARE = "2025.20"
 EXP_RENEW_MARGIN_S = 7 * 86_400
+VEHICLES_CONFIGURED = "VehiclesConfigured"
+"""Condition type: every vehicle that can take the desired config has applied it."""
 
 # The states a vehicle can be in, in the order a user reads them.
 PENDING = "pending"  # known, nothing pushed yet (or a push is due)
@@ -28,6 +32,8 @@ PUSHED = "pushed"  # the API accepted the config; the vehicle has not synced it 
 APPLIED = "applied"  # synced, equal to the desired config, paired, under the limit
 SKIPPED = "skipped"  # the API or the pre-flight refused it: see the reason
 FAILING = "failing"  # applied, but the vehicle reports errors (TLS, signature)
+
+ERROR_TEXT_LIMIT = 300
 
 STATES = (PENDING, PUSHED, APPLIED, SKIPPED, FAILING)
 SLOT_FREED = "a config slot freed up: a refused config is not applied by itself, so it is sent again"
@@ -110,11 +116,21 @@ def push_reason(record: VehicleRecord | None, desired: Mapping[str, Any], ca_pem
     The `ca` is checked before the rest, so that a chain rotation is named as such in the
     vehicle table and the events: it is the reason operators most need to see.
     """
-    if record is None or record.pushed_at is None:
+    return push_reason_by_fingerprint(record, fingerprint(desired), ca_fingerprint(ca_pem), now)
+
+
+def push_reason_by_fingerprint(record: VehicleRecord | None, desired_fp: str, ca_fp: str, now: float) -> str | None:
+    """`push_reason` with the fingerprints computed once for a whole fleet (hashing the
+    config with its `ca` per vehicle would dominate a pass over 10,000 vehicles)."""
+    if record is None:
         return "new vehicle"
-    if record.ca_fp != ca_fingerprint(ca_pem):
+    if record.state == SKIPPED:
+        return None  # a re-check (fleet_status, or a freed slot seen by `observe`) makes it pending again
+    if not record.ca_fp:  # no config was ever accepted for this vehicle
+        return record.reason if record.state == PENDING and record.reason else "new vehicle"
+    if record.ca_fp != ca_fp:
         return "CA chain changed"
-    if record.config_fp != fingerprint(desired):
+    if record.config_fp != desired_fp:
         return "desired config changed"
     if record.exp is not None and record.exp - now < EXP_RENEW_MARGIN_S:
         return "config expires soon"
@@ -124,14 +140,18 @@ def push_reason(record: VehicleRecord | None, desired: Mapping[str, Any], ca_pem
 
 
 def pushed(record: VehicleRecord | None, vin: str, desired: Mapping[str, Any], ca_pem: str, now: float,
-           skip: str | None) -> VehicleRecord:
-    """The record after a push the API answered (`skip` = its skip reason for this VIN)."""
+           skip: str | None, *, fingerprints: tuple[str, str] | None = None) -> VehicleRecord:
+    """The record after a push the API answered (`skip` = its skip reason for this VIN).
+
+    `fingerprints` = (fingerprint(desired), ca_fingerprint(ca_pem)) when already computed.
+    """
     base = record or VehicleRecord(vin)
     if skip is not None:
         return replace(base, state=SKIPPED, reason=explain(skip), skip=skip, pushed_at=now)
+    config_fp, ca_fp = fingerprints or (fingerprint(desired), ca_fingerprint(ca_pem))
     return replace(
         base, state=PUSHED, reason="waiting for the vehicle to sync", skip=None, pushed_at=now,
-        config_fp=fingerprint(desired), ca_fp=ca_fingerprint(ca_pem), exp=desired.get("exp"),
+        config_fp=config_fp, ca_fp=ca_fp, exp=desired.get("exp"),
     )
 
 
@@ -164,7 +184,7 @@ def observe(record: VehicleRecord, held: VehicleConfigState, desired: Mapping[st
 
 def with_error(record: VehicleRecord, error_name: str, error: str) -> VehicleRecord:
     """Attach a telemetry error the vehicle reported (TLS to our server, signature)."""
-    text = f"{error_name}: {error}"
+    text = f"{error_name}: {error}"[:ERROR_TEXT_LIMIT]  # bounded: records share 1 MiB objects
     state = FAILING if record.state == APPLIED else record.state
     return replace(record, last_error=text, state=state, reason=text if state == FAILING else record.reason)
 
@@ -176,7 +196,115 @@ def cleared(record: VehicleRecord) -> VehicleRecord:
     return replace(record, last_error="", state=APPLIED if record.state == FAILING else record.state)
 
 
+def refused(record: VehicleRecord | None, vin: str, skip: str) -> VehicleRecord:
+    """The record after the pre-flight (`fleet_status`) found the vehicle cannot take a config:
+    nothing is pushed, since the push would be billed and refused."""
+    return replace(record or VehicleRecord(vin), state=SKIPPED, skip=skip, reason=explain(skip))
+
+
+def recheck_passed(record: VehicleRecord) -> VehicleRecord:
+    """A skipped vehicle the pre-flight now finds able to take a config (the owner paired the
+    key, the firmware updated): pending again. Full slots are not visible to the pre-flight,
+    so a `max_configs` skip waits for `observe` to see a freed slot instead."""
+    if record.state != SKIPPED or record.skip == "max_configs":
+        return record
+    return replace(record, state=PENDING, reason=f"no longer {record.skip}: the vehicle can take a config now",
+                   skip=None)
+
+
+def push_failed(record: VehicleRecord, message: str) -> VehicleRecord:
+    """A push the API did not answer or refused as a whole (rate limit, outage): still pending."""
+    return replace(record, state=PENDING, reason=f"push failed, retrying: {message}"[:ERROR_TEXT_LIMIT])
+
+
+# -- telemetry errors ----------------------------------------------------------------------
+
+CONFIG_ERROR = "config_manager_error"  # the vehicle refused the config it loaded (signature, form)
+CONNECT_ERROR = "cloud_manager_error"  # the vehicle could not reach or trust the server
+
+
+def error_time(created_at: str) -> float | None:
+    """Epoch seconds of an error's `created_at` (RFC 3339); None when it cannot be read."""
+    try:
+        stamp = dt.datetime.fromisoformat(created_at.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def current_error(errors: Iterable[tuple[str, str, float]], *, since: float, now: float, quiet: float,
+                  syncing: bool = False) -> tuple[str, str] | None:
+    """The error (name, text) that describes a vehicle now, from its (name, text, created_at)
+    entries, or None.
+
+    Errors at or before `since` (when the config the vehicle runs was pushed, or when the
+    vehicle was last seen still unsynced) are about an older config. A
+    `config_manager_error` is the vehicle refusing the config it loaded: it stands until
+    another config is pushed. Any other error (`cloud_manager_error`: TLS, network) is a
+    connection failing, which the vehicle retries and reports again: one not repeated for
+    `quiet` seconds is over, since errors are never withdrawn from the list.
+
+    While a pushed config is still `syncing`, the vehicle runs the previous one: its
+    connection errors still describe it (whatever `since` says), and a refused config is
+    about to be replaced, so config errors are left out.
+    """
+    latest: tuple[str, str, float] | None = None
+    for name, text, created in errors:
+        if name == CONFIG_ERROR:
+            if syncing or created <= since:
+                continue
+        elif now - created > quiet or (created <= since and not syncing):
+            continue
+        if latest is None or (name == CONFIG_ERROR) > (latest[0] == CONFIG_ERROR) or (
+                (name == CONFIG_ERROR) == (latest[0] == CONFIG_ERROR) and created > latest[2]):
+            latest = (name, text, created)
+    return (latest[0], latest[1]) if latest else None
+
+
+def poll_delay(age: float, first: float, most: float) -> float:
+    """Seconds until the next look at a vehicle still syncing a config pushed `age` seconds ago.
+
+    Half the age, within [first, most]: a vehicle that syncs in seconds is seen applied
+    within seconds, and one asleep for a day costs a few dozen calls rather than thousands.
+    """
+    return min(most, max(first, age / 2))
+
+
+# -- the resource's view -------------------------------------------------------------------
+
+
 def counts(records: Iterable[VehicleRecord]) -> dict[str, int]:
     """Vehicles per state, for `status.vehicles` (every state present, zeros included)."""
     tally = Counter(r.state for r in records)
     return {state: tally.get(state, 0) for state in STATES}
+
+
+def vehicles_condition(records: Iterable[VehicleRecord], generation: int | None = None) -> Condition:
+    """True once every vehicle that can take the config has applied it (skipped vehicles wait
+    for their owner, which the message says), e.g. "48 of 50 applied; 2 skipped: missing_key"."""
+    items = list(records)
+    tally = counts(items)
+    if not items:
+        return Condition(VEHICLES_CONFIGURED, "True", "NoVehicles", "spec.vehicles lists no vehicle", generation)
+    parts = [f"{tally[APPLIED]} of {len(items)} applied"]
+    if tally[PUSHED]:
+        parts.append(f"{tally[PUSHED]} waiting for the vehicle to sync")
+    if tally[PENDING]:
+        parts.append(f"{tally[PENDING]} to push")
+    for state, key in ((SKIPPED, "skip"), (FAILING, "last_error")):
+        if tally[state]:
+            why = Counter(_error_name(getattr(r, key) or "") for r in items if r.state == state)
+            detail = ", ".join(name if len(why) == 1 else f"{name} ({n})" for name, n in why.most_common())
+            parts.append(f"{tally[state]} {state}: {detail}")
+    message = "; ".join(parts)
+    if tally[FAILING]:
+        return Condition(VEHICLES_CONFIGURED, "False", "VehiclesFailing", message, generation)
+    if tally[PENDING] or tally[PUSHED]:
+        return Condition(VEHICLES_CONFIGURED, "False", "VehiclesSyncing", message, generation)
+    return Condition(VEHICLES_CONFIGURED, "True", "VehiclesSkipped" if tally[SKIPPED] else "VehiclesApplied",
+                     message, generation)
+
+
+def _error_name(text: str) -> str:
+    """`cloud_manager_error: x509: ...` → `cloud_manager_error`; a skip reason stays as it is."""
+    return text.split(":", 1)[0].strip() or "unknown"

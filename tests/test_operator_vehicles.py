@@ -6,8 +6,9 @@ from dataclasses import replace
 
 from fleetwire.operator.fleetapi import VehicleConfigState, VehicleInfo
 from fleetwire.operator.vehicles import (
-    APPLIED, FAILING, PENDING, PUSHED, SKIPPED, SLOT_FREED, VehicleRecord, cleared, counts, explain, observe,
-    preflight, push_reason, pushed, with_error,
+    APPLIED, FAILING, PENDING, PUSHED, SKIPPED, SLOT_FREED, VehicleRecord, cleared, counts, current_error, error_time,
+    explain, observe, poll_delay, preflight, push_failed, push_reason, pushed, recheck_passed, refused,
+    vehicles_condition, with_error,
 )
 
 VIN = "5YJ3E1EA7KF000001"
@@ -110,3 +111,57 @@ def test_records_round_trip_and_counts_cover_every_state() -> None:
     assert VehicleRecord.from_dict(record.as_dict()) == record
     tally = counts([record, replace(record, state=SKIPPED), VehicleRecord("X")])
     assert tally == {"pending": 1, "pushed": 0, "applied": 1, "skipped": 1, "failing": 0}
+
+
+def test_a_skipped_vehicle_waits_for_its_recheck_and_is_never_pushed_in_a_loop() -> None:
+    skipped = pushed(None, VIN, desired(), CA, NOW, skip="missing_key")
+    assert push_reason(skipped, desired(NEW_CA), NEW_CA, NOW) is None  # no config on it to rotate
+    back = recheck_passed(skipped)
+    assert back.state == PENDING and back.reason.startswith("no longer missing_key")
+    assert push_reason(back, desired(), CA, NOW) == back.reason  # named for what changed, not "CA chain changed"
+    preflighted = refused(None, VIN, "unsupported_firmware")
+    assert (preflighted.state, preflighted.pushed_at) == (SKIPPED, None)
+    assert push_reason(preflighted, desired(), CA, NOW) is None
+    full = replace(skipped, skip="max_configs")
+    assert recheck_passed(full) is full  # only a read of the vehicle shows a freed slot
+
+
+def test_a_failed_push_keeps_the_vehicle_pending_with_a_bounded_reason() -> None:
+    record = push_failed(VehicleRecord(VIN), "HTTP 503 " + "x" * 1000)
+    assert record.state == PENDING and len(record.reason) <= 300
+    assert push_reason(record, desired(), CA, NOW) == record.reason
+
+
+def test_which_error_describes_a_vehicle_now() -> None:
+    tls = ("cloud_manager_error", "x509: certificate signed by unknown authority")
+    sig = ("config_manager_error", "InvalidSignature: unknown issuer")
+    pushed_at = NOW - 100
+    assert current_error([(*tls, NOW - 10)], since=pushed_at, now=NOW, quiet=60) == tls
+    assert current_error([(*tls, NOW - 200)], since=NOW - 300, now=NOW, quiet=60) is None  # not repeated: over
+    assert current_error([(*tls, NOW - 150)], since=pushed_at, now=NOW, quiet=600) is None  # before the push
+    assert current_error([(*sig, NOW - 5000)], since=NOW - 6000, now=NOW, quiet=60) == sig  # stands until a push
+    assert current_error([(*sig, NOW - 50), (*tls, NOW - 1)], since=pushed_at, now=NOW, quiet=60) == sig
+    # Still syncing a new push: the old config's connection errors describe the vehicle, a refusal does not.
+    assert current_error([(*tls, NOW - 150)], since=pushed_at, now=NOW, quiet=600, syncing=True) == tls
+    assert current_error([(*sig, NOW - 1)], since=pushed_at, now=NOW, quiet=600, syncing=True) is None
+
+
+def test_error_times_and_poll_delays() -> None:
+    assert error_time("2026-11-22T03:00:00.5Z") == 1795316400.5
+    assert error_time("2026-11-22T03:00:00") == 1795316400.0
+    assert error_time("yesterday") is None
+    assert poll_delay(0.0, 5, 600) == 5 and poll_delay(60, 5, 600) == 30 and poll_delay(86400, 5, 600) == 600
+
+
+def test_the_condition_says_how_many_applied_and_why_not() -> None:
+    applied = applied_record()
+    assert vehicles_condition([]).reason == "NoVehicles"
+    done = vehicles_condition([applied] * 48 + [refused(None, VIN, "missing_key")] * 2, generation=3)
+    assert (done.type, done.status, done.reason) == ("VehiclesConfigured", "True", "VehiclesSkipped")
+    assert done.message == "48 of 50 applied; 2 skipped: missing_key" and done.observed_generation == 3
+    syncing = vehicles_condition([applied, pushed(None, VIN, desired(), CA, NOW, skip=None), VehicleRecord(VIN)])
+    assert (syncing.status, syncing.reason) == ("False", "VehiclesSyncing")
+    assert syncing.message == "1 of 3 applied; 1 waiting for the vehicle to sync; 1 to push"
+    failing = vehicles_condition([applied, with_error(applied, "cloud_manager_error", "i/o timeout")])
+    assert (failing.reason, failing.message) == ("VehiclesFailing", "1 of 2 applied; 1 failing: cloud_manager_error")
+    assert vehicles_condition([applied]).reason == "VehiclesApplied"

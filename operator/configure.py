@@ -1,0 +1,752 @@
+"""Keep every vehicle of one FleetTelemetryConfig running the desired config: the reconciler.
+
+One `VehicleReconciler` per resource, with its I/O injected (the Fleet API client, a
+`RecordStore` for the per-vehicle records, a clock), so the same code runs under kopf,
+in the benchmark and in unit tests. A pass (`reconcile`) does, in order:
+
+1. pre-flight: `fleet_status` (at most 100 VINs a call) for vehicles never seen and for
+   skipped ones whose re-check is due, so unpaired or outdated vehicles are not pushed
+   (every answered call is billed, refusals included);
+2. push: `push_reason` for every vehicle; the desired config is signed once (Tesla.SS256
+   with the app's key, or sent unsigned to the user's tesla-http-proxy) and pushed in
+   batches, with at most `concurrency` Fleet API calls in flight;
+3. poll: each pushed vehicle's config is read until `observe` calls it applied. A few
+   "probe" vehicles of each push batch are read on a schedule proportional to the time
+   since the push; when a probe has synced, the rest of its batch is read at once, so a
+   batch costs about one read per vehicle whatever the sync delay is;
+4. telemetry errors: `telemetry_errors` is read often while vehicles sync or fail, rarely
+   otherwise; `current_error` decides which error describes each vehicle now;
+5. the changed records are saved (`RecordStore`, sharded so 10,000 vehicles stay far from
+   the 1 MiB object limit).
+
+A new certificate chain is a new `ca` fingerprint: `push_reason` names it first ("CA chain
+changed") and `run` starts a pass as soon as it is woken (`wake()`), cutting a poll sweep
+in progress short, so the re-push never waits for a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from fleetwire.operator.fleetapi import (
+    FleetApiError,
+    FleetStatus,
+    PushResult,
+    TelemetryError,
+    VehicleConfigState,
+)
+from fleetwire.operator.reconcile import Condition
+from fleetwire.operator.signing import sign_telemetry_config
+from fleetwire.operator.spec import FleetTelemetrySpec, desired_vehicle_config
+from fleetwire.operator.vehicles import (
+    APPLIED,
+    FAILING,
+    PENDING,
+    PUSHED,
+    SKIPPED,
+    VEHICLES_CONFIGURED,
+    VehicleRecord,
+    ca_fingerprint,
+    cleared,
+    counts,
+    current_error,
+    error_time,
+    explain,
+    fingerprint,
+    observe,
+    poll_delay,
+    preflight,
+    push_failed,
+    push_reason_by_fingerprint,
+    pushed,
+    recheck_passed,
+    refused,
+    vehicles_condition,
+    with_error,
+)
+
+__all__ = [
+    "SHARD_SIZE",
+    "FleetApi",
+    "Inputs",
+    "MemoryRecordStore",
+    "NotReady",
+    "PassResult",
+    "RecordStore",
+    "Settings",
+    "ShardedRecordStore",
+    "VehicleReconciler",
+    "decode_record",
+    "encode_record",
+    "shard_layout",
+    "shard_name",
+]
+
+log = logging.getLogger("fleetwire.operator.vehicles")
+
+SHARD_SIZE = 500
+"""Records per ConfigMap: at most about 350 KB with the longest errors and reasons, a third of
+the 1 MiB object limit (20 ConfigMaps for 10,000 vehicles)."""
+UNKNOWN_VEHICLE = "unknown_vehicle"
+
+
+# --------------------------------------------------------------------------------------
+# What the reconciler talks to
+# --------------------------------------------------------------------------------------
+
+
+class FleetApi(Protocol):
+    """The Fleet API calls the reconciler makes (`FleetApiClient` has them)."""
+
+    async def fleet_status(self, vins: Sequence[str]) -> FleetStatus: ...
+
+    async def push_config_jws(self, vins: Sequence[str], token: str) -> PushResult: ...
+
+    async def push_config_unsigned(self, vins: Sequence[str], config: Mapping[str, Any]) -> PushResult: ...
+
+    async def get_config(self, vin: str) -> VehicleConfigState: ...
+
+    async def delete_config(self, vin: str) -> int: ...
+
+    async def telemetry_errors(self) -> list[TelemetryError]: ...
+
+
+class RecordStore(Protocol):
+    """Where per-vehicle records live between passes and restarts (never the resource itself:
+    10,000 records would not fit in one object)."""
+
+    async def load(self) -> dict[str, VehicleRecord]: ...
+
+    async def save(self, records: Mapping[str, VehicleRecord], changed: Collection[str]) -> None:
+        """Make `records` durable; `changed` names the VINs whose record differs from the last save."""
+        ...
+
+    @property
+    def names(self) -> list[str]:
+        """The objects holding the records now (for the status and `fleetwire vehicles`)."""
+        ...
+
+
+def shard_name(resource: str, index: int) -> str:
+    """The ConfigMap holding shard `index` of a resource's vehicle records."""
+    return f"{resource}-vehicles-{index}"
+
+
+def shard_layout(vins: Iterable[str], size: int = SHARD_SIZE) -> list[list[str]]:
+    """VINs in sorted order, cut into shards of `size`: a stable layout while the fleet is
+    unchanged, so a pass rewrites only the shards whose vehicles changed."""
+    ordered = sorted(vins)
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)] or [[]]
+
+
+def encode_record(record: VehicleRecord) -> str:
+    """One record as compact JSON, without what can be derived: its VIN (the key it is stored
+    under) and a reason that only repeats the skip's meaning or the error."""
+    data = record.as_dict()
+    data.pop("vin", None)
+    if record.reason == _derived_reason(record):
+        data.pop("reason", None)
+    for key in ("pushed_at", "applied_at"):
+        if key in data:
+            data[key] = round(data[key], 3)
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def decode_record(vin: str, text: str) -> VehicleRecord | None:
+    """A stored record; None when it cannot be read (it is then rebuilt from the Fleet API)."""
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            return None
+        record = VehicleRecord.from_dict({**data, "vin": vin})
+    except (ValueError, TypeError):
+        return None
+    derived = _derived_reason(record)
+    return replace(record, reason=derived) if "reason" not in data and derived else record
+
+
+def _derived_reason(record: VehicleRecord) -> str | None:
+    if record.state == SKIPPED and record.skip:
+        return explain(record.skip)
+    if record.state == FAILING and record.last_error:
+        return record.last_error
+    return None
+
+
+class ShardedRecordStore:
+    """Records as `<resource>-vehicles-<n>` maps of VIN → JSON, at most `shard_size` each.
+
+    Subclasses provide the I/O of one shard: read it, merge-patch it (a key set to None is
+    removed), create it, delete it. Only shards holding changed records are written, and
+    only their changed keys, so a pass that touched 50 vehicles of 10,000 sends 50 records.
+    """
+
+    def __init__(self, resource: str, shard_size: int = SHARD_SIZE) -> None:
+        self.resource = resource
+        self.shard_size = shard_size
+        self._layout: list[list[str]] = [[]]
+        self._shard_of: dict[str, int] = {}
+        self._created: set[int] = set()
+
+    @property
+    def names(self) -> list[str]:
+        return [shard_name(self.resource, i) for i in range(len(self._layout))]
+
+    async def _read(self, index: int) -> dict[str, str] | None:
+        raise NotImplementedError
+
+    async def _patch(self, index: int, data: Mapping[str, str | None]) -> bool:
+        """Merge `data` into shard `index`; False when the shard does not exist."""
+        raise NotImplementedError
+
+    async def _create(self, index: int, data: Mapping[str, str]) -> None:
+        raise NotImplementedError
+
+    async def _delete(self, index: int) -> None:
+        raise NotImplementedError
+
+    async def load(self) -> dict[str, VehicleRecord]:
+        records: dict[str, VehicleRecord] = {}
+        layout: list[list[str]] = []
+        while (data := await self._read(len(layout))) is not None:
+            layout.append(sorted(data))
+            for vin, text in data.items():
+                record = decode_record(vin, text)
+                if record is not None:
+                    records[vin] = record
+        self._created = set(range(len(layout)))
+        self._layout = layout or [[]]
+        self._shard_of = {vin: i for i, vins in enumerate(self._layout) for vin in vins}
+        return records
+
+    async def save(self, records: Mapping[str, VehicleRecord], changed: Collection[str]) -> None:
+        if set(records) != set(self._shard_of):
+            await self._relayout(records)
+            return
+        by_shard: dict[int, dict[str, str | None]] = {}
+        for vin in changed:
+            if vin in records:
+                by_shard.setdefault(self._shard_of[vin], {})[vin] = encode_record(records[vin])
+        for index, patch in sorted(by_shard.items()):
+            await self._write(index, patch, records)
+
+    async def _relayout(self, records: Mapping[str, VehicleRecord]) -> None:
+        """The fleet changed: lay the shards out again and write each one whole."""
+        old = self._layout
+        new = shard_layout(records, self.shard_size)
+        for index, vins in enumerate(new):
+            data: dict[str, str | None] = {vin: encode_record(records[vin]) for vin in vins}
+            if index < len(old):
+                data.update({vin: None for vin in old[index] if vin not in records or vin not in set(vins)})
+            await self._write(index, data, records, vins)
+        for index in range(len(new), len(old)):
+            if index in self._created:
+                await self._delete(index)
+                self._created.discard(index)
+        self._layout = new
+        self._shard_of = {vin: i for i, vins in enumerate(new) for vin in vins}
+
+    async def _write(self, index: int, data: Mapping[str, str | None], records: Mapping[str, VehicleRecord],
+                     vins: Sequence[str] | None = None) -> None:
+        if index in self._created and await self._patch(index, data):
+            return
+        members = vins if vins is not None else self._layout[index]
+        await self._create(index, {vin: encode_record(records[vin]) for vin in members if vin in records})
+        self._created.add(index)
+
+
+class MemoryRecordStore(ShardedRecordStore):
+    """Shards in a dict: for tests and the benchmark (same layout as the ConfigMaps)."""
+
+    def __init__(self, resource: str = "fleet", shard_size: int = SHARD_SIZE) -> None:
+        super().__init__(resource, shard_size)
+        self.objects: dict[str, dict[str, str]] = {}
+        self.writes = 0
+
+    async def _read(self, index: int) -> dict[str, str] | None:
+        found = self.objects.get(shard_name(self.resource, index))
+        return dict(found) if found is not None else None
+
+    async def _patch(self, index: int, data: Mapping[str, str | None]) -> bool:
+        target = self.objects.get(shard_name(self.resource, index))
+        if target is None:
+            return False
+        for key, value in data.items():
+            if value is None:
+                target.pop(key, None)
+            else:
+                target[key] = value
+        self.writes += 1
+        return True
+
+    async def _create(self, index: int, data: Mapping[str, str]) -> None:
+        self.objects[shard_name(self.resource, index)] = dict(data)
+        self.writes += 1
+
+    async def _delete(self, index: int) -> None:
+        self.objects.pop(shard_name(self.resource, index), None)
+        self.writes += 1
+
+
+# --------------------------------------------------------------------------------------
+# Settings, inputs, results
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Batch sizes, concurrency and cadences; the defaults suit Tesla's service, tests shorten them."""
+
+    status_batch: int = 100  # VINs per fleet_status call (the API's limit)
+    push_batch: int = 100  # VINs per push call
+    concurrency: int = 8  # Fleet API calls in flight, all kinds together
+    probes_per_batch: int = 2  # vehicles of each push batch polled before the others
+    poll_first: float = 5.0  # seconds from a push to the first look at its probes
+    poll_most: float = 600.0  # longest gap between looks at a syncing vehicle
+    member_wait: float = 8.0  # the rest of a batch is read after this many `poll_first`s at the latest
+    drift_every: float = 6 * 3600.0  # re-read an applied vehicle's config (drift, freed slots)
+    recheck_every: float = 3600.0  # fleet_status again for vehicles skipped by the pre-flight
+    errors_fast: float = 10.0  # telemetry errors while vehicles sync or fail
+    errors_slow: float = 300.0  # telemetry errors when all is quiet
+    error_quiet: float = 300.0  # a connection error not repeated for this long is over
+    retry_after_failure: float = 30.0  # next push attempt after a failed one
+    idle: float = 300.0  # longest sleep between passes
+    jitter: float = 0.1  # spread of the slow schedules, so reads do not bunch up
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a pass needs from outside: the parsed spec and the `ca` the server's chain needs."""
+
+    spec: FleetTelemetrySpec
+    ca_pem: str
+
+
+class NotReady(Exception):
+    """An input is missing (no certificate issued yet, a Secret or key absent): the message
+    goes into the condition, and the pass is retried when woken or after a while."""
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What a pass did and found: counts, the condition, what to write into `status.vehicles`."""
+
+    counts: Mapping[str, int]
+    condition: Condition
+    next_in: float  # seconds until something is due
+    ca_fingerprint: str = ""
+    last_push: float | None = None
+    pushed: Mapping[str, int] = field(default_factory=dict)  # reason → vehicles pushed in this pass
+    problem: str | None = None  # a Fleet API failure this pass (also in the condition's message)
+    shards: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def status(self) -> dict[str, Any]:
+        """`status.vehicles`: counts per state, the last push, the `ca` pushed, where the records are."""
+        out: dict[str, Any] = {"desired": self.total, **dict(self.counts)}
+        if self.last_push is not None:
+            out["lastPush"] = _rfc3339(self.last_push)
+        if self.ca_fingerprint:
+            out["caFingerprint"] = self.ca_fingerprint
+        if self.shards:
+            out["records"] = list(self.shards)
+        return out
+
+
+def _rfc3339(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Batch:
+    """Vehicles accepted by one push call: polled through a few probes first."""
+
+    pushed_at: float
+    waiting: set[str]
+    synced: bool = False
+
+
+# --------------------------------------------------------------------------------------
+# The reconciler
+# --------------------------------------------------------------------------------------
+
+
+class VehicleReconciler:
+    """Keeps the vehicles of one resource configured; `reconcile()` is one pass, `run()` loops.
+
+    `signing_key` signs configs (Tesla.SS256); without it configs go unsigned through
+    `push_config_unsigned`, which the client sends to its tesla-http-proxy (`proxy_url`).
+    """
+
+    def __init__(self, api: FleetApi, store: RecordStore, *, signing_key: ec.EllipticCurvePrivateKey | None,
+                 settings: Settings = Settings(), clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None, name: str = "") -> None:
+        self.api = api
+        self.store = store
+        self.signing_key = signing_key
+        self.settings = settings
+        self.clock = clock
+        self.name = name
+        self._rng = rng or random.Random()
+        self._calls = asyncio.Semaphore(settings.concurrency)
+        self._wake = asyncio.Event()
+        self.records: dict[str, VehicleRecord] = {}
+        self._loaded = False
+        self._due: dict[str, float] = {}  # next config read per vehicle
+        self._batch_of: dict[str, _Batch] = {}
+        self._probes: set[str] = set()
+        self._unsynced_seen: dict[str, float] = {}  # last time a vehicle was seen not yet synced
+        self._recheck_at: dict[str, float] = {}
+        self._errors_at = 0.0
+        self._push_retry_at = 0.0
+        self._signed: tuple[str, str] | None = None  # (canonical desired, token)
+        self._last_push: float | None = None
+        self._problem: str | None = None
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Start a pass now (a new `ca`, a spec change); a poll sweep in progress stops early
+        and a push waiting out a failure's back-off is tried at once."""
+        self._push_retry_at = 0.0
+        self._wake.set()
+
+    async def run(self, inputs: Callable[[], Awaitable[Inputs]], report: Callable[[PassResult], Awaitable[None]],
+                  *, retry: float = 10.0) -> None:
+        """Pass after pass until cancelled: each reads `inputs()`, reconciles, `report`s, then
+        sleeps until something is due or `wake()` is called."""
+        while True:
+            self._wake.clear()
+            try:
+                current = await inputs()
+            except NotReady as exc:
+                await report(self.waiting(str(exc), retry))
+                await self._sleep(retry)
+                continue
+            result = await self.reconcile(current.spec, current.ca_pem)
+            await report(result)
+            await self._sleep(result.next_in)
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._wake.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
+        except TimeoutError:
+            pass
+
+    def waiting(self, why: str, retry: float) -> PassResult:
+        """The result reported while an input is missing: nothing pushed, the reason shown."""
+        condition = Condition(VEHICLES_CONFIGURED, "False", "WaitingForInputs", why)
+        return PassResult(counts(self.records.values()), condition, retry, last_push=self._last_push,
+                          shards=tuple(self.store.names))
+
+    # ---- one pass -----------------------------------------------------------------------
+
+    async def reconcile(self, spec: FleetTelemetrySpec, ca_pem: str) -> PassResult:
+        """One pass: pre-flight, push, poll, telemetry errors, save. Never raises for a
+        Fleet API failure: it is reported in the result and retried later."""
+        if not self._loaded:
+            self.records = {vin: r for vin, r in (await self.store.load()).items()}
+            self._loaded = True
+            now = self.clock()
+            for vin, record in self.records.items():  # after a restart: what is in flight is read soon
+                if record.state in (PUSHED, FAILING):
+                    self._due[vin] = now
+                elif record.state == APPLIED or record.skip == "max_configs":
+                    self._due[vin] = now + self._rng.uniform(0.0, self.settings.drift_every)
+        self._problem = None
+        changed: set[str] = set()
+        wanted = list(dict.fromkeys(spec.vehicles))
+        keep = set(wanted)
+        await self._forget([vin for vin in self.records if vin not in keep], changed)
+        await self._preflight(wanted, changed)
+        now = self.clock()
+        desired = desired_vehicle_config(spec, ca_pem, issued_at=now)
+        fingerprints = (fingerprint(desired), ca_fingerprint(ca_pem))
+        reasons = {vin: why for vin in wanted
+                   if (why := push_reason_by_fingerprint(self.records.get(vin), *fingerprints, now))}
+        pushed_now: Counter[str] = Counter()
+        if reasons and now >= self._push_retry_at:
+            pushed_now = await self._push(reasons, desired, ca_pem, fingerprints, changed)
+        await self._poll(desired, changed)
+        if self.clock() >= self._errors_at:
+            await self._read_errors(changed)
+        await self.store.save(self.records, changed)
+        return self._result(ca_pem, pushed_now)
+
+    def _result(self, ca_pem: str, pushed_now: Mapping[str, int]) -> PassResult:
+        now = self.clock()
+        condition = vehicles_condition(self.records.values())
+        if self._problem:
+            condition = replace(condition, status="False", reason="FleetApiError",
+                                message=f"{condition.message}; Fleet API: {self._problem}")
+        pending = any(r.state == PENDING for r in self.records.values())
+        due = [min(self._due.values(), default=now + self.settings.idle), self._errors_at,
+               min(self._recheck_at.values(), default=now + self.settings.idle)]
+        if pending:
+            due.append(max(now, self._push_retry_at))
+        next_in = min(self.settings.idle, max(0.05, min(due) - now))
+        return PassResult(counts(self.records.values()), condition, next_in, ca_fingerprint(ca_pem),
+                          self._last_push, dict(pushed_now), self._problem, tuple(self.store.names))
+
+    def _fail(self, what: str, exc: FleetApiError) -> None:
+        self._problem = f"{what}: {exc}"
+        log.warning("%s: %s: %s", self.name or "vehicles", what, exc)
+
+    async def _call(self, call: Awaitable[Any]) -> Any:
+        async with self._calls:
+            return await call
+
+    def _set(self, record: VehicleRecord, changed: set[str]) -> None:
+        if self.records.get(record.vin) != record:
+            self.records[record.vin] = record
+            changed.add(record.vin)
+
+    def _spread(self, seconds: float) -> float:
+        return seconds * (1.0 + self._rng.uniform(-self.settings.jitter, self.settings.jitter))
+
+    # ---- vehicles leaving the spec --------------------------------------------------------
+
+    async def _forget(self, vins: Sequence[str], changed: set[str]) -> None:
+        """Vehicles removed from spec.vehicles: their config is deleted from the vehicle (it
+        would keep streaming to the server otherwise) and their record dropped."""
+        async def remove(vin: str) -> None:
+            record = self.records[vin]
+            if record.ca_fp:
+                try:
+                    await self._call(self.api.delete_config(vin))
+                except FleetApiError as exc:
+                    self._fail(f"deleting the config of {vin}", exc)
+                    return
+            del self.records[vin]
+            changed.discard(vin)
+            for table in (self._due, self._unsynced_seen, self._recheck_at):
+                table.pop(vin, None)
+            self._batch_of.pop(vin, None)
+            self._probes.discard(vin)
+
+        await self._each(vins, remove)
+
+    # ---- pre-flight ---------------------------------------------------------------------
+
+    async def _preflight(self, wanted: Sequence[str], changed: set[str]) -> None:
+        now = self.clock()
+        todo = [vin for vin in wanted if vin not in self.records or (
+            self.records[vin].state == SKIPPED and self.records[vin].skip != "max_configs"
+            and self._recheck_at.get(vin, 0.0) <= now)]
+        if not todo:
+            return
+        batches = [todo[i:i + self.settings.status_batch] for i in range(0, len(todo), self.settings.status_batch)]
+        await self._each(batches, lambda batch: self._status(batch, changed))
+
+    async def _status(self, vins: Sequence[str], changed: set[str]) -> None:
+        """fleet_status for `vins`; a VIN the API does not know fails the whole call, so a
+        failing batch is halved until the unknown VINs stand alone."""
+        try:
+            status = await self._call(self.api.fleet_status(vins))
+        except FleetApiError as exc:
+            if exc.status == 404 and len(vins) > 1:
+                half = len(vins) // 2
+                await self._status(vins[:half], changed)
+                await self._status(vins[half:], changed)
+                return
+            if exc.status == 404:
+                self._set(refused(self.records.get(vins[0]), vins[0], UNKNOWN_VEHICLE), changed)
+                self._recheck_at[vins[0]] = self.clock() + self._spread(self.settings.recheck_every)
+                return
+            self._fail("fleet_status", exc)
+            for vin in vins:  # a vehicle never checked is pushed anyway: the push reports skips too
+                if vin not in self.records:
+                    self._set(VehicleRecord(vin), changed)
+            return
+        paired = set(status.key_paired_vins)
+        now = self.clock()
+        for vin in vins:
+            info = status.vehicle_info.get(vin)
+            legacy_sx = info is not None and info.vehicle_command_protocol_required is False
+            skip = preflight(vin, vin in paired, info, model_year_legacy_sx=legacy_sx)
+            record = self.records.get(vin)
+            if skip is not None:
+                self._set(refused(record, vin, skip), changed)
+                self._recheck_at[vin] = now + self._spread(self.settings.recheck_every)
+            elif record is None:
+                self._set(VehicleRecord(vin), changed)
+            else:
+                self._set(recheck_passed(record), changed)
+                self._recheck_at.pop(vin, None)
+
+    # ---- push ---------------------------------------------------------------------------
+
+    def _token(self, desired: Mapping[str, Any]) -> str:
+        """The signed config, signed once per distinct desired config."""
+        assert self.signing_key is not None
+        canonical = json.dumps(desired, sort_keys=True, separators=(",", ":"))
+        if self._signed is None or self._signed[0] != canonical:
+            self._signed = (canonical, sign_telemetry_config(self.signing_key, desired))
+        return self._signed[1]
+
+    async def _push(self, reasons: Mapping[str, str], desired: Mapping[str, Any], ca_pem: str,
+                    fingerprints: tuple[str, str], changed: set[str]) -> Counter[str]:
+        vins = list(reasons)
+        token = self._token(desired) if self.signing_key is not None else None
+        size = self.settings.push_batch
+        batches = [vins[i:i + size] for i in range(0, len(vins), size)]
+        done: Counter[str] = Counter()
+        for reason, n in Counter(reasons.values()).most_common():
+            log.info("%s: pushing the config to %d vehicle(s): %s", self.name or "vehicles", n, reason)
+
+        async def push(batch: list[str]) -> None:
+            try:
+                if token is not None:
+                    result = await self._call(self.api.push_config_jws(batch, token))
+                else:
+                    result = await self._call(self.api.push_config_unsigned(batch, desired))
+            except FleetApiError as exc:
+                self._fail(f"pushing to {len(batch)} vehicle(s)", exc)
+                self._push_retry_at = self.clock() + self.settings.retry_after_failure
+                for vin in batch:
+                    record = self.records.get(vin) or VehicleRecord(vin)
+                    self._set(push_failed(record, str(exc)), changed)
+                return
+            now = self.clock()
+            self._last_push = now
+            accepted = []
+            for vin in batch:
+                skip = result.skip_reason(vin)
+                self._set(pushed(self.records.get(vin), vin, desired, ca_pem, now, skip, fingerprints=fingerprints),
+                          changed)
+                done[reasons[vin]] += 1
+                if skip is None:
+                    accepted.append(vin)
+                elif skip == "max_configs":  # only a read shows when a slot frees up
+                    self._due[vin] = now + self._spread(self.settings.recheck_every)
+                else:
+                    self._due.pop(vin, None)
+                    self._recheck_at[vin] = now + self._spread(self.settings.recheck_every)
+            self._schedule_batch(accepted, now)
+
+        await self._each(batches, push)
+        return done
+
+    def _schedule_batch(self, vins: Sequence[str], now: float) -> None:
+        """Probes are read from `poll_first` on; the others when a probe has synced, or after
+        `member_wait` first-intervals at the latest (the probes may be asleep)."""
+        if not vins:
+            return
+        batch = _Batch(now, set(vins))
+        probes = set(vins[:self.settings.probes_per_batch])
+        for vin in vins:
+            self._batch_of[vin] = batch
+            self._unsynced_seen.pop(vin, None)
+            if vin in probes:
+                self._probes.add(vin)
+                self._due[vin] = now + self.settings.poll_first
+            else:
+                self._probes.discard(vin)
+                self._due[vin] = now + self.settings.poll_first * self.settings.member_wait
+
+    # ---- poll ---------------------------------------------------------------------------
+
+    async def _poll(self, desired: Mapping[str, Any], changed: set[str]) -> None:
+        """Read the config of every vehicle whose look is due; a probe that has synced makes
+        the rest of its batch due at once (read in the same sweep)."""
+        while not self._wake.is_set():
+            now = self.clock()
+            due = sorted((at, vin) for vin, at in self._due.items() if at <= now)
+            if not due:
+                return
+            await self._each([vin for _, vin in due], lambda vin: self._look(vin, desired, changed),
+                             stop=self._wake)
+
+    async def _look(self, vin: str, desired: Mapping[str, Any], changed: set[str]) -> None:
+        self._due.pop(vin, None)
+        record = self.records.get(vin)
+        if record is None:
+            return
+        try:
+            held = await self._call(self.api.get_config(vin))
+        except FleetApiError as exc:
+            self._fail(f"reading the config of {vin}", exc)
+            self._due[vin] = self.clock() + self.settings.retry_after_failure
+            return
+        now = self.clock()
+        new = observe(record, held, desired, now)
+        self._set(new, changed)
+        batch = self._batch_of.get(vin)
+        if new.state == PUSHED:  # not synced yet
+            self._unsynced_seen[vin] = now
+            age = now - (new.pushed_at or now)
+            self._due[vin] = now + poll_delay(age, self.settings.poll_first, self.settings.poll_most)
+            return
+        if batch is not None:
+            batch.waiting.discard(vin)
+            self._batch_of.pop(vin, None)
+            if held.synced and not batch.synced:
+                batch.synced = True
+                for other in batch.waiting:  # the batch has synced: read the others now
+                    self._due[other] = min(self._due.get(other, now), now)
+        self._probes.discard(vin)
+        if new.state in (APPLIED, FAILING):
+            self._due[vin] = now + self._spread(self.settings.drift_every)
+        elif new.state == SKIPPED and new.skip == "max_configs":
+            self._due[vin] = now + self._spread(self.settings.recheck_every)  # will a slot free up?
+        else:
+            self._due.pop(vin, None)
+
+    # ---- telemetry errors -----------------------------------------------------------------
+
+    async def _read_errors(self, changed: set[str]) -> None:
+        try:
+            errors = await self._call(self.api.telemetry_errors())
+        except FleetApiError as exc:
+            self._fail("telemetry errors", exc)
+            self._errors_at = self.clock() + self.settings.retry_after_failure
+            return
+        now = self.clock()
+        by_vin: dict[str, list[tuple[str, str, float]]] = {}
+        for error in errors:
+            if error.vin in self.records:
+                created = error_time(error.created_at)
+                by_vin.setdefault(error.vin, []).append((error.error_name, error.error, now if created is None
+                                                         else created))
+        for vin in set(by_vin) | {vin for vin, r in self.records.items() if r.last_error}:
+            record = self.records[vin]
+            since = max(record.pushed_at or 0.0, self._unsynced_seen.get(vin, 0.0))
+            found = current_error(by_vin.get(vin, ()), since=since, now=now, quiet=self.settings.error_quiet,
+                                  syncing=record.state == PUSHED)
+            self._set(cleared(record) if found is None else with_error(record, *found), changed)
+        busy = any(r.state in (PUSHED, FAILING) or r.last_error for r in self.records.values())
+        self._errors_at = now + (self.settings.errors_fast if busy else self._spread(self.settings.errors_slow))
+
+    # ---- bounded concurrency --------------------------------------------------------------
+
+    async def _each(self, items: Sequence[Any], work: Callable[[Any], Awaitable[None]],
+                    stop: asyncio.Event | None = None) -> None:
+        """Run `work` over `items` with `concurrency` workers (not a task per item: 10,000
+        tasks would cost more memory than the records). Stops taking items once `stop` is set."""
+        iterator = iter(items)
+
+        async def worker() -> None:
+            for item in iterator:
+                if stop is not None and stop.is_set():
+                    return
+                await work(item)
+
+        workers = min(self.settings.concurrency, len(items))
+        if workers:
+            await asyncio.gather(*(worker() for _ in range(workers)))
