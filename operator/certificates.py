@@ -547,12 +547,14 @@ class AcmeSource:
         if wait is not None or gate is not None:
             keep = {k: v for k, v in (("retry", retry), ("order", ctx.previous.get("order"))) if v}
             why = wait or gate or ""
+            # The reasons stay those of the failure itself, so waiting out a back-off is no news.
             if usable:
                 assert material is not None and report is not None
                 return _ready(ctx, self.mode, material, report, names.tls_secret,
                               renew_at(material.leaf, settings.renew_before), keep=keep,
-                              extra=f"renewal due ({reason}) waits: {why}", reason="RenewalPending")
-            return _not_ready(ctx, self.mode, "AcmeBackoff" if wait else "OrderInProgress",
+                              extra=f"renewal due ({reason}) waits: {why}",
+                              reason="RenewalFailing" if wait else "RenewalPending")
+            return _not_ready(ctx, self.mode, "AcmeFailed" if wait else "OrderInProgress",
                               f"no usable certificate for {hostname} ({reason}); {why}", names.tls_secret, keep=keep)
 
         order = {"hostname": hostname, "reason": reason, "startedAt": _timestamp(ctx.now)}
@@ -564,7 +566,7 @@ class AcmeSource:
                 raise AcmeError(f"the CA's certificate fails the vehicle checks: {failures_text(fresh)}")
             await ctx.api.apply(tls_secret(ctx.owner, names.tls_secret, issued, hostname=hostname, reason=reason))
         except (AcmeError, DnsProviderError, KubeError, OSError, CertificateProblem) as exc:
-            error = str(exc)
+            error = str(exc).rstrip(".")
             record = failed_retry(retry, ctx.generation, error, ctx.now)
             wait_for = backoff(int(record["attempts"]))
             verb = "issue" if material is None else "renew"

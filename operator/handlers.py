@@ -135,6 +135,7 @@ class Runtime:
     responder: Http01Responder | None = None
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     memory: dict[str, _Memory] = field(default_factory=dict)
+    closed: bool = False
 
     async def http01(self) -> Http01Responder:
         if self.responder is None:
@@ -144,6 +145,9 @@ class Runtime:
         return self.responder
 
     async def close(self) -> None:
+        """At shutdown. kopf may still fire a timer after its cleanup activities: such a pass
+        (and one cut short) writes nothing, so a stopping operator leaves the status as it was."""
+        self.closed = True
         if self.responder is not None:
             await self.responder.stop()
         await self.api.close()
@@ -229,6 +233,8 @@ async def _manage(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kop
     uid = str(meta["uid"])
     generation = meta.get("generation")
     async with runtime.locks.setdefault(uid, asyncio.Lock()):
+        if runtime.closed:
+            return
         memory = runtime.memory.get(uid) or _Memory.from_status(status)
         parsed, spec_condition = check_spec(dict(spec), generation)
         conditions: list[Condition] = [spec_condition]
@@ -238,6 +244,8 @@ async def _manage(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kop
             try:
                 outcome, server, server_status = await _pass(runtime, body, memory, parsed, generation)
             except Exception as exc:  # noqa: BLE001 - a pass must never make kopf retry in a loop
+                if runtime.closed:
+                    return
                 logger.exception("the pass over %s/%s failed", meta.get("namespace"), meta.get("name"))
                 message = f"unexpected failure, retried on the next pass: {type(exc).__name__}: {exc}"
                 conditions += [Condition(CERTIFICATE_READY, "Unknown", "InternalError", message, generation),

@@ -550,3 +550,94 @@ def pebble(tmp_path_factory: pytest.TempPathFactory, local_dns: LocalDns) -> Ite
     server.start()
     yield server
     server.stop()
+
+
+# ======================================================================================
+# The Kubernetes API requests the fleetwire operator makes (what the chart's RBAC must allow)
+# ======================================================================================
+
+API_REQUESTS_FILE = Path(__file__).parent / "data" / "operator-api-requests.json"
+"""(verb, apiGroup, resource) of every request the operator made in the operator tests."""
+OPERATOR_USER_AGENTS = ("kopf/", "fleetwire-operator/")
+"""kopf's own client and `fleetwire.operator.kubeapi`; test clients and kubectl announce otherwise."""
+_API_REQUESTS = pytest.StashKey[set[tuple[str, str, str]]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--record-api-requests", action="store_true", default=False,
+                     help=f"write the operator's Kubernetes API requests seen in this run to "
+                          f"tests/data/{API_REQUESTS_FILE.name} (run every operator test)")
+
+
+def api_request_rules(method: str, group: str, plural: str, subresource: str | None, name: str | None,
+                      params: Mapping[str, str], created: bool = False) -> set[tuple[str, str, str]]:
+    """The RBAC (verb, apiGroup, resource) pairs one request needs.
+
+    GET is get, list or watch; a server-side apply that created its object (`created`)
+    needs create besides patch, as the API server authorises it.
+    """
+    resource = f"{plural}/{subresource}" if subresource else plural
+    if method == "GET":
+        verb = "watch" if params.get("watch") in ("true", "1") else "get" if name else "list"
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch",
+                "DELETE": "delete" if name else "deletecollection"}.get(method, method.lower())
+    rules = {(verb, group, resource)}
+    if created and verb == "patch":
+        rules.add(("create", group, resource))
+    return rules
+
+
+def operator_api_requests(emulator: Any) -> set[tuple[str, str, str]]:
+    """What the operator asked of the emulator so far, read from its request log."""
+    rules: set[tuple[str, str, str]] = set()
+    for request in emulator:
+        headers = {key.lower(): value for key, value in (request.headers or {}).items()}
+        if request.resource is None or not request.resource.plural:
+            continue  # discovery (/api, /apis/GROUP/VERSION) is open to every authenticated client
+        if not headers.get("user-agent", "").startswith(OPERATOR_USER_AGENTS):
+            continue
+        raw = getattr(request, "_raw_request", None)  # the method as sent: the emulator rewrites some
+        method = raw.method if raw is not None else request.method.value
+        rules |= api_request_rules(method, request.resource.group or "", request.resource.plural or "",
+                                   request.subresource, request.name, request.params,
+                                   created=method == "PATCH" and request.method.value == "POST")
+    return rules
+
+
+def load_api_requests() -> set[tuple[str, str, str]]:
+    if not API_REQUESTS_FILE.exists():
+        return set()
+    return {(r["verb"], r["apiGroup"], r["resource"]) for r in _json.loads(API_REQUESTS_FILE.read_text())}
+
+
+@pytest.fixture(autouse=True)
+def _operator_api_requests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In tests that run the fleetwire operator against the emulator: collect its API requests,
+    and fail when one is missing from tests/data/operator-api-requests.json, so a new call
+    forces re-recording (`--record-api-requests`) and a look at the chart's RBAC."""
+    if "kube_api" not in request.fixturenames:
+        yield
+        return
+    api = request.getfixturevalue("kube_api")
+    yield
+    operators = [getattr(source, "__self__", None) for source in api.diagnostics]
+    if not any(getattr(op, "target", None) == "fleetwire.operator.handlers" for op in operators):
+        return
+    seen = api.call(operator_api_requests)
+    request.config.stash.setdefault(_API_REQUESTS, set()).update(seen)
+    if not request.config.getoption("--record-api-requests"):
+        missing = sorted(seen - load_api_requests())
+        if missing:
+            pytest.fail(f"the operator made Kubernetes API requests not in tests/data/{API_REQUESTS_FILE.name}: "
+                        f"{missing}; re-record with `pytest --record-api-requests tests/test_operator_*.py` and "
+                        "grant them in charts/fleetwire/templates/rbac.yaml")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    seen = session.config.stash.get(_API_REQUESTS, set())
+    if session.config.getoption("--record-api-requests") and seen:
+        API_REQUESTS_FILE.parent.mkdir(exist_ok=True)
+        rows = [_json.dumps({"apiGroup": g, "resource": r, "verb": v})
+                for v, g, r in sorted(seen, key=lambda rule: (rule[1], rule[2], rule[0]))]
+        API_REQUESTS_FILE.write_text("[\n  " + ",\n  ".join(rows) + "\n]\n")

@@ -11,20 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import datetime as dt
+import os
+import secrets
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PEBBLE, KopfRunnerFactory, LocalDns, Pebble
+from aiohttp import web
+from conftest import PEBBLE, KopfRunnerFactory, LocalDns, Pebble, free_port
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from kube import CONFIGMAPS, DEPLOYMENTS, FTC, SECRETS, SERVICES, KubeClient, condition
+from kube import CONFIGMAPS, DEPLOYMENTS, FTC, SECRETS, SERVICES, KubeApi, KubeClient, condition
 
 from fleetwire import pki
 from fleetwire.operator import crd
+from fleetwire.operator.builders import CONFIG_CHECKSUM_ANNOTATION
 from fleetwire.operator.certificates import FINGERPRINT_ANNOTATION, chain_fingerprint
 
 HANDLERS = "fleetwire.operator.handlers"
@@ -220,3 +228,313 @@ async def test_acme_http01_story_issue_renew_rotate(
     assert any("NEW chain" in m for m in await wait_event(kube, "fleet", "CertificateRenewed", count=2))
     report(f"acme story: ready after {issued_after:.1f} s, renewed after {renewal_seen:.1f} s, "
            f"new chain after {rotation_seen:.1f} s")
+
+
+async def test_a_restart_never_orders_twice_for_one_need(
+    kopf_runner: KopfRunnerFactory, kube: KubeClient, operator_env: pytest.MonkeyPatch, pebble: Pebble,
+) -> None:
+    """A valid certificate is kept across a restart, even when the order marker of the previous
+    process is still in status (it died after storing the Secret, before clearing the marker)."""
+    point_at(operator_env, pebble)
+    first = kopf_runner(HANDLERS)
+    await vehicle_ca(kube, "steady")
+    await kube.create(ftc("steady", {"acme": {"directoryUrl": pebble.directory}}))
+    await kube.wait_for(FTC, "steady", NS, ready(), timeout=30)
+    serial = certs(secret_bytes(await kube.get(SECRETS, "steady-tls", NS), "tls.crt"))[0].serial_number
+    await asyncio.to_thread(first.stop)
+
+    marker = {"hostname": HOST, "reason": "no certificate",
+              "startedAt": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    await kube.patch_status(FTC, "steady", {"certificate": {"order": marker}}, NS)
+    second = kopf_runner(HANDLERS)
+    await second.logged("Handler 'manage' succeeded")  # the resume pass
+    cleared = await kube.wait_for(FTC, "steady", NS, lambda o: "order" not in o["status"]["certificate"])
+    assert is_("CertificateReady", "True", "CertificateValid")(cleared)
+    await asyncio.sleep(2.5)  # two timer passes
+    assert certs(secret_bytes(await kube.get(SECRETS, "steady-tls", NS), "tls.crt"))[0].serial_number == serial
+    assert [e["reason"] for e in await events(kube, "steady")].count("CertificateIssued") == 1
+
+
+async def test_a_fresh_order_marker_holds_off_a_second_order(
+    kopf_runner: KopfRunnerFactory, kube: KubeClient, operator_env: pytest.MonkeyPatch, pebble: Pebble,
+) -> None:
+    """Another process started an order moments ago (a replica that took over): wait, do not order."""
+    point_at(operator_env, pebble)
+    await kube.create(ftc("busy", {"acme": {"directoryUrl": pebble.directory}}))
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    await kube.patch_status(FTC, "busy", {"certificate": {"order": {"hostname": HOST, "reason": "no certificate",
+                                                                    "startedAt": started}}}, NS)
+    kopf_runner(HANDLERS)
+    waiting = await kube.wait_for(FTC, "busy", NS, is_("CertificateReady", "False", "OrderInProgress"))
+    assert f"started at {started} may still be running" in condition(waiting, "CertificateReady")["message"]  # type: ignore[index]
+    await asyncio.sleep(1.5)
+    assert await kube.find(SECRETS, "busy-tls", NS) is None and await kube.find(SECRETS, "busy-acme-account", NS) is None
+
+
+# ======================================================================================
+# Private CA and secretRef
+# ======================================================================================
+
+
+async def test_private_ca_renewal_keeps_the_vehicles_ca(kopf_runner: KopfRunnerFactory, kube: KubeClient,
+                                                        operator_env: pytest.MonkeyPatch) -> None:
+    kopf_runner(HANDLERS)
+    await vehicle_ca(kube, "private")
+    created = await kube.create(ftc("private", {"privateCA": {"validityDays": 30, "leafValidityDays": 7}}))
+    obj = await kube.wait_for(FTC, "private", NS, ready())
+    ca_secret = await kube.get(SECRETS, "private-ca", NS)
+    ca_cert = certs(secret_bytes(ca_secret, "tls.crt"))[0]
+    assert owned_by(ca_secret, created)
+    tls = await kube.get(SECRETS, "private-tls", NS)
+    leaf = certs(secret_bytes(tls, "tls.crt"))[0]
+    assert certs(secret_bytes(tls, "ca.crt")) == [ca_cert]
+    assert list(leaf.subject) == []  # SAN only: vehicles never read the CN
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san.critical and san.value.get_values_for_type(x509.DNSName) == [HOST]
+    assert isinstance(leaf.public_key(), ec.EllipticCurvePublicKey) and leaf.public_key().curve.name == "secp256r1"
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc <= dt.timedelta(days=7, hours=1)
+    status = obj["status"]["certificate"]
+    assert status["mode"] == "privateCA" and status["chainFingerprint"] == chain_fingerprint(
+        secret_bytes(tls, "ca.crt"))
+    assert {"PrivateCaCreated", "CertificateIssued"} <= {e["reason"] for e in await events(kube, "private")}
+    template = (await kube.get(DEPLOYMENTS, "private-server", NS))["spec"]["template"]
+
+    # A new hostname needs a new leaf: from the same CA, so the vehicles' ca stays.
+    await kube.patch(FTC, "private", {"spec": {"hostname": "new.fleetwire.test"}}, NS)
+    moved = await kube.wait_for(FTC, "private", NS, lambda o: o["status"]["certificate"]["san"] == [
+        "new.fleetwire.test"] and is_("CertificateReady", "True")(o))
+    renewed = await kube.get(SECRETS, "private-tls", NS)
+    assert certs(secret_bytes(renewed, "ca.crt")) == [ca_cert]
+    assert certs(secret_bytes(renewed, "tls.crt"))[0].serial_number != leaf.serial_number
+    assert moved["status"]["certificate"]["chainFingerprint"] == status["chainFingerprint"]
+    assert "same chain" in (await wait_event(kube, "private", "CertificateRenewed"))[0]
+    assert (await kube.get(DEPLOYMENTS, "private-server", NS))["spec"]["template"] == template
+
+    # A configuration change does roll the server: the checksum in the pod template moves.
+    await kube.patch(FTC, "private", {"spec": {"server": {"records": {"V": ["logger"], "alerts": ["logger"]}}}}, NS)
+    rolled = await kube.wait_for(DEPLOYMENTS, "private-server", NS, lambda d: d["spec"]["template"] != template)
+    assert rolled["spec"]["template"]["metadata"]["annotations"][CONFIG_CHECKSUM_ANNOTATION] != template[
+        "metadata"]["annotations"][CONFIG_CHECKSUM_ANNOTATION]
+
+    # ServerReady follows the replicas the Deployment controller reports.
+    generation = rolled["metadata"]["generation"]
+    await kube.patch_status(DEPLOYMENTS, "private-server", {"observedGeneration": generation, "replicas": 1,
+                                                             "readyReplicas": 0}, NS)
+    await kube.wait_for(FTC, "private", NS, is_("ServerReady", "False", "NotReady"))
+    await kube.patch_status(DEPLOYMENTS, "private-server", {"readyReplicas": 1}, NS)
+    available = await kube.wait_for(FTC, "private", NS, is_("ServerReady", "True", "Available"))
+    assert available["status"]["server"]["readyReplicas"] == 1
+
+    # Deleting the resource deletes what it owns.
+    await kube.delete(FTC, "private", NS)
+    for resource, name in ((SECRETS, "private-ca"), (SECRETS, "private-tls"), (DEPLOYMENTS, "private-server"),
+                           (SERVICES, "private-server"), (CONFIGMAPS, "private-server-config")):
+        await kube.wait_gone(resource, name, NS)
+
+
+def _issuing_chain() -> tuple[pki.Bundle, pki.Bundle]:
+    root = pki.make_ca("Managed Root")
+    return root, pki.make_ca("Managed Intermediate", parent=root, path_length=0)
+
+
+async def test_secret_ref_reads_a_secret_managed_elsewhere(kopf_runner: KopfRunnerFactory, kube: KubeClient,
+                                                           operator_env: pytest.MonkeyPatch) -> None:
+    root, inter = _issuing_chain()
+    leaf = pki.make_server_cert(inter, [HOST])
+    await kube.create(tls_secret("managed", tls_data(leaf, [inter.cert], [inter.cert, root.cert])))
+    await kube.create(tls_secret("no-ca", tls_data(leaf, [inter.cert, root.cert], None)))
+    kopf_runner(HANDLERS)
+    await vehicle_ca(kube, "external")
+    await kube.create(ftc("external", {"secretRef": {"name": "managed"}}))
+    await kube.create(ftc("derived", {"secretRef": {"name": "no-ca"}}))
+    obj = await kube.wait_for(FTC, "external", NS, ready())
+    status = obj["status"]["certificate"]
+    assert status["mode"] == "secretRef" and status["secretName"] == "managed" and "renewAt" not in status
+    assert status["chainFingerprint"] == chain_fingerprint(inter.cert_pem + root.cert_pem)
+    volumes = (await kube.get(DEPLOYMENTS, "external-server", NS))["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "managed", "defaultMode": 0o440}} in volumes
+    assert "ownerReferences" not in (await kube.get(SECRETS, "managed", NS))["metadata"]  # never taken over
+    # Without ca.crt, the chain after the leaf in tls.crt is what vehicles must trust.
+    derived = await kube.wait_for(FTC, "derived", NS, is_("CertificateReady", "True"))
+    assert derived["status"]["certificate"]["chainFingerprint"] == chain_fingerprint(inter.cert_pem + root.cert_pem)
+
+
+# ======================================================================================
+# Bad input: a condition with the reason, never a crash loop
+# ======================================================================================
+
+
+def no_crash(logs: list[str]) -> None:
+    text = "\n".join(logs)
+    assert "Traceback" not in text and "failed with an exception" not in text, text[-3000:]
+
+
+async def test_bad_certificates_are_reported_not_retried(kopf_runner: KopfRunnerFactory, kube: KubeClient,
+                                                         operator_env: pytest.MonkeyPatch) -> None:
+    root, inter = _issuing_chain()
+    _, other = _issuing_chain()
+    cases = {
+        "cn-only": (tls_data(pki.make_server_cert(inter, [HOST], cn_only=True), [inter.cert], [inter.cert, root.cert]),
+                    "legacy Common Name"),
+        "unverified": (tls_data(pki.make_server_cert(inter, [HOST]), [inter.cert], [other.cert]), "chain verifies"),
+        "mismatch": (tls_data(pki.make_server_cert(inter, ["other.fleetwire.test"]), [inter.cert],
+                              [inter.cert, root.cert]), f"hostname: {HOST} is not among DNS:other.fleetwire.test"),
+    }
+    for name, (data, _) in cases.items():
+        await kube.create(tls_secret(name, data))
+    operator = kopf_runner(HANDLERS)
+    for name in [*cases, "absent"]:
+        await kube.create(ftc(name, {"secretRef": {"name": name}}))
+    for name, (_, expected) in cases.items():
+        obj = await kube.wait_for(FTC, name, NS, is_("CertificateReady", "False", "CertificateInvalid"))
+        message = condition(obj, "CertificateReady")["message"]  # type: ignore[index]
+        assert message.startswith(f"Secret {NS}/{name}: vehicles would refuse it:") and expected in message, message
+        await wait_event(kube, name, "CertificateInvalid")
+    absent = await kube.wait_for(FTC, "absent", NS, is_("CertificateReady", "False", "SecretNotFound"))
+    assert "create a kubernetes.io/tls Secret" in condition(absent, "CertificateReady")["message"]  # type: ignore[index]
+    # The Secret appears later: the timer notices and the condition recovers.
+    await kube.create(tls_secret("absent", tls_data(pki.make_server_cert(inter, [HOST]), [inter.cert],
+                                                    [inter.cert, root.cert])))
+    await kube.wait_for(FTC, "absent", NS, is_("CertificateReady", "True"))
+    await asyncio.sleep(1.5)
+    assert [e["reason"] for e in await events(kube, "cn-only")].count("CertificateInvalid") == 1  # no repeats
+    no_crash(operator.logs)
+
+
+async def test_unreachable_acme_directory_backs_off(kopf_runner: KopfRunnerFactory, kube: KubeClient,
+                                                    operator_env: pytest.MonkeyPatch) -> None:
+    url = f"https://127.0.0.1:{free_port()}/dir"
+    operator = kopf_runner(HANDLERS)
+    await kube.create(ftc("offline", {"acme": {"directoryUrl": url}}))
+    obj = await kube.wait_for(FTC, "offline", NS, is_("CertificateReady", "False", "AcmeFailed"))
+    retry = obj["status"]["certificate"]["retry"]
+    assert retry["attempts"] == 1 and retry["generation"] == 1 and "cannot reach the ACME server" in retry["lastError"]
+    first, next_at = (dt.datetime.strptime(retry[k], "%Y-%m-%dT%H:%M:%SZ") for k in ("lastAttemptAt", "nextAttemptAt"))
+    assert next_at - first == dt.timedelta(minutes=5)
+    assert url in condition(obj, "CertificateReady")["message"]  # type: ignore[index]
+    await wait_event(kube, "offline", "CertificateFailed")
+    await asyncio.sleep(2.5)  # timer passes inside the back-off ask the CA nothing
+    later = await kube.get(FTC, "offline", NS)
+    assert later["status"]["certificate"]["retry"]["attempts"] == 1
+    assert is_("CertificateReady", "False", "AcmeFailed")(later)
+    assert "1 failed attempt(s), next at" in condition(later, "CertificateReady")["message"]  # type: ignore[index]
+    assert [e["reason"] for e in await events(kube, "offline")].count("CertificateFailed") == 1
+    # A spec change may have fixed the cause: the operator tries again at once.
+    await kube.patch(FTC, "offline", {"spec": {"certificate": {"acme": {"email": "ops@fleetwire.test"}}}}, NS)
+    again = await kube.wait_for(FTC, "offline", NS, lambda o: o["status"]["certificate"].get("retry", {}).get(
+        "generation") == 2)
+    assert again["status"]["certificate"]["retry"]["attempts"] == 1
+    no_crash(operator.logs)
+
+
+async def test_invalid_specs_say_which_field(kopf_runner: KopfRunnerFactory, kube: KubeClient,
+                                             operator_env: pytest.MonkeyPatch) -> None:
+    """The schema would refuse a string port on a real cluster; the emulator applies no schema,
+    so the operator's own parse_spec must, and nothing is built from such a spec."""
+    operator = kopf_runner(HANDLERS)
+    await kube.create(ftc("typo", {"privateCA": {}}, fields={"VehicleSpede": {"interval_seconds": 10}}))
+    await kube.create(ftc("string-port", {"privateCA": {}}, port="443"))
+    typo = await kube.wait_for(FTC, "typo", NS, is_("SpecValid", "False", "InvalidSpec"))
+    assert condition(typo, "SpecValid")["message"] == (  # type: ignore[index]
+        "spec.fields.VehicleSpede: unknown field (did you mean 'VehicleSpeed'?)")
+    port = await kube.wait_for(FTC, "string-port", NS, is_("SpecValid", "False", "InvalidSpec"))
+    assert condition(port, "SpecValid")["message"].startswith(  # type: ignore[index]
+        "spec.port: must be an integer, not the string '443'")
+    await asyncio.sleep(1.5)
+    for name in ("typo", "string-port"):
+        obj = await kube.get(FTC, name, NS)
+        assert condition(obj, "CertificateReady") is None and "certificate" not in obj.get("status", {})
+        assert await kube.find(SECRETS, f"{name}-ca", NS) is None
+        assert await kube.find(DEPLOYMENTS, f"{name}-server", NS) is None
+    no_crash(operator.logs)
+
+
+async def test_kubectl_apply_of_the_chart_example(kopf_runner: KopfRunnerFactory, kube: KubeClient,
+                                                  kube_api: KubeApi, operator_env: pytest.MonkeyPatch) -> None:
+    """The example resource the chart ships, applied with kubectl. It asks Let's Encrypt for a
+    certificate; here the default directory points at a closed local port, so the test never
+    leaves the machine and the failure shows as a back-off."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed")
+    example = REPO_ROOT / "charts" / "fleetwire" / "examples" / "fleettelemetryconfig.yaml"
+    operator_env.setattr(crd, "DEFAULT_ACME_DIRECTORY", f"https://127.0.0.1:{free_port()}/directory")
+    kopf_runner(HANDLERS)
+    done = await asyncio.to_thread(
+        subprocess.run, [kubectl, "apply", "--validate=false", "-f", str(example)],
+        env={**os.environ, "KUBECONFIG": str(kube_api.kubeconfig)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "fleettelemetryconfig.fleetwire.io/fleetwire created" in done.stdout
+    obj = await kube.wait_for(FTC, "fleetwire", "fleetwire", all_of(is_("SpecValid", "True"),
+                                                                    is_("CertificateReady", "False", "AcmeFailed")))
+    assert obj["status"]["certificate"]["retry"]["attempts"] == 1
+    assert await kube.find(SERVICES, "fleetwire-http01-solver", "fleetwire") is not None
+    assert await kube.find(DEPLOYMENTS, "fleetwire-server", "fleetwire") is not None
+    # Another certificate mode needs no HTTP-01 solver: its Service goes.
+    await kube.patch(FTC, "fleetwire", {"spec": {"certificate": {"acme": None, "privateCA": {}}}}, "fleetwire")
+    await kube.wait_for(FTC, "fleetwire", "fleetwire", is_("CertificateReady", "True", "CertificateValid"))
+    await kube.wait_gone(SERVICES, "fleetwire-http01-solver", "fleetwire")
+
+
+# ======================================================================================
+# Secrets stay secret
+# ======================================================================================
+
+
+@pytest.fixture
+async def refusing_cloudflare() -> Any:
+    """A stand-in for Cloudflare's API that refuses every token, and remembers what it was sent."""
+    seen: list[str] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.json_response({"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]},
+                                 status=403)
+
+    app = web.Application()
+    app.router.add_route("*", "/client/v4/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}/client/v4", seen
+    await runner.cleanup()
+
+
+async def test_no_private_key_or_token_in_status_events_or_logs(
+    kopf_runner: KopfRunnerFactory, kube: KubeClient, operator_env: pytest.MonkeyPatch, pebble: Pebble,
+    refusing_cloudflare: Any,
+) -> None:
+    """ACME (account and certificate keys), the private CA's key and a DNS provider's token: none
+    of them may appear in what `kubectl describe` and the operator's log (at debug level) show."""
+    base_url, cloudflare_saw = refusing_cloudflare
+    point_at(operator_env, pebble)
+    operator_env.setenv("FLEETWIRE_CLOUDFLARE_API_URL", base_url)
+    token = "cf-" + secrets.token_hex(20)
+    operator = kopf_runner(HANDLERS, verbose=True)
+    await kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cloudflare", "namespace": NS},
+                       "data": {"api-token": base64.b64encode(token.encode()).decode()}})
+    await kube.create(ftc("issued", {"acme": {"directoryUrl": pebble.directory}}))
+    await kube.create(ftc("private", {"privateCA": {}}))
+    await kube.create(ftc("dns", {"acme": {"directoryUrl": pebble.directory, "challenge": "dns01", "dns01": {
+        "provider": "cloudflare", "zone": "fleetwire.test", "apiTokenSecretRef": {"name": "cloudflare"}}}}))
+    await kube.wait_for(FTC, "issued", NS, is_("CertificateReady", "True"), timeout=30)
+    await kube.wait_for(FTC, "private", NS, is_("CertificateReady", "True"))
+    refused = await kube.wait_for(FTC, "dns", NS, is_("CertificateReady", "False", "AcmeFailed"))
+    assert "Cloudflare refused to look up zone fleetwire.test" in condition(refused, "CertificateReady")["message"]  # type: ignore[index]
+    assert cloudflare_saw == [f"Bearer {token}"]  # the token was really used
+    await wait_event(kube, "dns", "CertificateFailed")
+
+    hidden = [token]
+    for name, key in (("issued-tls", "tls.key"), ("issued-acme-account", "account.key"), ("private-tls", "tls.key"),
+                      ("private-ca", "tls.key"), ("dns-acme-account", "account.key")):
+        secret = await kube.get(SECRETS, name, NS)
+        hidden.append(secret["data"][key])
+        hidden += secret_bytes(secret, key).decode().strip().splitlines()[1:-1]  # the PEM's base64 lines
+    shown = [json.dumps(await kube.get(FTC, name, NS)) for name in ("issued", "private", "dns")]
+    shown += [json.dumps(await events(kube, name)) for name in ("issued", "private", "dns")]
+    shown += operator.logs
+    text = "\n".join(shown)
+    assert "DEBUG" in text and "PRIVATE KEY" not in text
+    leaked = [value for value in hidden if value in text]
+    assert not leaked
