@@ -66,8 +66,8 @@ class VehicleListener(WSListener):
         self._paused = False
         self._reading = False
         self._out: list[bytes] = []
-        # Messages parsed after reading paused (picows hands over every frame of a read);
-        # offering them would push the queue past its hard limit, where records are dropped.
+        # Messages parsed after reading paused (picows hands over every frame of a read):
+        # they wait here rather than grow the full queue by a whole read per vehicle.
         self._backlog: deque[bytes] | None = None  # created on first use: idle vehicles dominate
 
     # -- Link ------------------------------------------------------------------------
