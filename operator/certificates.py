@@ -565,7 +565,8 @@ class AcmeSource:
             if not fresh.ok:
                 raise AcmeError(f"the CA's certificate fails the vehicle checks: {failures_text(fresh)}")
             await ctx.api.apply(tls_secret(ctx.owner, names.tls_secret, issued, hostname=hostname, reason=reason))
-        except (AcmeError, DnsProviderError, KubeError, OSError, CertificateProblem) as exc:
+        except (AcmeError, DnsProviderError, KubeError, OSError, ValueError, CertificateProblem) as exc:
+            # ValueError: unreadable rootCertificates or account key, both the user's to fix.
             error = str(exc).rstrip(".")
             record = failed_retry(retry, ctx.generation, error, ctx.now)
             wait_for = backoff(int(record["attempts"]))

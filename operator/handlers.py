@@ -284,3 +284,11 @@ async def keep(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf.S
                logger: kopf.Logger, **_: Any) -> None:
     """The same pass on a schedule: renewals fall due, Secrets and Deployments change, CAs recover."""
     await _manage(body, spec, meta, status, patch, logger)
+
+
+@kopf.on.delete(*RESOURCE, optional=True)
+async def forget(meta: kopf.Meta, **_: Any) -> None:
+    """Drop what this process remembers about a deleted resource (its objects go by owner reference)."""
+    if _runtime is not None:
+        _runtime.memory.pop(str(meta["uid"]), None)
+        _runtime.locks.pop(str(meta["uid"]), None)

@@ -5,6 +5,16 @@ by pebble, a private CA, or a Secret managed elsewhere), the server's ConfigMap,
 Deployment and Services owned by the resource, and conditions that say what happened.
 Renewals happen on the operator's timer; a pebble restart (a new root) shows up as a new
 chain fingerprint. Bad input ends in a condition with the reason, never in a crash loop.
+
+What a real cluster does that the emulator does not, and where the tests stand in:
+no Deployment controller reports replicas (ServerReady is "DeploymentApplied" until a
+test writes the Deployment's status, as the controller would); no admission applies the
+CRD schema (a string port reaches the operator, whose own parse_spec refuses it); a
+server-side apply is a plain merge here, without field ownership (fields the operator
+stops setting are removed on a cluster, kept here); no kubelet mounts the TLS Secret
+into pods (a test that runs the server writes its files itself); no load balancer gives the
+HTTP-01 Service an address (pebble reaches the operator's responder on loopback, where
+the local DNS resolver points every name).
 """
 
 from __future__ import annotations
