@@ -134,6 +134,22 @@ def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=_operator)
 
 
+def _add_vehicles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from fleetwire.operator.vehicle_table import run as print_vehicles
+
+        return print_vehicles(args)
+
+    p = sub.add_parser("vehicles", help="print the per-vehicle table of a FleetTelemetryConfig (state, reason, "
+                                        "last push, last error) and its counts")
+    p.add_argument("resource", help="the FleetTelemetryConfig's name")
+    p.add_argument("--namespace", "-n", help="its namespace (default: the kubeconfig context's, else default)")
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
+    p.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    p.add_argument("--wide", action="store_true", help="never cut reasons and errors")
+    p.set_defaults(func=run)
+
+
 def main(argv: list[str] | None = None) -> int:
     from fleetwire.sim.vehicle import DEFAULT_FIELDS
 
@@ -180,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_fleet_api_sim(sub)
 
     _add_operator(sub)
+
+    _add_vehicles(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__import__("fleetwire").__version__) or 0)

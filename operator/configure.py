@@ -324,6 +324,26 @@ class Settings:
     idle: float = 300.0  # longest sleep between passes
     jitter: float = 0.1  # spread of the slow schedules, so reads do not bunch up
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Defaults overridden by `FLEETWIRE_VEHICLES_<FIELD>` variables (e.g.
+        `FLEETWIRE_VEHICLES_PUSH_BATCH=50`); a value that is not a positive number is refused
+        with the variable's name."""
+        values: dict[str, Any] = {}
+        for name, default in cls().__dict__.items():
+            variable = f"FLEETWIRE_VEHICLES_{name.upper()}"
+            text = env.get(variable, "").strip()
+            if not text:
+                continue
+            try:
+                value = type(default)(text)
+            except ValueError:
+                value = -1
+            if not value > 0 and not (name == "jitter" and value == 0):
+                raise ValueError(f"{variable}: expected a positive {type(default).__name__}, got {text!r}")
+            values[name] = value
+        return cls(**values)
+
 
 @dataclass(frozen=True)
 class Inputs:
@@ -404,6 +424,8 @@ class VehicleReconciler:
         self._rng = rng or random.Random()
         self._calls = asyncio.Semaphore(settings.concurrency)
         self._wake = asyncio.Event()
+        self._woken = 0  # wake() calls so far: a pass stops polling when it changes
+        self._pass_mark = 0
         self.records: dict[str, VehicleRecord] = {}
         self._loaded = False
         self._due: dict[str, float] = {}  # next config read per vehicle
@@ -423,6 +445,7 @@ class VehicleReconciler:
         """Start a pass now (a new `ca`, a spec change); a poll sweep in progress stops early
         and a push waiting out a failure's back-off is tried at once."""
         self._push_retry_at = 0.0
+        self._woken += 1
         self._wake.set()
 
     async def run(self, inputs: Callable[[], Awaitable[Inputs]], report: Callable[[PassResult], Awaitable[None]],
@@ -430,24 +453,31 @@ class VehicleReconciler:
         """Pass after pass until cancelled: each reads `inputs()`, reconciles, `report`s, then
         sleeps until something is due or `wake()` is called."""
         while True:
-            self._wake.clear()
+            mark = self._woken
             try:
                 current = await inputs()
             except NotReady as exc:
                 await report(self.waiting(str(exc), retry))
-                await self._sleep(retry)
+                await self.pause(retry, mark)
                 continue
             result = await self.reconcile(current.spec, current.ca_pem)
             await report(result)
-            await self._sleep(result.next_in)
+            await self.pause(result.next_in, mark)
 
-    async def _sleep(self, seconds: float) -> None:
-        if self._wake.is_set():
+    async def pause(self, seconds: float, mark: int) -> None:
+        """Sleep `seconds`, or not at all if `wake()` was called since `mark` (a `woken` value)."""
+        if self._woken != mark:
             return
+        self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
         except TimeoutError:
             pass
+
+    @property
+    def woken(self) -> int:
+        """How many times `wake()` was called: take it before reading inputs, pass it to `pause`."""
+        return self._woken
 
     def waiting(self, why: str, retry: float) -> PassResult:
         """The result reported while an input is missing: nothing pushed, the reason shown."""
@@ -457,11 +487,10 @@ class VehicleReconciler:
 
     # ---- one pass -----------------------------------------------------------------------
 
-    async def reconcile(self, spec: FleetTelemetrySpec, ca_pem: str) -> PassResult:
-        """One pass: pre-flight, push, poll, telemetry errors, save. Never raises for a
-        Fleet API failure: it is reported in the result and retried later."""
+    async def load(self) -> dict[str, VehicleRecord]:
+        """The stored records, read once (the first pass does it; a caller may do it earlier)."""
         if not self._loaded:
-            self.records = {vin: r for vin, r in (await self.store.load()).items()}
+            self.records = dict(await self.store.load())
             self._loaded = True
             now = self.clock()
             for vin, record in self.records.items():  # after a restart: what is in flight is read soon
@@ -469,7 +498,14 @@ class VehicleReconciler:
                     self._due[vin] = now
                 elif record.state == APPLIED or record.skip == "max_configs":
                     self._due[vin] = now + self._rng.uniform(0.0, self.settings.drift_every)
+        return self.records
+
+    async def reconcile(self, spec: FleetTelemetrySpec, ca_pem: str) -> PassResult:
+        """One pass: pre-flight, push, poll, telemetry errors, save. Never raises for a
+        Fleet API failure: it is reported in the result and retried later."""
+        await self.load()
         self._problem = None
+        self._pass_mark = self._woken
         changed: set[str] = set()
         wanted = list(dict.fromkeys(spec.vehicles))
         keep = set(wanted)
@@ -484,7 +520,7 @@ class VehicleReconciler:
         if reasons and now >= self._push_retry_at:
             pushed_now = await self._push(reasons, desired, ca_pem, fingerprints, changed)
         await self._poll(desired, changed)
-        if self.clock() >= self._errors_at:
+        if self.records and self.clock() >= self._errors_at:
             await self._read_errors(changed)
         await self.store.save(self.records, changed)
         return self._result(ca_pem, pushed_now)
@@ -639,6 +675,8 @@ class VehicleReconciler:
                     self._due.pop(vin, None)
                     self._recheck_at[vin] = now + self._spread(self.settings.recheck_every)
             self._schedule_batch(accepted, now)
+            # While vehicles switch configs, their errors (TLS to the server, signatures) matter most.
+            self._errors_at = min(self._errors_at, now + self.settings.errors_fast)
 
         await self._each(batches, push)
         return done
@@ -665,13 +703,13 @@ class VehicleReconciler:
     async def _poll(self, desired: Mapping[str, Any], changed: set[str]) -> None:
         """Read the config of every vehicle whose look is due; a probe that has synced makes
         the rest of its batch due at once (read in the same sweep)."""
-        while not self._wake.is_set():
+        while self._woken == self._pass_mark:
             now = self.clock()
             due = sorted((at, vin) for vin, at in self._due.items() if at <= now)
             if not due:
                 return
             await self._each([vin for _, vin in due], lambda vin: self._look(vin, desired, changed),
-                             stop=self._wake)
+                             stop=lambda: self._woken != self._pass_mark)
 
     async def _look(self, vin: str, desired: Mapping[str, Any], changed: set[str]) -> None:
         self._due.pop(vin, None)
@@ -736,14 +774,14 @@ class VehicleReconciler:
     # ---- bounded concurrency --------------------------------------------------------------
 
     async def _each(self, items: Sequence[Any], work: Callable[[Any], Awaitable[None]],
-                    stop: asyncio.Event | None = None) -> None:
+                    stop: Callable[[], bool] | None = None) -> None:
         """Run `work` over `items` with `concurrency` workers (not a task per item: 10,000
-        tasks would cost more memory than the records). Stops taking items once `stop` is set."""
+        tasks would cost more memory than the records). Stops taking items once `stop()` is true."""
         iterator = iter(items)
 
         async def worker() -> None:
             for item in iterator:
-                if stop is not None and stop.is_set():
+                if stop is not None and stop():
                     return
                 await work(item)
 

@@ -37,6 +37,7 @@ from fleetwire.operator.certificates import CertificateContext, CertificateOutco
 from fleetwire.operator.environment import OperatorEnvironment, from_env
 from fleetwire.operator.http01 import Http01Responder
 from fleetwire.operator.spec import FleetTelemetrySpec
+from fleetwire.operator.vehicle_handlers import register as register_vehicle_handlers
 from fleetwire.operator.kubeapi import KubeError, KubernetesApi, load_configuration
 from fleetwire.operator.reconcile import (
     CERTIFICATE_READY,
@@ -292,3 +293,7 @@ async def forget(meta: kopf.Meta, **_: Any) -> None:
     if _runtime is not None:
         _runtime.memory.pop(str(meta["uid"]), None)
         _runtime.locks.pop(str(meta["uid"]), None)
+
+
+VEHICLES = register_vehicle_handlers()
+"""The vehicles' daemon and watches (`fleetwire.operator.vehicle_handlers`), in this registry."""

@@ -36,6 +36,7 @@ FAILING = "failing"  # applied, but the vehicle reports errors (TLS, signature)
 ERROR_TEXT_LIMIT = 300
 
 STATES = (PENDING, PUSHED, APPLIED, SKIPPED, FAILING)
+APPLIED_REASON = "streaming config applied"
 SLOT_FREED = "a config slot freed up: a refused config is not applied by itself, so it is sent again"
 
 SKIP_MEANINGS: dict[str, str] = {
@@ -179,7 +180,7 @@ def observe(record: VehicleRecord, held: VehicleConfigState, desired: Mapping[st
     if record.last_error:
         return replace(record, state=FAILING, reason=record.last_error)
     applied_at = record.applied_at if record.state == APPLIED else now
-    return replace(record, state=APPLIED, reason="streaming config applied", skip=None, applied_at=applied_at)
+    return replace(record, state=APPLIED, reason=APPLIED_REASON, skip=None, applied_at=applied_at)
 
 
 def with_error(record: VehicleRecord, error_name: str, error: str) -> VehicleRecord:
@@ -193,7 +194,9 @@ def cleared(record: VehicleRecord) -> VehicleRecord:
     """The vehicle stopped reporting errors (it connected and streams)."""
     if not record.last_error:
         return record
-    return replace(record, last_error="", state=APPLIED if record.state == FAILING else record.state)
+    if record.state == FAILING:
+        return replace(record, last_error="", state=APPLIED, reason=APPLIED_REASON)
+    return replace(record, last_error="")
 
 
 def refused(record: VehicleRecord | None, vin: str, skip: str) -> VehicleRecord:

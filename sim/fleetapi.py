@@ -404,6 +404,17 @@ class FleetApiSimulator:
     def revoke_refresh_tokens(self) -> None:
         self._refresh.clear()
 
+    def reconnect(self, vins: Iterable[str]) -> int:
+        """These vehicles drop their connection and dial again at once, as after a sleep or a
+        drive out of coverage: the new handshake checks the server's current certificate
+        against the `ca` they hold. Returns how many were connected."""
+        connected = 0
+        for vin in vins:
+            for streamer in self._streamers_of(vin):
+                connected += streamer.car is not None and streamer.car.connected
+                streamer.wake()
+        return connected
+
     def inject_failures(self, status: int = 503, count: int = 1) -> None:
         """The next `count` API calls (not token grants) answer `status`: outages on demand."""
         self._faults.extend([status] * count)

@@ -103,7 +103,7 @@ def test_telemetry_errors_mark_an_applied_vehicle_failing_until_cleared() -> Non
     failing = with_error(record, "cloud_manager_error", "x509: certificate signed by unknown authority")
     assert failing.state == FAILING and "unknown authority" in failing.reason
     assert observe(failing, held(desired()), desired(), NOW).state == FAILING
-    assert cleared(failing).state == APPLIED
+    assert cleared(failing).state == APPLIED and cleared(failing).reason == record.reason
 
 
 def test_records_round_trip_and_counts_cover_every_state() -> None:

@@ -1,0 +1,476 @@
+"""kopf glue for the vehicles: one daemon per FleetTelemetryConfig runs its `VehicleReconciler`.
+
+The daemon reads its inputs at every pass (the parsed spec, the `ca` from the server's
+TLS Secret, the Fleet API credentials from the Secrets `spec.fleetApi` names), runs a
+pass, and writes `status.vehicles` (counts per state, `lastPush`, `caFingerprint`, the
+ConfigMaps holding the per-vehicle records) and the `VehiclesConfigured` condition. It
+sleeps until the reconciler has something due, at most `ca_check_seconds` (so a TLS
+Secret managed elsewhere is re-read often), and is woken at once by a watch on the TLS
+Secrets the operator writes (a new chain is re-pushed immediately) and by spec changes.
+
+Secrets, as the operator reads them:
+
+* `partnerCredentialsSecretRef`: `client_id`, `client_secret`; optionally `auth_url` (the
+  token endpoint, for a simulator) and `proxy-ca.crt` (trusts a tesla-http-proxy's TLS).
+* `userTokenSecretRef`: `refresh_token`, and `access_token` / `expires_at` which the
+  operator keeps fresh. A refresh token works once: the new pair is written back to this
+  Secret before the new access token is used (`SecretTokenStore`).
+* `signingKeySecretRef`: the app's P-256 private key (PEM) that signs configurations.
+
+Per-vehicle records live in ConfigMaps `<name>-vehicles-<n>` (VIN → JSON), owned by the
+resource so they go with it; `fleetwire vehicles <name>` prints them. Tokens and keys never
+reach a log line, an event or the status.
+
+`register()` adds these handlers to a kopf registry; `fleetwire.operator.handlers` calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import logging
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from fleetwire.operator import builders, crd
+from fleetwire.operator.builders import Names, Owner
+from fleetwire.operator.certificates import CertificateProblem, material_from_secret
+from fleetwire.operator.configure import (
+    Inputs,
+    NotReady,
+    PassResult,
+    Settings,
+    ShardedRecordStore,
+    VehicleReconciler,
+    shard_name,
+)
+from fleetwire.operator.fleetapi import AUTH_URL, FleetApiClient, Tokens, TokenStoreError
+from fleetwire.operator.kubeapi import KINDS, KubeError, KubernetesApi, load_configuration
+from fleetwire.operator.reconcile import Condition, find_condition, set_condition
+from fleetwire.operator.spec import FleetTelemetrySpec, SpecError, parse_spec
+from fleetwire.operator.vehicles import VEHICLES_CONFIGURED, ca_fingerprint
+
+__all__ = ["ConfigMapRecordStore", "SecretTokenStore", "VehicleHandlers", "register"]
+
+RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
+CERTIFICATE_LABELS = {"app.kubernetes.io/managed-by": "fleetwire-operator",
+                      "app.kubernetes.io/component": "certificate"}
+"""The TLS Secrets the operator writes (builders.labels): watched to re-push a new chain at once."""
+RETRY_SECONDS = 10.0
+CA_CHECK_SECONDS = 5.0
+"""Longest sleep between passes: a TLS Secret someone else manages (secretRef) is not watched."""
+
+log = logging.getLogger("fleetwire.operator.vehicles")
+
+
+# --------------------------------------------------------------------------------------
+# Secrets and ConfigMaps
+# --------------------------------------------------------------------------------------
+
+
+def _decoded(secret: Mapping[str, Any], key: str) -> str | None:
+    value = (secret.get("data") or {}).get(key)
+    if not value:
+        return None
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _encoded(value: str) -> str:
+    return base64.b64encode(value.encode()).decode("ascii")
+
+
+class SecretTokenStore:
+    """The user's token pair in a Secret: `refresh_token`, `access_token`, `expires_at`.
+
+    `save()` returns once the API server has stored the new pair (a merge patch of the
+    Secret's data): only then does the client use the new access token, since the refresh
+    token it replaced no longer works.
+    """
+
+    def __init__(self, api: KubernetesApi, namespace: str, name: str) -> None:
+        self.api, self.namespace, self.name = api, namespace, name
+
+    def __repr__(self) -> str:
+        return f"SecretTokenStore({self.namespace}/{self.name})"
+
+    async def load(self) -> Tokens:
+        try:
+            secret = await self.api.get("Secret", self.namespace, self.name)
+        except KubeError as exc:
+            raise TokenStoreError(f"cannot read Secret {self.namespace}/{self.name}: {exc}") from None
+        if secret is None:
+            raise TokenStoreError(f"Secret {self.namespace}/{self.name} (spec.fleetApi.userTokenSecretRef) does not "
+                                  "exist: create it with the user's refresh_token")
+        refresh = _decoded(secret, "refresh_token")
+        if not refresh:
+            raise TokenStoreError(f"Secret {self.namespace}/{self.name} has no refresh_token: the user must "
+                                  "authorize the app and the refresh token be stored there")
+        access = _decoded(secret, "access_token") or ""
+        try:
+            expires_at = float(_decoded(secret, "expires_at") or 0.0)
+        except ValueError:
+            expires_at = 0.0
+        return Tokens(access, refresh, expires_at if access else 1.0)  # no access token yet: refresh first
+
+    async def save(self, tokens: Tokens) -> None:
+        data = {"access_token": _encoded(tokens.access_token), "refresh_token": _encoded(tokens.refresh_token),
+                "expires_at": _encoded(repr(tokens.expires_at))}
+        await self.api.request("PATCH", KINDS["Secret"].path(self.namespace, self.name), {"data": data},
+                               content_type="application/merge-patch+json")
+
+
+class ConfigMapRecordStore(ShardedRecordStore):
+    """Vehicle records in ConfigMaps `<name>-vehicles-<n>`, owned by the resource.
+
+    Changed records are merge-patched key by key (a removed VIN is a null), so a pass
+    that changed 50 vehicles sends 50 records, whatever the fleet's size.
+    """
+
+    def __init__(self, api: KubernetesApi, owner: Owner, shard_size: int | None = None) -> None:
+        super().__init__(owner.name, **({"shard_size": shard_size} if shard_size else {}))
+        self.api, self.owner = api, owner
+
+    def _path(self, index: int) -> str:
+        return KINDS["ConfigMap"].path(self.owner.namespace, shard_name(self.owner.name, index))
+
+    async def _read(self, index: int) -> dict[str, str] | None:
+        found = await self.api.get("ConfigMap", self.owner.namespace, shard_name(self.owner.name, index))
+        return None if found is None else dict(found.get("data") or {})
+
+    async def _patch(self, index: int, data: Mapping[str, str | None]) -> bool:
+        try:
+            await self.api.request("PATCH", self._path(index), {"data": dict(data)},
+                                   content_type="application/merge-patch+json")
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def _create(self, index: int, data: Mapping[str, str]) -> None:
+        body = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": shard_name(self.owner.name, index), "namespace": self.owner.namespace,
+                             "labels": builders.labels(self.owner, "vehicles"),
+                             "ownerReferences": [builders.owner_reference(self.owner)]},
+                "data": dict(data)}
+        try:
+            await self.api.request("POST", KINDS["ConfigMap"].path(self.owner.namespace), body)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            await self.api.request("PATCH", self._path(index), {"data": dict(data)},
+                                   content_type="application/merge-patch+json")
+
+    async def _delete(self, index: int) -> None:
+        await self.api.delete("ConfigMap", self.owner.namespace, shard_name(self.owner.name, index))
+
+
+# --------------------------------------------------------------------------------------
+# One resource's daemon
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    """What a Fleet API client was built from; a change of any part builds a new client."""
+
+    base_url: str
+    proxy_url: str | None
+    partner_version: str
+    signing_version: str
+    user_secret: str
+
+
+class _ResourceVehicles:
+    """The vehicles of one FleetTelemetryConfig: inputs, passes, status."""
+
+    def __init__(self, body: kopf.Body, settings: Settings, ca_check: float) -> None:
+        self.body = body
+        self.owner = Owner.of(body)
+        self.settings = settings
+        self.ca_check = ca_check
+        self.api = KubernetesApi(load_configuration())
+        self.reconciler = VehicleReconciler(_NoFleetApi(), ConfigMapRecordStore(self.api, self.owner),
+                                            signing_key=None, settings=settings,
+                                            name=f"{self.owner.namespace}/{self.owner.name}")
+        self._client: FleetApiClient | None = None
+        self._built: _Credentials | None = None
+        self._ca_fp = ""
+        self._generation: Any = None
+        self._announced: tuple[str, str] | None = None
+
+    def wake(self) -> None:
+        self.reconciler.wake()
+
+    def certificate_changed(self, secret: Mapping[str, Any]) -> None:
+        """A TLS Secret event: wake when it is this resource's and its `ca` is new."""
+        ca = _decoded(secret, "ca.crt")
+        if ca and ca_fingerprint(ca) != self._ca_fp:
+            log.info("%s/%s: the server's chain changed; configuring the vehicles now",
+                     self.owner.namespace, self.owner.name)
+            self.wake()
+
+    def resource_changed(self, body: Mapping[str, Any]) -> None:
+        generation = (body.get("metadata") or {}).get("generation")
+        if generation != self._generation:
+            self._generation = generation
+            self.wake()
+
+    async def run(self) -> None:
+        """Passes until cancelled; a failure of one pass is logged and retried, never fatal."""
+        while True:
+            mark = self.reconciler.woken
+            wait = self.ca_check
+            try:
+                result = await self._pass()
+                if result is None:  # nothing to configure: no condition, no status, no calls
+                    await self.reconciler.pause(self.ca_check, mark)
+                    continue
+                wait = min(result.next_in, self.ca_check)
+            except NotReady as exc:
+                result = self.reconciler.waiting(str(exc), RETRY_SECONDS)
+                wait = min(RETRY_SECONDS, self.ca_check)
+            except (KubeError, OSError) as exc:
+                log.warning("%s/%s: vehicles pass failed, retried in %.0f s: %s", self.owner.namespace,
+                            self.owner.name, RETRY_SECONDS, exc)
+                result = self.reconciler.waiting(f"Kubernetes API: {exc}", RETRY_SECONDS)
+                wait = RETRY_SECONDS
+            except Exception as exc:  # noqa: BLE001 - the daemon must outlive any one bad pass
+                log.exception("%s/%s: vehicles pass failed, retried in %.0f s", self.owner.namespace,
+                              self.owner.name, RETRY_SECONDS)
+                result = self.reconciler.waiting(f"unexpected failure, retried: {type(exc).__name__}: {exc}",
+                                                 RETRY_SECONDS)
+                wait = RETRY_SECONDS
+            try:
+                await self._report(result)
+            except (KubeError, OSError) as exc:
+                log.warning("%s/%s: cannot write status.vehicles: %s", self.owner.namespace, self.owner.name, exc)
+            await self.reconciler.pause(wait, mark)
+
+    async def _pass(self) -> PassResult | None:
+        inputs = await self._inputs()
+        if inputs is None:
+            return None
+        self._ca_fp = ca_fingerprint(inputs.ca_pem)
+        return await self.reconciler.reconcile(inputs.spec, inputs.ca_pem)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+        await self.api.close()
+
+    # ---- inputs -------------------------------------------------------------------------
+
+    async def _inputs(self) -> Inputs | None:
+        """The spec and the `ca`, with the Fleet API client ready; None when there is nothing
+        to configure (no vehicles listed, none configured before)."""
+        try:
+            spec = parse_spec(dict(self.body.get("spec") or {}))
+        except SpecError as exc:
+            if not await self.reconciler.load():
+                return None
+            raise NotReady(f"the spec is invalid (see SpecValid): {exc.path}: {exc.message}") from None
+        if not spec.vehicles and not await self.reconciler.load():
+            return None
+        if spec.fleet_api is None:
+            raise NotReady("spec.fleetApi is required to configure vehicles")
+        ca_pem = await self._ca(spec)
+        await self._fleet_api(spec)
+        return Inputs(spec, ca_pem)
+
+    async def _secret(self, name: str, what: str) -> dict[str, Any]:
+        secret = await self.api.get("Secret", self.owner.namespace, name)
+        if secret is None:
+            raise NotReady(f"Secret {self.owner.namespace}/{name} ({what}) does not exist")
+        return secret
+
+    async def _ca(self, spec: FleetTelemetrySpec) -> str:
+        name = builders.tls_secret_name(self.owner, spec)
+        secret = await self.api.get("Secret", self.owner.namespace, name)
+        if secret is None:
+            raise NotReady(f"waiting for the server certificate: Secret {self.owner.namespace}/{name} does not "
+                           "exist yet")
+        try:
+            material = material_from_secret(secret, f"{self.owner.namespace}/{name}")
+        except CertificateProblem as exc:
+            raise NotReady(f"the server certificate cannot be used: {exc.message}") from None
+        return material.ca_pem.decode()
+
+    async def _fleet_api(self, spec: FleetTelemetrySpec) -> None:
+        """Build the Fleet API client (again, when its settings or Secrets changed)."""
+        fleet = spec.fleet_api
+        assert fleet is not None
+        partner = await self._secret(fleet.partner_credentials_secret, "spec.fleetApi.partnerCredentialsSecretRef")
+        signing_secret = (await self._secret(fleet.signing_key.name, "spec.fleetApi.signingKeySecretRef")
+                          if fleet.signing_key is not None else None)
+        built = _Credentials(fleet.base_url, fleet.proxy_url, _version(partner), _version(signing_secret),
+                             fleet.user_token_secret)
+        if built == self._built:
+            return
+        client_id, client_secret = _decoded(partner, "client_id"), _decoded(partner, "client_secret")
+        if not client_id or not client_secret:
+            raise NotReady(f"Secret {self.owner.namespace}/{fleet.partner_credentials_secret} needs client_id and "
+                           "client_secret")
+        key = None
+        if fleet.signing_key is not None and not fleet.signed_by_proxy:
+            key = _signing_key(signing_secret or {}, fleet.signing_key.key,
+                               f"{self.owner.namespace}/{fleet.signing_key.name}")
+        proxy_ssl = None
+        proxy_ca = _decoded(partner, "proxy-ca.crt")
+        if proxy_ca:
+            proxy_ssl = ssl.create_default_context(cadata=proxy_ca)
+        if self._client is not None:
+            await self._client.close()
+        self._client = FleetApiClient(
+            client_id=client_id, client_secret=client_secret,
+            token_store=SecretTokenStore(self.api, self.owner.namespace, fleet.user_token_secret),
+            base_url=fleet.base_url, auth_url=_decoded(partner, "auth_url") or AUTH_URL,
+            proxy_url=fleet.proxy_url, proxy_ssl=proxy_ssl,
+        )
+        self.reconciler.api = self._client
+        self.reconciler.signing_key = key
+        self._built = built
+        log.info("%s/%s: Fleet API at %s%s", self.owner.namespace, self.owner.name, fleet.base_url,
+                 f", configurations signed by the proxy at {fleet.proxy_url}" if key is None else "")
+
+    # ---- status -------------------------------------------------------------------------
+
+    async def _report(self, result: PassResult) -> None:
+        generation = (self.body.get("metadata") or {}).get("generation")
+        condition = Condition(VEHICLES_CONFIGURED, result.condition.status, result.condition.reason,
+                              result.condition.message, generation)
+        announced = (condition.status, condition.reason)
+        if announced != self._announced:
+            kind = "Warning" if condition.status == "False" and condition.reason not in (
+                "VehiclesSyncing", "WaitingForInputs") else "Normal"
+            kopf.event(self.body, type=kind, reason=condition.reason, message=condition.message)
+            self._announced = announced
+        rotated = result.pushed.get("CA chain changed")
+        if rotated:
+            message = (f"the server's certificate chain changed (ca {result.ca_fingerprint}): the new ca was "
+                       f"pushed to {rotated} vehicle(s)")
+            kopf.event(self.body, type="Normal", reason="VehiclesRepushed", message=message)
+            log.info("%s/%s: %s", self.owner.namespace, self.owner.name, message)
+        await self._write_status(result.status(), condition)
+
+    async def _write_status(self, vehicles: dict[str, Any], condition: Condition) -> None:
+        """Merge `status.vehicles` and the condition in, guarded by resourceVersion: the
+        conditions list is written whole, and another handler may have changed it."""
+        current: Mapping[str, Any] = self.body
+        path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{self.owner.namespace}/{crd.PLURAL}/{self.owner.name}"
+        for _ in range(4):
+            status = current.get("status") or {}
+            previous = find_condition(status.get("conditions"), condition.type)
+            same = previous is not None and all(previous.get(k) == v for k, v in (
+                ("status", condition.status), ("reason", condition.reason), ("message", condition.message),
+                ("observedGeneration", condition.observed_generation)))
+            old = dict(status.get("vehicles") or {})
+            if same and old == vehicles:
+                return
+            patch = {"metadata": {"resourceVersion": (current.get("metadata") or {}).get("resourceVersion")},
+                     "status": {"vehicles": {**{k: None for k in old if k not in vehicles}, **vehicles},
+                                "conditions": set_condition(status.get("conditions"), condition,
+                                                            dt.datetime.now(dt.UTC))}}
+            try:
+                await self.api.request("PATCH", path + "/status", patch, content_type="application/merge-patch+json")
+                return
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+            current = await self.api.request("GET", path)
+
+
+def _version(obj: Mapping[str, Any] | None) -> str:
+    meta = (obj or {}).get("metadata") or {}
+    return str(meta.get("resourceVersion") or meta.get("uid") or "")
+
+
+def _signing_key(secret: Mapping[str, Any], key: str, where: str) -> ec.EllipticCurvePrivateKey:
+    pem = _decoded(secret, key)
+    if not pem:
+        raise NotReady(f"Secret {where} has no {key}: it must hold the app's P-256 private key (PEM)")
+    try:
+        loaded = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise NotReady(f"Secret {where}: {key} is not a readable unencrypted PEM private key") from None
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey) or not isinstance(loaded.curve, ec.SECP256R1):
+        raise NotReady(f"Secret {where}: {key} must be a P-256 (prime256v1) EC key: vehicles accept no other")
+    return loaded
+
+
+class _NoFleetApi:
+    """The client before the credentials are read: a pass never gets this far without them."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"the Fleet API client is not configured yet ({name})")
+
+
+# --------------------------------------------------------------------------------------
+# Registration
+# --------------------------------------------------------------------------------------
+
+
+class VehicleHandlers:
+    """The daemons of one operator process, by resource, for the watches to wake."""
+
+    def __init__(self, settings: Settings, ca_check: float) -> None:
+        self.settings = settings
+        self.ca_check = ca_check
+        self.running: dict[tuple[str, str], _ResourceVehicles] = {}
+
+    async def daemon(self, body: kopf.Body, meta: kopf.Meta, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        """Keep the resource's vehicles configured until it is deleted (or the operator stops)."""
+        key = (str(meta["namespace"]), str(meta["name"]))
+        vehicles = _ResourceVehicles(body, self.settings, self.ca_check)
+        self.running[key] = vehicles
+        task = asyncio.create_task(vehicles.run(), name=f"vehicles {key[0]}/{key[1]}")
+        try:
+            await stopped.wait()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if self.running.get(key) is vehicles:
+                del self.running[key]
+            await vehicles.close()
+
+    async def certificate_event(self, body: kopf.Body, **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        instance = (meta.get("labels") or {}).get("app.kubernetes.io/instance")
+        vehicles = self.running.get((str(meta.get("namespace")), str(instance)))
+        if vehicles is not None and meta.get("name") == Names(str(instance)).tls_secret:
+            vehicles.certificate_changed(body)
+
+    async def resource_event(self, body: kopf.Body, **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        vehicles = self.running.get((str(meta.get("namespace")), str(meta.get("name"))))
+        if vehicles is not None:
+            vehicles.resource_changed(body)
+
+
+def register(registry: kopf.OperatorRegistry | None = None, environ: Mapping[str, str] | None = None
+             ) -> VehicleHandlers:
+    """Add the vehicle handlers to `registry` (kopf's default one when None); settings come from
+    `FLEETWIRE_VEHICLES_*` variables (see `Settings.from_env`), the longest sleep between
+    passes from `FLEETWIRE_VEHICLES_CA_CHECK_SECONDS`."""
+    env = os.environ if environ is None else environ
+    settings = Settings.from_env(env)
+    ca_check = float(env.get("FLEETWIRE_VEHICLES_CA_CHECK_SECONDS") or CA_CHECK_SECONDS)
+    handlers = VehicleHandlers(settings, ca_check)
+    kopf.daemon(*RESOURCE, id="vehicles", registry=registry, cancellation_timeout=10.0)(handlers.daemon)
+    kopf.on.event("v1", "secrets", id="vehicles-certificate", registry=registry,
+                  labels=dict(CERTIFICATE_LABELS))(handlers.certificate_event)
+    kopf.on.event(*RESOURCE, id="vehicles-spec", registry=registry)(handlers.resource_event)
+    return handlers
+

@@ -1,0 +1,352 @@
+"""The vehicles story: the operator configures a fleet and re-pushes the `ca` when the chain rotates.
+
+Everything real but Tesla's cloud and the cluster: the operator under kopf against the
+Kubernetes API emulator, pebble issuing the certificate (real HTTP-01), the Fleet API
+simulator whose vehicles connect with the `ca` they were pushed, and a real
+`TelemetryServer` serving the certificate from the operator's TLS Secret (its files
+rewritten when the Secret changes, as the kubelet does for a mounted Secret, and
+hot-reloaded by the server). The simulator maps the resource's hostname to the server's
+loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import PEBBLE, KopfRunnerFactory, LocalDns, Pebble, RunningServer, ServerFactory
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from kube import CONFIGMAPS, FTC, SECRETS, KubeApi, KubeClient, condition
+
+from fleetwire.operator.vehicle_table import format_table, read_vehicles
+from fleetwire.operator.vehicles import APPLIED, VehicleRecord, ca_fingerprint
+from fleetwire.pki import FleetPki, load_bundle
+from fleetwire.sim.fleetapi import FleetApiSimulator
+
+OPERATOR = "fleetwire.operator.handlers"
+NS = "default"
+HOST = "telemetry.fleetwire.test"
+APP_KEY = ec.generate_private_key(ec.SECP256R1())
+FIELDS = {"VehicleSpeed": {"interval_seconds": 1}, "Soc": {"interval_seconds": 2}}
+FAST = {  # the operator's vehicle cadences, shortened so the story takes seconds
+    "FLEETWIRE_VEHICLES_POLL_FIRST": "0.3", "FLEETWIRE_VEHICLES_POLL_MOST": "2", "FLEETWIRE_VEHICLES_MEMBER_WAIT": "8",
+    "FLEETWIRE_VEHICLES_ERRORS_FAST": "0.5", "FLEETWIRE_VEHICLES_ERROR_QUIET": "2.5",
+    "FLEETWIRE_VEHICLES_RETRY_AFTER_FAILURE": "1", "FLEETWIRE_VEHICLES_RECHECK_EVERY": "60",
+    "FLEETWIRE_VEHICLES_JITTER": "0", "FLEETWIRE_VEHICLES_CA_CHECK_SECONDS": "1",
+}
+
+
+def report(line: str) -> None:
+    """Timings on the real stdout (kopf's runner swaps sys.stdout while an operator runs)."""
+    print(line, file=sys.__stdout__, flush=True)
+
+
+def vin(i: int) -> str:
+    return f"5YJ3E7EB0NF{i:06d}"
+
+
+def b64(value: str | bytes) -> str:
+    return base64.b64encode(value if isinstance(value, bytes) else value.encode()).decode()
+
+
+def secret(name: str, **data: str | bytes) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
+            "data": {key.replace("_dash_", "-"): b64(value) for key, value in data.items()}}
+
+
+async def fleet_api_secrets(kube: KubeClient, sim: FleetApiSimulator) -> dict[str, Any]:
+    """Partner credentials, the user's refresh token and the app's key, as a user creates them;
+    the `fleetApi` section that names them."""
+    tokens = sim.issue_user_tokens()
+    key_pem = APP_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    await kube.create(secret("tesla-partner", client_id=sim.client_id,
+                             client_secret=sim.apps[sim.client_id].client_secret, auth_url=sim.auth_url))
+    await kube.create(secret("tesla-user", refresh_token=tokens["refresh_token"]))
+    await kube.create(secret("tesla-app-key", **{"private-key.pem": key_pem}))
+    return {"baseUrl": sim.base_url("na"), "partnerCredentialsSecretRef": {"name": "tesla-partner"},
+            "userTokenSecretRef": {"name": "tesla-user"}, "signingKeySecretRef": {"name": "tesla-app-key"}}
+
+
+def ftc(name: str, certificate: dict[str, Any], vins: list[str], fleet_api: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": FTC.api_version, "kind": FTC.kind, "metadata": {"name": name, "namespace": NS},
+            "spec": {"hostname": HOST, "certificate": certificate, "server": {"records": {"V": ["logger"]}},
+                     "vehicles": vins, "fields": FIELDS, "fleetApi": fleet_api}}
+
+
+def vehicles_status(obj: dict[str, Any]) -> dict[str, Any]:
+    return (obj.get("status") or {}).get("vehicles") or {}
+
+
+async def table(kube_api: KubeApi, name: str) -> dict[str, VehicleRecord]:
+    """The per-vehicle records as `fleetwire vehicles` reads them (the kubernetes client)."""
+    records, _status = await asyncio.to_thread(read_vehicles, name, NS)
+    return {r.vin: r for r in records}
+
+
+async def eventually(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+class MountedServer:
+    """The server as its pod runs it: the TLS Secret's files in a directory (rewritten, key
+    first, whenever the Secret changes), reloaded by the server within 0.2 s."""
+
+    def __init__(self, kube: KubeClient, secret_name: str, directory: Path) -> None:
+        self.kube, self.secret_name, self.directory = kube, secret_name, directory
+        self.server: RunningServer | None = None
+        self.version: str | None = None
+        self.ca_pem = ""  # the ca.crt of the certificate written last
+        self.reloads_before = 0.0  # the server's reload count when it was written
+        self.changes = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self, running_server: ServerFactory, fleet_pki: FleetPki, timeout: float) -> RunningServer:
+        await eventually(self.sync, timeout, f"Secret {self.secret_name}")
+        cert, key = self.directory / "tls.crt", self.directory / "tls.key"
+        self.server = await running_server({"tls": {"server_cert": str(cert), "server_key": str(key),
+                                                    "ca_file": str(fleet_pki.ca_file),
+                                                    "reload_interval_seconds": 0.2}})
+        self.task = asyncio.create_task(self._follow())
+        return self.server
+
+    async def sync(self) -> bool:
+        found = await self.kube.find(SECRETS, self.secret_name, NS)
+        if found is None:
+            return False
+        version = found["metadata"]["resourceVersion"]
+        if version != self.version:
+            for key in ("tls.key", "tls.crt"):
+                tmp = self.directory / f".{key}.tmp"
+                tmp.write_bytes(base64.b64decode(found["data"][key]))
+                os.replace(tmp, self.directory / key)
+            self.version = version
+            self.ca_pem = base64.b64decode(found["data"]["ca.crt"]).decode()
+            self.reloads_before = self.reloads()
+            self.changes += 1
+        return True
+
+    def reloads(self) -> float:
+        return self.server.metric("fleetwire_certificate_reloads_total", outcome="reloaded") if self.server else 0.0
+
+    async def serving(self, ca_pem: str) -> bool:
+        """The server has loaded the certificate issued under `ca_pem`."""
+        return self.ca_pem == ca_pem and self.reloads() > self.reloads_before
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            await self.sync()
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+# ======================================================================================
+# Private CA: the kopf wiring, the records, the CLI, a rotation by replacing the CA
+# ======================================================================================
+
+
+async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
+    kopf_runner: KopfRunnerFactory, kube: KubeClient, kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in {**FAST, "FLEETWIRE_RECONCILE_SECONDS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    sim = FleetApiSimulator(public_key=APP_KEY.public_key(), sync_delay=0.3, max_streaming=0)
+    vins = [vin(i) for i in range(12)]
+    for v in vins[:10]:
+        sim.add_vehicle(v)
+    sim.add_vehicle(vins[10], key_paired=False)
+    sim.add_vehicle(vins[11], firmware="2024.14.3")
+    await sim.start()
+    try:
+        fleet_api = await fleet_api_secrets(kube, sim)
+        kopf_runner(OPERATOR)
+        await kube.create(ftc("fleet", {"privateCA": {}}, vins, fleet_api))
+        done = await kube.wait_for(FTC, "fleet", NS, lambda o: vehicles_status(o).get("applied") == 10
+                                   and vehicles_status(o).get("pushed") == 0, timeout=30, what="10 applied")
+        found = condition(done, "VehiclesConfigured")
+        assert found is not None and (found["status"], found["reason"]) == ("True", "VehiclesSkipped")
+        assert found["message"] == "10 of 12 applied; 2 skipped: missing_key (1), unsupported_firmware (1)"
+        tls = await kube.get(SECRETS, "fleet-tls", NS)
+        ca = base64.b64decode(tls["data"]["ca.crt"]).decode()
+        assert vehicles_status(done)["caFingerprint"] == ca_fingerprint(ca)
+        assert vehicles_status(done)["records"] == ["fleet-vehicles-0"]
+        shard = await kube.get(CONFIGMAPS, "fleet-vehicles-0", NS)
+        assert sorted(shard["data"]) == sorted(vins)
+        assert shard["metadata"]["ownerReferences"][0]["uid"] == done["metadata"]["uid"]
+        assert all(sim.vehicle(v).config()["ca"] == ca for v in vins[:10])  # type: ignore[index]
+        # The user's refresh token was used once and the new pair written back before use.
+        user = await kube.get(SECRETS, "tesla-user", NS)
+        assert {"access_token", "refresh_token", "expires_at"} <= set(user["data"])
+
+        # Replacing the private CA is a new chain: every vehicle gets the new ca, no human step.
+        await kube.delete(SECRETS, "fleet-ca", NS)
+        rotated = await kube.wait_for(FTC, "fleet", NS, lambda o: vehicles_status(o).get("caFingerprint") not in (
+            None, ca_fingerprint(ca)) and vehicles_status(o).get("applied") == 10, timeout=30, what="re-push")
+        new_ca = base64.b64decode((await kube.get(SECRETS, "fleet-tls", NS))["data"]["ca.crt"]).decode()
+        assert new_ca != ca and vehicles_status(rotated)["caFingerprint"] == ca_fingerprint(new_ca)
+        assert all(sim.vehicle(v).config()["ca"] == new_ca for v in vins[:10])  # type: ignore[index]
+        reasons = [e.get("reason") for e in await kube.events(NS, "fleet")]
+        assert "VehiclesRepushed" in reasons
+
+        # `fleetwire vehicles` prints the table from the ConfigMaps.
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-P", "-m", "fleetwire.cli", "vehicles", "fleet", "-n", NS],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": str(kube_api.kubeconfig)})
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].split() == ["VIN", "STATE", "REASON", "LAST", "PUSH", "(UTC)", "LAST", "ERROR"]
+        assert lines[1].split()[:3] == [vins[10], "skipped", "missing_key:"]
+        assert lines[2].split()[:3] == [vins[11], "skipped", "unsupported_firmware:"]
+        assert "12 vehicles: 0 pending, 0 pushed, 10 applied, 2 skipped, 0 failing" in result.stdout
+        assert "VehiclesConfigured=True (VehiclesSkipped)" in result.stdout
+    finally:
+        await sim.stop()
+
+
+# ======================================================================================
+# The story: pebble, the real server, 50 vehicles, a chain rotation healed without a human
+# ======================================================================================
+
+
+@pytest.mark.slow
+async def test_story_fifty_vehicles_stream_and_a_new_chain_is_pushed_without_a_human(
+    kopf_runner: KopfRunnerFactory, kube: KubeClient, kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch,
+    running_server: ServerFactory, fleet_pki: FleetPki, local_dns: LocalDns, tmp_path: Path,
+) -> None:
+    if PEBBLE is None:
+        pytest.skip("pebble not installed (make test installs it)")
+    (tmp_path / "pebble").mkdir()
+    acme = Pebble(PEBBLE, tmp_path / "pebble", local_dns.port, certificate_validity=20)
+    acme.start()
+    for key, value in {**FAST, "FLEETWIRE_RECONCILE_SECONDS": "1", "FLEETWIRE_IMAGE": "ghcr.io/fleetwire/fleetwire:test",
+                       "FLEETWIRE_ACME_CA_BUNDLE": acme.ca_file, "FLEETWIRE_ACME_ROOTS_URL": acme.management,
+                       "FLEETWIRE_ACME_HTTP01_PORT": str(acme.http_port)}.items():
+        monkeypatch.setenv(key, value)
+    sim = FleetApiSimulator(vehicle_ca=load_bundle(fleet_pki.vehicle_ca_cert, fleet_pki.vehicle_ca_key),
+                            public_key=APP_KEY.public_key(), sync_delay=4.0, time_scale=0.05,
+                            connect_timeout=1.0, reconnect_delay=(0.1, 0.5))
+    vins = [vin(i) for i in range(50)]
+    unpaired, old_firmware, full = vins[45:48], vins[48], vins[49]
+    healthy = vins[:45]
+    for v in vins:
+        sim.add_vehicle(v, key_paired=v not in unpaired, firmware="2024.20.1" if v == old_firmware else "2025.20.1",
+                        slots_used=3 if v == full else 0)
+    server_dir = tmp_path / "server-tls"
+    server_dir.mkdir()
+    mounted = MountedServer(kube, "fleet-tls", server_dir)
+    await sim.start()
+    try:
+        fleet_api = await fleet_api_secrets(kube, sim)
+        await kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fleet-vehicle-ca",
+                                                                                "namespace": NS},
+                           "data": {"ca.crt": Path(fleet_pki.ca_file).read_text()}})
+        operator = kopf_runner(OPERATOR)
+        started = time.monotonic()
+        await kube.create(ftc("fleet", {"acme": {"directoryUrl": acme.directory, "email": "ops@fleetwire.test"}},
+                              vins, fleet_api))
+        server = await mounted.start(running_server, fleet_pki, timeout=40)
+        issued = time.monotonic() - started
+        sim.set_host(HOST, ("127.0.0.1", server.ports.vehicles))
+
+        # 1. The healthy vehicles are applied and streaming; the others say why not.
+        obj = await kube.wait_for(FTC, "fleet", NS, lambda o: vehicles_status(o).get("applied") == 45
+                                  and vehicles_status(o).get("skipped") == 5, timeout=60, what="45 applied")
+        applied = time.monotonic() - started
+        found = condition(obj, "VehiclesConfigured")
+        assert found is not None and found["message"] == (
+            "45 of 50 applied; 5 skipped: missing_key (3), unsupported_firmware (1), max_configs (1)")
+        records = await table(kube_api, "fleet")
+        assert {v: records[v].skip for v in vins[45:]} == {
+            **{v: "missing_key" for v in unpaired}, old_firmware: "unsupported_firmware", full: "max_configs"}
+        assert "tesla.com/_ak" in records[unpaired[0]].reason and "slot" in records[full].reason
+        first_ca = base64.b64decode((await kube.get(SECRETS, "fleet-tls", NS))["data"]["ca.crt"]).decode()
+        await eventually(lambda: _all_streaming(sim, healthy), 30, "every healthy vehicle streaming")
+        streaming = time.monotonic() - started
+        acked_before = {v: sim.vehicle(v).stats.acked for v in healthy}
+        assert all(sim.vehicle(v).stats.acked == 0 for v in vins[45:])
+        assert {r.vin for r in server.recorder.of_type("V")} >= set(healthy)
+        report(format_table(list(records.values()), obj["status"]).split("\n\n")[-1])
+
+        # 2. Pebble restarts with a new root and intermediate; the next renewal brings the new chain.
+        acme.restart()
+        rotation_started = time.monotonic()
+
+        async def new_chain() -> str | None:
+            found = await kube.get(SECRETS, "fleet-tls", NS)
+            ca = base64.b64decode(found["data"]["ca.crt"]).decode()
+            return ca if ca != first_ca else None
+
+        new_ca = await eventually(new_chain, 40, "a certificate from the new chain")
+        renewed = time.monotonic() - rotation_started
+        await eventually(lambda: mounted.serving(new_ca), 10, "the server serving the new chain")
+        # Vehicles that reconnect now (a sleep, a tunnel) meet the new chain with the old ca.
+        gap = healthy[:10]
+        assert sim.reconnect(gap) == len(gap)
+
+        async def gap_errors() -> bool:
+            current = await table(kube_api, "fleet")
+            return all(current[v].last_error.startswith("cloud_manager_error") for v in gap)
+
+        await eventually(gap_errors, 15, "cloud_manager_error on the vehicles that reconnected in the gap")
+        seen_errors = time.monotonic() - rotation_started
+        assert _chain_fp(new_ca) != _chain_fp(first_ca)
+
+        # 3. Re-pushed and applied with no human step; every healthy vehicle streams again.
+        healed = await kube.wait_for(FTC, "fleet", NS, lambda o: vehicles_status(o).get("caFingerprint")
+                                     == ca_fingerprint(new_ca) and vehicles_status(o).get("applied") == 45
+                                     and vehicles_status(o).get("failing") == 0, timeout=40, what="re-push")
+        repushed = time.monotonic() - rotation_started
+        assert all(sim.vehicle(v).config()["ca"] == new_ca for v in healthy)  # type: ignore[index]
+        records = await table(kube_api, "fleet")
+        assert all(records[v].state == APPLIED and not records[v].last_error for v in healthy)
+        await eventually(lambda: _streaming_again(sim, acked_before), 30, "every healthy vehicle streaming again")
+        recovered = time.monotonic() - rotation_started
+        assert all(sim.vehicle(v).stats.acked == 0 for v in vins[45:])
+        assert any(e["vin"] in gap and "x509" in e["error"] for e in sim.errors)
+        assert "VehiclesRepushed" in [e.get("reason") for e in await kube.events(NS, "fleet")]
+        await operator.logged("the server's chain changed")
+        report(f"vehicles story: certificate after {issued:.1f} s, 45 applied after {applied:.1f} s, streaming "
+               f"after {streaming:.1f} s; pebble restarted: new chain after {renewed:.1f} s, gap errors seen after "
+               f"{seen_errors:.1f} s, re-pushed and applied after {repushed:.1f} s, all streaming again after "
+               f"{recovered:.1f} s; {sum(sim.vehicle(v).stats.acked for v in healthy)} records acked; "
+               f"{mounted.changes} certificate(s) served")
+        report(format_table(list(records.values()), healed["status"]).split("\n\n")[-1])
+    finally:
+        await mounted.stop()
+        await sim.stop()
+        acme.stop()
+
+
+async def _all_streaming(sim: FleetApiSimulator, vins: list[str]) -> bool:
+    return all(sim.vehicle(v).stats.acked > 0 for v in vins)
+
+
+async def _streaming_again(sim: FleetApiSimulator, before: dict[str, int]) -> bool:
+    return all(sim.vehicle(v).stats.acked > before[v] + 5 and sim.vehicle(v).connected for v in before)
+
+
+def _chain_fp(ca_pem: str) -> str:
+    from fleetwire.operator.certificates import chain_fingerprint
+
+    return chain_fingerprint(ca_pem.encode())
+
