@@ -74,7 +74,7 @@ def build(settings: StackSettings | None = None) -> Deployment:
 
     telemetry = settings.telemetry
     install = FleetwireInstall("fleetwire", FleetwireInstallArgs(
-        kubeconfig=kubeconfig, hostname=hostname, acme_email=telemetry.acme_email,
+        kubeconfig=kubeconfig, hostname=hostname, acme_email=telemetry.acme_email, vehicle_ca=telemetry.vehicle_ca,
         namespace=settings.chart.namespace, watch_namespace=settings.chart.watch_namespace,
         image_repository=settings.chart.image_repository, image_tag=settings.chart.image_tag,
         replicas=settings.chart.replicas, log_level=settings.chart.log_level, challenge=telemetry.challenge,

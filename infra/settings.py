@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from cryptography import x509
 from publicsuffixlist import PublicSuffixList
 
 from infra.components.node import is_public_address
@@ -136,6 +137,8 @@ class TelemetrySettings:
     """The first FleetTelemetryConfig and the Fleet API credentials it refers to."""
 
     acme_email: str
+    vehicle_ca: str
+    """PEM: the CAs that issue the vehicles' client certificates (Tesla's, not shipped here)."""
     challenge: str = "http01"
     acme_directory: str | None = None
     resource_name: str = "fleetwire"
@@ -325,6 +328,25 @@ def _vins(reader: _Reader) -> tuple[str, ...]:
     return tuple(v for v in raw if isinstance(v, str) and _VIN.match(v))
 
 
+def _vehicle_ca(reader: _Reader) -> str:
+    """The vehicles' CA bundle: PEM text holding at least one certificate and no private key."""
+    hint = ("the vehicle CA bundle the reference server's repository publishes as config/files/prod_ca.crt: "
+            "pulumi config set vehicleCa \"$(cat prod_ca.crt)\"")
+    value = reader.text("vehicleCa", required=True, hint=hint)
+    if value is None:
+        return ""
+    if "PRIVATE KEY" in value:
+        reader.fail("vehicleCa", "holds a private key: it is stored in a ConfigMap, which is not secret; "
+                                 "give the CA certificates only")
+        return ""
+    try:
+        x509.load_pem_x509_certificates(value.encode())
+    except ValueError:
+        reader.fail("vehicleCa", f"holds no readable PEM certificate; give {hint}")
+        return ""
+    return value
+
+
 def _address(reader: _Reader, name: str, version: int, required: bool) -> str | None:
     value = reader.text(name, required=required, hint=f"the public IPv{version} address vehicles reach")
     if value is None:
@@ -408,6 +430,7 @@ def load_settings(config: pulumi.Config | None = None,
     telemetry = TelemetrySettings(
         acme_email=reader.text("acmeEmail", required=True, pattern=_EMAIL,
                                hint="an e-mail address for certificate expiry notices") or "",
+        vehicle_ca=_vehicle_ca(reader),
         challenge=challenge,
         acme_directory=reader.text("acmeDirectory"),
         resource_name=reader.text("resourceName", "fleetwire", pattern=_K8S_NAME,

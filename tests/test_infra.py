@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import runpy
 import sys
 from collections.abc import Collection, Iterator, Mapping
@@ -37,6 +38,8 @@ from infra.components.node import firewall_rules, k3s_cloud_config, public_kubec
 from infra.program import build  # noqa: E402
 from infra.settings import RootDomainError, SettingsError, check_root_domain, load_settings  # noqa: E402
 
+from fleetwire.pki import make_ca  # noqa: E402
+
 LINODE_V4, LINODE_V6 = "203.0.113.10", "2001:db8::10"
 AWS_EIP = "198.51.100.20"
 EXISTING_V4 = "192.0.2.30"
@@ -56,6 +59,8 @@ K3S_KUBECONFIG = yaml.safe_dump({
     "users": [{"name": "default", "user": {"client-certificate-data": "Q0VSVA==", "client-key-data": "S0VZ"}}],
 })
 EXISTING_KUBECONFIG = K3S_KUBECONFIG.replace("127.0.0.1", "k8s.example.com")
+VEHICLE_CA = "".join(make_ca(cn).cert_pem.decode() for cn in ("Test Vehicle Root CA", "Test Vehicle Issuing CA"))
+"""Stands in for Tesla's bundle (prod_ca.crt): two PEM certificates."""
 
 
 def base_config(cloud: str, **extra: Any) -> dict[str, Any]:
@@ -65,6 +70,7 @@ def base_config(cloud: str, **extra: Any) -> dict[str, Any]:
         "hostname": "telemetry.example.com",
         "appDomain": "example.com",
         "acmeEmail": "ops@example.com",
+        "vehicleCa": VEHICLE_CA,
         "vins": ["5YJ3E1EA7KF000001", "5YJ3E1EA7KF000002"],
         "fields": {"VehicleSpeed": 10, "Odometer": {"interval_seconds": 60}},
         "fleetApiClientId": "client-id-1",
@@ -298,6 +304,25 @@ def test_every_problem_is_reported_at_once() -> None:
     assert {"fleetwire:adminCidrs", "fleetwire:vins", "fleetwire:acmeEmail", "fleetwire:logLevel"} <= keys
 
 
+_BROKEN_PEM = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (None, "is required.*prod_ca.crt"),
+    ("prod_ca.crt", "no readable PEM certificate"),
+    (_BROKEN_PEM, "no readable PEM certificate"),
+    (VEHICLE_CA + make_ca("Leaked").key_pem.decode(), "private key"),
+], ids=["missing", "a-file-name", "broken-pem", "with-a-key"])
+def test_vehicle_ca_is_checked_before_any_resource(value: str | None, message: str) -> None:
+    cloud = configure(base_config("linode", vehicleCa=value))
+    with pytest.raises(SettingsError) as info:
+        build()
+    problems = dict(info.value.problems)
+    assert set(problems) == {"fleetwire:vehicleCa"}
+    assert re.search(message, problems["fleetwire:vehicleCa"])
+    assert cloud.resources == []
+
+
 def test_fields_accept_seconds_written_as_text() -> None:
     configure(base_config("linode", fields={"VehicleSpeed": "10", "Location": {"interval_seconds": "30",
                                                                               "minimum_delta": "25.5"}}))
@@ -519,6 +544,24 @@ def test_resource_spec_is_accepted_by_the_operator() -> None:
     assert parsed.certificate.dns01.zone == "example.com"
     assert parsed.certificate.dns01.api_token.name == "fleetwire-dns01"
     assert parsed.fleet_api.partner_credentials_secret == "fleetwire-fleet-api-partner"
+
+
+@pytest.mark.parametrize(("extra", "namespace", "name"), [
+    ({}, "fleetwire", "fleetwire-vehicle-ca"),
+    ({"watchNamespace": "vehicles", "resourceName": "garage"}, "vehicles", "garage-vehicle-ca"),
+], ids=["release-namespace", "watched-namespace"])
+def test_vehicle_ca_reaches_the_operator(extra: dict[str, str], namespace: str, name: str) -> None:
+    stack = deploy(base_config("existing", **extra))
+    config_map = stack.one("kubernetes:core/v1:ConfigMap")
+    assert config_map.inputs["metadata"]["namespace"] == namespace
+    assert config_map.inputs["metadata"]["name"] == name
+    assert config_map.inputs["data"] == {"ca.crt": VEHICLE_CA}
+    resource = stack.one("kubernetes:fleetwire.io/v1alpha1:FleetTelemetryConfig")
+    assert resource.inputs["metadata"]["namespace"] == namespace
+    builders = pytest.importorskip("fleetwire.operator.builders", reason="operator/builders.py is not there yet")
+    # The names the operator's server mounts: `<resource name>-vehicle-ca`, key ca.crt.
+    assert name == builders.Names(resource.inputs["metadata"]["name"]).vehicle_ca
+    assert set(config_map.inputs["data"]) == {builders.VEHICLE_CA_KEY}
 
 
 @pytest.mark.parametrize("cloud", ["linode", "aws", "existing"])

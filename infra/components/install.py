@@ -5,6 +5,9 @@ the local checkout (CRDs, operator, RBAC), writes the Fleet API credentials into
 Kubernetes Secrets (their values stay Pulumi secrets end to end) and creates one
 FleetTelemetryConfig whose hostname is the DNS record's name. The resource refers to the
 Secrets by name only: no credential ever appears in a custom resource or in Helm values.
+The vehicles' CA bundle goes into the ConfigMap `<resource name>-vehicle-ca` (key `ca.crt`)
+that the operator mounts into the server it runs: without it the server cannot verify
+vehicles and the resource stays `ServerReady=False` (`VehicleCaMissing`).
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ __all__ = [
     "API_VERSION",
     "CHART_PATH",
     "KIND",
+    "VEHICLE_CA_KEY",
     "FleetwireInstall",
     "FleetwireInstallArgs",
     "SecretNames",
     "chart_values",
     "telemetry_spec",
+    "vehicle_ca_name",
 ]
 
 CHART_PATH = Path(__file__).resolve().parents[2] / "charts" / "fleetwire"
@@ -33,6 +38,8 @@ CHART_PATH = Path(__file__).resolve().parents[2] / "charts" / "fleetwire"
 API_VERSION = "fleetwire.io/v1alpha1"
 KIND = "FleetTelemetryConfig"
 RELEASE_NAME = "fleetwire"
+VEHICLE_CA_KEY = "ca.crt"
+"""The key of the vehicle-CA ConfigMap the operator mounts (`fleetwire.operator.builders`)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,11 @@ class SecretNames:
                    signing_key=f"{name}-fleet-api-signing-key", dns01=f"{name}-dns01")
 
 
+def vehicle_ca_name(resource_name: str) -> str:
+    """The ConfigMap the operator mounts into the resource's server (`fleetwire.operator.builders.Names`)."""
+    return f"{resource_name}-vehicle-ca"
+
+
 @dataclass(frozen=True)
 class FleetwireInstallArgs:
     """Chart values and the first FleetTelemetryConfig; secret inputs must be secret Outputs."""
@@ -57,6 +69,8 @@ class FleetwireInstallArgs:
     kubeconfig: pulumi.Input[str]
     hostname: pulumi.Input[str]
     acme_email: str
+    vehicle_ca: str
+    """PEM: the CAs that issue the vehicles' client certificates."""
     namespace: str = "fleetwire"
     watch_namespace: str = ""
     image_repository: str | None = None
@@ -119,7 +133,7 @@ def telemetry_spec(hostname: str, args: FleetwireInstallArgs, secrets: SecretNam
 
 
 class FleetwireInstall(pulumi.ComponentResource):
-    """The chart, the credentials as Secrets, and the first FleetTelemetryConfig.
+    """The chart, the credentials as Secrets, the vehicles' CA, and the first FleetTelemetryConfig.
 
     Outputs: `release` (Helm release name), `namespace`, `resource_name`, `hostname`.
     """
@@ -128,6 +142,7 @@ class FleetwireInstall(pulumi.ComponentResource):
     release: k8s.helm.v3.Release
     resource: k8s.apiextensions.CustomResource
     secrets: dict[str, k8s.core.v1.Secret]
+    vehicle_ca: k8s.core.v1.ConfigMap
 
     def __init__(self, name: str, args: FleetwireInstallArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("fleetwire:infra:FleetwireInstall", name, None, opts)
@@ -155,20 +170,28 @@ class FleetwireInstall(pulumi.ComponentResource):
 
         names = SecretNames.for_resource(args.resource_name)
         self.secrets = {}
-        secret_opts = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[self.release]))
+        after_chart = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[self.release]))
         if args.fleet_client_id is not None:
             self._secret(name, "partner", names.partner, resource_ns,
-                         {"client_id": args.fleet_client_id, "client_secret": args.fleet_client_secret}, secret_opts)
+                         {"client_id": args.fleet_client_id, "client_secret": args.fleet_client_secret}, after_chart)
             # The operator rotates the refresh token (Tesla's are single-use) and keeps the access
             # token here: Pulumi creates this Secret once and never writes the stale token back.
             self._secret(name, "user-token", names.user_token, resource_ns,
                          {"refresh_token": args.fleet_refresh_token},
-                         pulumi.ResourceOptions.merge(secret_opts, pulumi.ResourceOptions(
+                         pulumi.ResourceOptions.merge(after_chart, pulumi.ResourceOptions(
                              ignore_changes=["stringData", "data"])))
             self._secret(name, "signing-key", names.signing_key, resource_ns,
-                         {"private-key.pem": args.fleet_private_key}, secret_opts)
+                         {"private-key.pem": args.fleet_private_key}, after_chart)
         if args.challenge == "dns01":
-            self._secret(name, "dns01", names.dns01, resource_ns, {"api-token": args.dns01_api_token}, secret_opts)
+            self._secret(name, "dns01", names.dns01, resource_ns, {"api-token": args.dns01_api_token}, after_chart)
+
+        self.vehicle_ca = k8s.core.v1.ConfigMap(
+            f"{name}-vehicle-ca",
+            metadata={"name": vehicle_ca_name(args.resource_name), "namespace": resource_ns,
+                      "labels": {"app.kubernetes.io/part-of": "fleetwire"}},
+            data={VEHICLE_CA_KEY: args.vehicle_ca},
+            opts=after_chart,
+        )
 
         self.hostname = pulumi.Output.from_input(args.hostname)
         self.resource = k8s.apiextensions.CustomResource(
@@ -178,7 +201,7 @@ class FleetwireInstall(pulumi.ComponentResource):
             metadata={"name": args.resource_name, "namespace": resource_ns},
             spec=self.hostname.apply(lambda host: telemetry_spec(host, args, names)),
             opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(
-                depends_on=[self.release, *self.secrets.values()])),
+                depends_on=[self.release, *self.secrets.values(), self.vehicle_ca])),
         )
         self.register_outputs({"release": self.release.name, "namespace": args.namespace,
                                "resource_name": args.resource_name, "hostname": self.hostname})
