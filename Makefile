@@ -42,6 +42,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(SCRIPT) bench/run_all.py
+	$(SCRIPT) bench/repush.py
 
 generate: $(STAMP)
 	$(SCRIPT) scripts/generate.py

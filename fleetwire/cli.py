@@ -84,6 +84,17 @@ def _fleet_api_sim(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+def _rate(text: str) -> tuple[float, float]:
+    burst, sep, per_second = text.partition("/")
+    try:
+        value = (float(burst), float(per_second))
+    except ValueError:
+        value = (0.0, 0.0)
+    if not sep or min(value) <= 0:
+        raise argparse.ArgumentTypeError(f"expected BURST/PER_SECOND, two positive numbers (e.g. 100/50), not {text!r}")
+    return value
+
+
 def _add_fleet_api_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("fleet-api-sim", help="run a local Fleet API simulator whose vehicles stream to your server")
     p.add_argument("--host", default="127.0.0.1")
@@ -103,6 +114,10 @@ def _add_fleet_api_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--sync-delay", type=float, default=1.0, help="seconds until a pushed config applies")
     p.add_argument("--time-scale", type=float, default=1.0, help="multiplies the configured field intervals")
     p.add_argument("--max-streaming", type=int, help="at most this many vehicles connect")
+    p.add_argument("--rate-limit", type=_rate, metavar="BURST/PER_S",
+                   help="requests per access token: a bucket of BURST refilled PER_S a second (429 beyond)")
+    p.add_argument("--vehicle-rate-limit", type=_rate, metavar="BURST/PER_S",
+                   help="requests per vehicle for the calls naming one vehicle, e.g. 10/1 (60 a minute)")
     p.add_argument("--credentials-out", type=Path, default=Path("fleet-api-sim-credentials.json"),
                    help="client secret, user tokens and URLs are written here (mode 0600)")
     p.set_defaults(func=_fleet_api_sim)

@@ -311,6 +311,7 @@ class Settings:
     status_batch: int = 100  # VINs per fleet_status call (the API's limit)
     push_batch: int = 100  # VINs per push call
     concurrency: int = 8  # Fleet API calls in flight, all kinds together
+    rate: float = 0.0  # Fleet API calls started per second at most (0: no pacing beyond `concurrency`)
     probes_per_batch: int = 2  # vehicles of each push batch polled before the others
     poll_first: float = 5.0  # seconds from a push to the first look at its probes
     poll_most: float = 600.0  # longest gap between looks at a syncing vehicle
@@ -327,8 +328,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Defaults overridden by `FLEETWIRE_VEHICLES_<FIELD>` variables (e.g.
-        `FLEETWIRE_VEHICLES_PUSH_BATCH=50`); a value that is not a positive number is refused
-        with the variable's name."""
+        `FLEETWIRE_VEHICLES_PUSH_BATCH=50`); a value that is not a positive number (zero for
+        `rate` and `jitter`) is refused with the variable's name."""
         values: dict[str, Any] = {}
         for name, default in cls().__dict__.items():
             variable = f"FLEETWIRE_VEHICLES_{name.upper()}"
@@ -339,7 +340,7 @@ class Settings:
                 value = type(default)(text)
             except ValueError:
                 value = -1
-            if not value > 0 and not (name == "jitter" and value == 0):
+            if not value > 0 and not (name in ("rate", "jitter") and value == 0):
                 raise ValueError(f"{variable}: expected a positive {type(default).__name__}, got {text!r}")
             values[name] = value
         return cls(**values)
@@ -423,6 +424,7 @@ class VehicleReconciler:
         self.name = name
         self._rng = rng or random.Random()
         self._calls = asyncio.Semaphore(settings.concurrency)
+        self._next_call = 0.0  # monotonic time the next call may start (`settings.rate`)
         self._wake = asyncio.Event()
         self._woken = 0  # wake() calls so far: a pass stops polling when it changes
         self._pass_mark = 0
@@ -546,6 +548,12 @@ class VehicleReconciler:
 
     async def _call(self, call: Awaitable[Any]) -> Any:
         async with self._calls:
+            if self.settings.rate > 0:  # paced below the account's limit: a 429 is billed and costs a wait
+                now = time.monotonic()
+                start = max(now, self._next_call)
+                self._next_call = start + 1.0 / self.settings.rate
+                if start > now:
+                    await asyncio.sleep(start - now)
             return await call
 
     def _set(self, record: VehicleRecord, changed: set[str]) -> None:

@@ -286,6 +286,7 @@ class FleetApiSimulator:
         sync_delay: float = 0.0,
         access_token_ttl: float = 8 * 3600,
         rate_limit: tuple[float, float] | None = None,
+        vehicle_rate_limit: tuple[float, float] | None = None,
         time_scale: float = 0.01,
         min_record_period: float = 0.02,
         connect_timeout: float = 2.0,
@@ -322,6 +323,8 @@ class FleetApiSimulator:
         self.sync_delay = sync_delay
         self.access_token_ttl = access_token_ttl
         self.rate_limit = rate_limit
+        self.vehicle_rate_limit = vehicle_rate_limit
+        self._vehicle_buckets: dict[tuple[str, str], list[float]] = {}
         self.time_scale = time_scale
         self.min_record_period = min_record_period
         self.connect_timeout = connect_timeout
@@ -589,18 +592,15 @@ class FleetApiSimulator:
 
     def _take_rate(self, token: str) -> None:
         """A token bucket per access token: `rate_limit` = (burst, refill per second)."""
-        if self.rate_limit is None:
-            return
-        burst, per_second = self.rate_limit
-        now = time.monotonic()
-        bucket = self._buckets.setdefault(token, [burst, now])
-        bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * per_second)
-        bucket[1] = now
-        if bucket[0] < 1.0:
-            wait = (1.0 - bucket[0]) / per_second
-            retry_after = str(max(1, math.ceil(wait)))
-            raise _ApiError(429, "rate limit exceeded", "too many requests", {"Retry-After": retry_after})
-        bucket[0] -= 1.0
+        if self.rate_limit is not None:
+            _take(self._buckets.setdefault(token, [self.rate_limit[0], time.monotonic()]), *self.rate_limit)
+
+    def _take_vehicle_rate(self, client_id: str, vin: str) -> None:
+        """A token bucket per app and vehicle for the calls that name one vehicle, as Tesla
+        limits requests per device: `vehicle_rate_limit` = (burst, refill per second)."""
+        if self.vehicle_rate_limit is not None:
+            bucket = self._vehicle_buckets.setdefault((client_id, vin), [self.vehicle_rate_limit[0], time.monotonic()])
+            _take(bucket, *self.vehicle_rate_limit)
 
     def _mint(self, grant: _Grant, expires_in: float | None = None) -> dict[str, Any]:
         if len(self._access) > 10_000:  # a long-running simulator forgets expired tokens
@@ -878,6 +878,7 @@ class FleetApiSimulator:
     async def _get_config(self, request: web.Request) -> web.Response:
         grant = self._authorize(request, "user", ("vehicle_device_data",))
         state = self._state(request)
+        self._take_vehicle_rate(grant.client_id, state.vin)
         slot = state.slot(grant.client_id)
         if slot is None:
             full = self._taken(state, grant.client_id) >= self.max_configs
@@ -892,6 +893,7 @@ class FleetApiSimulator:
     async def _delete_config(self, request: web.Request) -> web.Response:
         grant = self._authorize(request, "user", ("vehicle_device_data",))
         state = self._state(request)
+        self._take_vehicle_rate(grant.client_id, state.vin)
         slot = state.apps.pop(grant.client_id, None) if state.apps else None
         if slot is None:
             return web.json_response({"response": {"updated_vehicles": 0}})
@@ -1164,6 +1166,17 @@ def _to_point(key: ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey | byte
     return public_point(key)
 
 
+def _take(bucket: list[float], burst: float, per_second: float) -> None:
+    """Take one request from a token bucket [tokens, last refill], or answer 429 with Retry-After."""
+    now = time.monotonic()
+    bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * per_second)
+    bucket[1] = now
+    if bucket[0] < 1.0:
+        wait = (1.0 - bucket[0]) / per_second
+        raise _ApiError(429, "rate limit exceeded", "too many requests", {"Retry-After": str(max(1, math.ceil(wait)))})
+    bucket[0] -= 1.0
+
+
 def _root_domain(hostname: str) -> str:
     """The registrable part of a name, approximated by its last two labels."""
     return ".".join(hostname.lower().rstrip(".").split(".")[-2:])
@@ -1216,7 +1229,7 @@ async def _serve(args: argparse.Namespace) -> None:
         host=args.host, ports=ports, ssl_context=server_ssl,
         hosts=dict(item.split("=", 1) for item in args.resolve),
         max_configs=args.max_configs, sync_delay=args.sync_delay, time_scale=args.time_scale,
-        max_streaming=args.max_streaming,
+        max_streaming=args.max_streaming, rate_limit=args.rate_limit, vehicle_rate_limit=args.vehicle_rate_limit,
     )
     for i in range(args.vehicles):
         sim.add_vehicle(sim_vin(i), firmware=args.firmware)

@@ -430,3 +430,37 @@ async def test_against_the_simulator_with_skips_and_a_rotation() -> None:
         await client.close()
     finally:
         await sim.stop()
+
+
+def test_settings_from_the_environment() -> None:
+    settings = Settings.from_env({"FLEETWIRE_VEHICLES_PUSH_BATCH": "50", "FLEETWIRE_VEHICLES_POLL_FIRST": "0.5",
+                                  "FLEETWIRE_VEHICLES_RATE": "0", "FLEETWIRE_VEHICLES_JITTER": "0", "OTHER": "x"})
+    assert (settings.push_batch, settings.poll_first, settings.rate, settings.jitter) == (50, 0.5, 0.0, 0.0)
+    with pytest.raises(ValueError, match="FLEETWIRE_VEHICLES_CONCURRENCY: expected a positive int"):
+        Settings.from_env({"FLEETWIRE_VEHICLES_CONCURRENCY": "0"})
+    with pytest.raises(ValueError, match="FLEETWIRE_VEHICLES_POLL_MOST"):
+        Settings.from_env({"FLEETWIRE_VEHICLES_POLL_MOST": "soon"})
+
+
+async def test_calls_are_paced_under_a_rate() -> None:
+    clock, api, vins = fleet(30)
+    rec = reconciler(api, clock, settings=Settings(**{**FAST.__dict__, "rate": 200.0, "status_batch": 1}))
+    started = asyncio.get_running_loop().time()
+    await rec.reconcile(spec_for(vins), CA_A)  # 30 fleet_status calls and one push
+    assert asyncio.get_running_loop().time() - started >= 30 / 200.0
+
+
+async def test_the_simulator_limits_each_vehicle_and_the_client_waits() -> None:
+    sim = FleetApiSimulator(public_key=KEY.public_key(), vehicle_rate_limit=(1, 2.0), max_streaming=0)
+    sim.add_vehicle(vin(0))
+    await sim.start()
+    try:
+        tokens = sim.issue_user_tokens()
+        async with FleetApiClient(client_id=sim.client_id, base_url=sim.base_url("na"), auth_url=sim.auth_url,
+                                  token_store=MemoryTokenStore(Tokens(tokens["access_token"],
+                                                                      tokens["refresh_token"]))) as client:
+            for _ in range(2):
+                await client.get_config(vin(0))  # the second waits out a 429's Retry-After
+        assert sim.requests[("/api/1/vehicles/{vin}/fleet_telemetry_config", 429)] >= 1
+    finally:
+        await sim.stop()
