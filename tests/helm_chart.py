@@ -24,7 +24,7 @@ import subprocess
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ def granted(objects: Iterable[Mapping[str, Any]]) -> set[Request]:
     return grants
 
 
-def assert_rbac_grants_exactly(rendered_objects: Iterable[Mapping[str, Any]], requests: set[Request]) -> None:
+def assert_rbac_grants_exactly(rendered_objects: Iterable[Mapping[str, Any]], requests: Set[Request]) -> None:
     """Fail unless the chart grants the operator exactly `requests`, naming every difference."""
     grants = granted(rendered_objects)
     unused = sorted(grants - requests)
