@@ -42,10 +42,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import uvloop
 
-    from fleetwire.demo import run_demo
+    from fleetwire.demo import run_demo, run_server_demo
 
     _setup_logging("warning")
-    ok = uvloop.run(run_demo(vehicles=args.vehicles, seconds=args.seconds, rate=args.rate))
+    if args.server_only:
+        ok = uvloop.run(run_server_demo(vehicles=args.vehicles or 5, seconds=args.seconds, rate=args.rate))
+    else:
+        ok = uvloop.run(run_demo(vehicles=args.vehicles or 8))
     return 0 if ok else 1
 
 
@@ -188,10 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--record-types", default="V", help="comma-separated, cycled: V,alerts,errors")
     sim.set_defaults(func=_simulate)
 
-    demo = sub.add_parser("demo", help="run the server and simulated vehicles on loopback, then summarize")
-    demo.add_argument("--vehicles", type=int, default=5)
-    demo.add_argument("--seconds", type=float, default=4.0)
-    demo.add_argument("--rate", type=float, default=2.0, help="records per second per vehicle")
+    demo = sub.add_parser("demo", help="the whole loop on loopback: emulated cluster, operator, Fleet API "
+                                       "simulator, server, vehicles, and a CA rotation healed without a human")
+    demo.add_argument("--server-only", action="store_true",
+                      help="the quick demo of the ingest server alone (records from vehicles, an impostor refused)")
+    demo.add_argument("--vehicles", type=int, help="vehicles that stream (default 8; 5 with --server-only)")
+    demo.add_argument("--seconds", type=float, default=4.0, help="--server-only: seconds of streaming")
+    demo.add_argument("--rate", type=float, default=2.0, help="--server-only: records per second per vehicle")
     demo.set_defaults(func=_demo)
 
     check = sub.add_parser(

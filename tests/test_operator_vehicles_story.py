@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from kube import CONFIGMAPS, FTC, SECRETS, KubeApi, KubeClient, condition
 
+from fleetwire.demo import SecretFiles
 from fleetwire.operator.vehicle_table import format_table, read_vehicles
 from fleetwire.operator.vehicles import APPLIED, VehicleRecord, ca_fingerprint
 from fleetwire.pki import FleetPki, load_bundle
@@ -105,59 +107,37 @@ async def eventually(check: Callable[[], Any], timeout: float, what: str, every:
 
 
 class MountedServer:
-    """The server as its pod runs it: the TLS Secret's files in a directory (rewritten, key
-    first, whenever the Secret changes), reloaded by the server within 0.2 s."""
+    """The server as its pod runs it: the TLS Secret's files in a directory (`SecretFiles`,
+    rewritten whenever the Secret changes, as a kubelet does), reloaded by the server within 0.2 s."""
 
     def __init__(self, kube: KubeClient, secret_name: str, directory: Path) -> None:
-        self.kube, self.secret_name, self.directory = kube, secret_name, directory
+        self.files = SecretFiles(lambda: kube.find(SECRETS, secret_name, NS), directory)
         self.server: RunningServer | None = None
-        self.version: str | None = None
-        self.ca_pem = ""  # the ca.crt of the certificate written last
-        self.reloads_before = 0.0  # the server's reload count when it was written
-        self.changes = 0
-        self.task: asyncio.Task[None] | None = None
 
     async def start(self, running_server: ServerFactory, fleet_pki: FleetPki, timeout: float) -> RunningServer:
-        await eventually(self.sync, timeout, f"Secret {self.secret_name}")
-        cert, key = self.directory / "tls.crt", self.directory / "tls.key"
-        self.server = await running_server({"tls": {"server_cert": str(cert), "server_key": str(key),
+        await eventually(self.files.sync, timeout, "the TLS Secret")
+        self.server = await running_server({"tls": {"server_cert": str(self.files.cert),
+                                                    "server_key": str(self.files.key),
                                                     "ca_file": str(fleet_pki.ca_file),
                                                     "reload_interval_seconds": 0.2}})
-        self.task = asyncio.create_task(self._follow())
+        self.files.follow()
         return self.server
 
-    async def sync(self) -> bool:
-        found = await self.kube.find(SECRETS, self.secret_name, NS)
-        if found is None:
+    async def serving(self, ca_pem: str) -> bool:
+        """A handshake as a vehicle trusting only `ca_pem` makes it: the server serves that chain."""
+        assert self.server is not None
+        context = ssl.create_default_context(cadata=ca_pem)
+        context.load_cert_chain(*self.server.vehicle_cert("5YJ3PROBE00000000"))
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", self.server.ports.vehicles, ssl=context,
+                                                           server_hostname=HOST)
+        except ssl.SSLCertVerificationError:
             return False
-        version = found["metadata"]["resourceVersion"]
-        if version != self.version:
-            for key in ("tls.key", "tls.crt"):
-                tmp = self.directory / f".{key}.tmp"
-                tmp.write_bytes(base64.b64decode(found["data"][key]))
-                os.replace(tmp, self.directory / key)
-            self.version = version
-            self.ca_pem = base64.b64decode(found["data"]["ca.crt"]).decode()
-            self.reloads_before = self.reloads()
-            self.changes += 1
+        writer.close()
         return True
 
-    def reloads(self) -> float:
-        return self.server.metric("fleetwire_certificate_reloads_total", outcome="reloaded") if self.server else 0.0
-
-    async def serving(self, ca_pem: str) -> bool:
-        """The server has loaded the certificate issued under `ca_pem`."""
-        return self.ca_pem == ca_pem and self.reloads() > self.reloads_before
-
-    async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(0.1)
-            await self.sync()
-
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        await self.files.stop()
 
 
 # ======================================================================================
@@ -329,7 +309,7 @@ async def test_story_fifty_vehicles_stream_and_a_new_chain_is_pushed_without_a_h
                f"after {streaming:.1f} s; pebble restarted: new chain after {renewed:.1f} s, gap errors seen after "
                f"{seen_errors:.1f} s, re-pushed and applied after {repushed:.1f} s, all streaming again after "
                f"{recovered:.1f} s; {sum(sim.vehicle(v).stats.acked for v in healthy)} records acked; "
-               f"{mounted.changes} certificate(s) served")
+               f"{mounted.files.changes} certificate(s) served")
         report(format_table(list(records.values()), healed["status"]).split("\n\n")[-1])
     finally:
         await mounted.stop()
