@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import ssl
 import subprocess
@@ -29,6 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kube import CONFIGMAPS, FTC, SECRETS, KubeApi, KubeClient, condition
 
 from fleetwire.demo import SecretFiles
+from fleetwire.operator.fleetapi import FleetApiClient
+from fleetwire.operator.kubeapi import KubernetesApi, load_configuration
+from fleetwire.operator.vehicle_handlers import SecretTokenStore
 from fleetwire.operator.vehicle_table import format_table, read_vehicles
 from fleetwire.operator.vehicles import APPLIED, VehicleRecord, ca_fingerprint
 from fleetwire.pki import FleetPki, load_bundle
@@ -159,7 +163,8 @@ async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
     await sim.start()
     try:
         fleet_api = await fleet_api_secrets(kube, sim)
-        kopf_runner(OPERATOR)
+        first_refresh = base64.b64decode((await kube.get(SECRETS, "tesla-user", NS))["data"]["refresh_token"]).decode()
+        operator = kopf_runner(OPERATOR)
         await kube.create(ftc("fleet", {"privateCA": {}}, vins, fleet_api))
         done = await kube.wait_for(FTC, "fleet", NS, lambda o: vehicles_status(o).get("applied") == 10
                                    and vehicles_status(o).get("pushed") == 0, timeout=30, what="10 applied")
@@ -174,9 +179,18 @@ async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
         assert sorted(shard["data"]) == sorted(vins)
         assert shard["metadata"]["ownerReferences"][0]["uid"] == done["metadata"]["uid"]
         assert all(sim.vehicle(v).config()["ca"] == ca for v in vins[:10])  # type: ignore[index]
-        # The user's refresh token was used once and the new pair written back before use.
+        # The user's refresh token was used once and the new pair written back: the stored refresh
+        # token is the one that works now (the first one is spent).
         user = await kube.get(SECRETS, "tesla-user", NS)
-        assert {"access_token", "refresh_token", "expires_at"} <= set(user["data"])
+        stored = {key: base64.b64decode(value).decode() for key, value in user["data"].items()}
+        assert stored["refresh_token"] != first_refresh and float(stored["expires_at"]) > time.time()
+        # Another client sharing the Secret (as a second operator replica would) renews through it too.
+        sim.expire_access_tokens()
+        store_api = KubernetesApi(load_configuration())
+        async with FleetApiClient(client_id=sim.client_id, base_url=sim.base_url("na"), auth_url=sim.auth_url,
+                                  token_store=SecretTokenStore(store_api, NS, "tesla-user")) as client:
+            assert (await client.get_config(vins[0])).synced
+        await store_api.close()
 
         # Replacing the private CA is a new chain: every vehicle gets the new ca, no human step.
         await kube.delete(SECRETS, "fleet-ca", NS)
@@ -199,6 +213,14 @@ async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
         assert lines[2].split()[:3] == [vins[11], "skipped", "unsupported_firmware:"]
         assert "12 vehicles: 0 pending, 0 pushed, 10 applied, 2 skipped, 0 failing" in result.stdout
         assert "VehiclesConfigured=True (VehiclesSkipped)" in result.stdout
+
+        # No token, secret or key in the operator's log, the events, the status or the records.
+        secrets = [first_refresh, *stored.values(), sim.apps[sim.client_id].client_secret,
+                   APP_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()).decode().splitlines()[1]]
+        seen = "\n".join(operator.logs) + json.dumps(await kube.events(NS, "fleet")) + json.dumps(
+            await kube.get(FTC, "fleet", NS)) + json.dumps(await kube.get(CONFIGMAPS, "fleet-vehicles-0", NS))
+        assert not [s for s in secrets if len(s) > 8 and s in seen]
     finally:
         await sim.stop()
 
