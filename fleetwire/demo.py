@@ -511,6 +511,12 @@ async def _whole_loop(cluster: Any, stack: contextlib.AsyncExitStack, directory:
                           and status.get("applied") == vehicles and status.get("failing") == 0) else None
 
     await _until(repushed, step_timeout, "the new ca applied")
+
+    async def condition_true() -> bool:  # written with the counts; shown once both are in
+        found = {c["type"]: c for c in ((await resource()).get("status") or {}).get("conditions") or []}
+        return found.get("VehiclesConfigured", {}).get("status") == "True"
+
+    await _until(condition_true, step_timeout, "VehiclesConfigured")
     say(f"healed without a human: all {vehicles} vehicles applied the new ca, and the errors cleared")
     await _until(lambda: all(sim.vehicle(v).stats.acked > acked[v] + 3 and sim.vehicle(v).connected for v in healthy),
                  step_timeout, "streaming again")

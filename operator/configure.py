@@ -494,6 +494,7 @@ class VehicleReconciler:
         if not self._loaded:
             self.records = dict(await self.store.load())
             self._loaded = True
+            self._last_push = max((r.pushed_at for r in self.records.values() if r.pushed_at), default=None)
             now = self.clock()
             for vin, record in self.records.items():  # after a restart: what is in flight is read soon
                 if record.state in (PUSHED, FAILING):

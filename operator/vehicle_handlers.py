@@ -210,6 +210,9 @@ class _ResourceVehicles:
         self._ca_fp = ""
         self._generation: Any = None
         self._announced: tuple[str, str] | None = None
+        self._written: tuple[dict[str, Any], Condition] | None = None  # the status last written
+        self._restoring: asyncio.Future[None] | None = None
+        self._writing = asyncio.Lock()
 
     def wake(self) -> None:
         self.reconciler.wake()
@@ -223,10 +226,27 @@ class _ResourceVehicles:
             self.wake()
 
     def resource_changed(self, body: Mapping[str, Any]) -> None:
+        """A new generation (spec change) starts a pass; a status that lost what this daemon
+        wrote is written again at once.
+
+        Other handlers write the whole `status.conditions` list from the body kopf handed
+        them, which may predate this daemon's last write, so `VehiclesConfigured` can be
+        reverted to an older value; it is restored within one watch event.
+        """
         generation = (body.get("metadata") or {}).get("generation")
         if generation != self._generation:
             self._generation = generation
             self.wake()
+        if self._written is not None and not _shows(body.get("status") or {}, *self._written) and (
+                self._restoring is None or self._restoring.done()):
+            self._restoring = asyncio.ensure_future(self._restore(body))
+
+    async def _restore(self, body: Mapping[str, Any]) -> None:
+        assert self._written is not None
+        try:
+            await self._write_status(*self._written, current=body)
+        except (KubeError, OSError) as exc:
+            log.warning("%s/%s: cannot restore status.vehicles: %s", self.owner.namespace, self.owner.name, exc)
 
     async def run(self) -> None:
         """Passes until cancelled; a failure of one pass is logged and retried, never fatal."""
@@ -267,6 +287,9 @@ class _ResourceVehicles:
         return await self.reconciler.reconcile(inputs.spec, inputs.ca_pem)
 
     async def close(self) -> None:
+        if self._restoring is not None:
+            self._restoring.cancel()
+            await asyncio.gather(self._restoring, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
         await self.api.close()
@@ -365,31 +388,40 @@ class _ResourceVehicles:
             log.info("%s/%s: %s", self.owner.namespace, self.owner.name, message)
         await self._write_status(result.status(), condition)
 
-    async def _write_status(self, vehicles: dict[str, Any], condition: Condition) -> None:
+    async def _write_status(self, vehicles: dict[str, Any], condition: Condition,
+                            current: Mapping[str, Any] | None = None) -> None:
         """Merge `status.vehicles` and the condition in, guarded by resourceVersion: the
         conditions list is written whole, and another handler may have changed it."""
-        current: Mapping[str, Any] = self.body
-        path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{self.owner.namespace}/{crd.PLURAL}/{self.owner.name}"
-        for _ in range(4):
-            status = current.get("status") or {}
-            previous = find_condition(status.get("conditions"), condition.type)
-            same = previous is not None and all(previous.get(k) == v for k, v in (
-                ("status", condition.status), ("reason", condition.reason), ("message", condition.message),
-                ("observedGeneration", condition.observed_generation)))
-            old = dict(status.get("vehicles") or {})
-            if same and old == vehicles:
-                return
-            patch = {"metadata": {"resourceVersion": (current.get("metadata") or {}).get("resourceVersion")},
-                     "status": {"vehicles": {**{k: None for k in old if k not in vehicles}, **vehicles},
-                                "conditions": set_condition(status.get("conditions"), condition,
-                                                            dt.datetime.now(dt.UTC))}}
-            try:
-                await self.api.request("PATCH", path + "/status", patch, content_type="application/merge-patch+json")
-                return
-            except KubeError as exc:
-                if exc.status != 409:
-                    raise
-            current = await self.api.request("GET", path)
+        async with self._writing:
+            self._written = (vehicles, condition)
+            body: Mapping[str, Any] = current if current is not None else self.body
+            path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{self.owner.namespace}/{crd.PLURAL}/{self.owner.name}"
+            for _ in range(4):
+                status = body.get("status") or {}
+                if _shows(status, vehicles, condition):
+                    return
+                old = dict(status.get("vehicles") or {})
+                patch = {"metadata": {"resourceVersion": (body.get("metadata") or {}).get("resourceVersion")},
+                         "status": {"vehicles": {**{k: None for k in old if k not in vehicles}, **vehicles},
+                                    "conditions": set_condition(status.get("conditions"), condition,
+                                                                dt.datetime.now(dt.UTC))}}
+                try:
+                    await self.api.request("PATCH", path + "/status", patch,
+                                           content_type="application/merge-patch+json")
+                    return
+                except KubeError as exc:
+                    if exc.status != 409:
+                        raise
+                body = await self.api.request("GET", path)
+
+
+def _shows(status: Mapping[str, Any], vehicles: Mapping[str, Any], condition: Condition) -> bool:
+    """Whether a resource's status already says what this daemon would write."""
+    found = find_condition(status.get("conditions"), condition.type)
+    return found is not None and dict(status.get("vehicles") or {}) == dict(vehicles) and all(
+        found.get(key) == value for key, value in (
+            ("status", condition.status), ("reason", condition.reason), ("message", condition.message),
+            ("observedGeneration", condition.observed_generation)))
 
 
 def _version(obj: Mapping[str, Any] | None) -> str:

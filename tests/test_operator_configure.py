@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,7 +46,7 @@ from fleetwire.operator.spec import parse_spec
 from fleetwire.operator.vehicles import (
     APPLIED, FAILING, PENDING, PUSHED, SKIPPED, VehicleRecord, ca_fingerprint, push_failed, pushed, with_error,
 )
-from fleetwire.pki import make_ca
+from fleetwire.pki import make_ca, make_server_cert
 from fleetwire.sim.fleetapi import FleetApiSimulator
 
 KEY = ec.generate_private_key(ec.SECP256R1())
@@ -462,5 +463,59 @@ async def test_the_simulator_limits_each_vehicle_and_the_client_waits() -> None:
             for _ in range(2):
                 await client.get_config(vin(0))  # the second waits out a 429's Retry-After
         assert sim.requests[("/api/1/vehicles/{vin}/fleet_telemetry_config", 429)] >= 1
+    finally:
+        await sim.stop()
+
+
+async def _sim_reconciler(sim: FleetApiSimulator, *, signing_key: ec.EllipticCurvePrivateKey | None,
+                          **client: Any) -> VehicleReconciler:
+    tokens = sim.issue_user_tokens()
+    api = FleetApiClient(client_id=sim.client_id, client_secret=sim.apps[sim.client_id].client_secret,
+                         token_store=MemoryTokenStore(Tokens(tokens["access_token"], tokens["refresh_token"])),
+                         base_url=sim.base_url("na"), auth_url=sim.auth_url, **client)
+    settings = Settings(poll_first=0.1, poll_most=1.0, errors_fast=0.2, jitter=0.0)
+    return VehicleReconciler(api, MemoryRecordStore("fleet"), signing_key=signing_key, settings=settings)
+
+
+async def _settled(rec: VehicleReconciler, spec: Any, ca: str, done: Any) -> PassResult:
+    for _ in range(100):
+        result = await rec.reconcile(spec, ca)
+        if done(result):
+            return result
+        await asyncio.sleep(result.next_in)
+    raise AssertionError(f"not settled: {result}")
+
+
+async def test_a_config_signed_by_the_wrong_key_is_a_config_manager_error() -> None:
+    sim = FleetApiSimulator(public_key=KEY.public_key(), sync_delay=0.2, max_streaming=0)
+    vins = [vin(i) for i in range(3)]
+    for v in vins:
+        sim.add_vehicle(v)
+    await sim.start()
+    try:
+        rec = await _sim_reconciler(sim, signing_key=ec.generate_private_key(ec.SECP256R1()))
+        result = await _settled(rec, spec_for(vins), CA_A, lambda r: r.counts["failing"] == 3)
+        assert result.condition.message == "0 of 3 applied; 3 failing: config_manager_error"
+        assert "InvalidSignature: unknown issuer" in rec.records[vins[0]].last_error
+        await rec.api.close()  # type: ignore[attr-defined]
+    finally:
+        await sim.stop()
+
+
+async def test_unsigned_configs_go_through_the_proxy_which_signs_them() -> None:
+    proxy_ca = make_ca("Proxy CA")
+    sim = FleetApiSimulator(public_key=KEY.public_key(), sync_delay=0.2, max_streaming=0,
+                            proxy_tls=make_server_cert(proxy_ca, ["127.0.0.1"]), proxy_key=KEY)
+    vins = [vin(i) for i in range(3)]
+    for v in vins:
+        sim.add_vehicle(v)
+    await sim.start()
+    try:
+        proxy_ssl = ssl.create_default_context(cadata=proxy_ca.cert_pem.decode())
+        rec = await _sim_reconciler(sim, signing_key=None, proxy_url=sim.proxy_url, proxy_ssl=proxy_ssl)
+        await _settled(rec, spec_for(vins), CA_A, lambda r: r.counts["applied"] == 3)
+        assert sim.requests[("/api/1/vehicles/fleet_telemetry_config", 200)] == 1  # one batch, through the proxy
+        assert all(sim.vehicle(v).config()["ca"] == CA_A for v in vins)  # type: ignore[index]
+        await rec.api.close()  # type: ignore[attr-defined]
     finally:
         await sim.stop()

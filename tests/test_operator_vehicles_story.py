@@ -221,6 +221,22 @@ async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
         seen = "\n".join(operator.logs) + json.dumps(await kube.events(NS, "fleet")) + json.dumps(
             await kube.get(FTC, "fleet", NS)) + json.dumps(await kube.get(CONFIGMAPS, "fleet-vehicles-0", NS))
         assert not [s for s in secrets if len(s) > 8 and s in seen]
+
+        # A restarted operator reads the records back from the ConfigMaps: nothing is pushed again.
+        before = vehicles_status(await kube.get(FTC, "fleet", NS))
+        pushes = sim.requests.get(("/api/1/vehicles/fleet_telemetry_config_jws", 200), 0)
+        await asyncio.to_thread(operator.stop)
+        restarted = kopf_runner(OPERATOR)
+        await restarted.logged("Fleet API at")
+        await asyncio.sleep(2)
+        assert vehicles_status(await kube.get(FTC, "fleet", NS)) == before
+        assert sim.requests.get(("/api/1/vehicles/fleet_telemetry_config_jws", 200), 0) == pushes
+
+        # A new field in the spec is a new desired config: pushed at once, without waiting for a timer.
+        await kube.patch(FTC, "fleet", {"spec": {"fields": {**FIELDS, "Gear": {"interval_seconds": 5}}}}, NS)
+        await eventually(lambda: _async(all("Gear" in (sim.vehicle(v).config() or {}).get("fields", {})
+                                            for v in vins[:10])), 15, "the new field on every vehicle")
+        await kube.wait_for(FTC, "fleet", NS, lambda o: vehicles_status(o).get("applied") == 10, timeout=15)
     finally:
         await sim.stop()
 
@@ -337,6 +353,10 @@ async def test_story_fifty_vehicles_stream_and_a_new_chain_is_pushed_without_a_h
         await mounted.stop()
         await sim.stop()
         acme.stop()
+
+
+async def _async(value: Any) -> Any:
+    return value
 
 
 async def _all_streaming(sim: FleetApiSimulator, vins: list[str]) -> bool:
