@@ -98,7 +98,6 @@ log = logging.getLogger("fleetwire.operator.vehicles")
 SHARD_SIZE = 500
 """Records per ConfigMap: at most about 350 KB with the longest errors and reasons, a third of
 the 1 MiB object limit (20 ConfigMaps for 10,000 vehicles)."""
-UNKNOWN_VEHICLE = "unknown_vehicle"
 
 
 # --------------------------------------------------------------------------------------
@@ -396,7 +395,6 @@ def _rfc3339(epoch: float) -> str:
 class _Batch:
     """Vehicles accepted by one push call: polled through a few probes first."""
 
-    pushed_at: float
     waiting: set[str]
     synced: bool = False
 
@@ -432,7 +430,6 @@ class VehicleReconciler:
         self._loaded = False
         self._due: dict[str, float] = {}  # next config read per vehicle
         self._batch_of: dict[str, _Batch] = {}
-        self._probes: set[str] = set()
         self._unsynced_seen: dict[str, float] = {}  # last time a vehicle was seen not yet synced
         self._recheck_at: dict[str, float] = {}
         self._errors_at = 0.0
@@ -583,7 +580,6 @@ class VehicleReconciler:
             for table in (self._due, self._unsynced_seen, self._recheck_at):
                 table.pop(vin, None)
             self._batch_of.pop(vin, None)
-            self._probes.discard(vin)
 
         await self._each(vins, remove)
 
@@ -611,7 +607,7 @@ class VehicleReconciler:
                 await self._status(vins[half:], changed)
                 return
             if exc.status == 404:
-                self._set(refused(self.records.get(vins[0]), vins[0], UNKNOWN_VEHICLE), changed)
+                self._set(refused(self.records.get(vins[0]), vins[0], "unknown_vehicle"), changed)
                 self._recheck_at[vins[0]] = self.clock() + self._spread(self.settings.recheck_every)
                 return
             self._fail("fleet_status", exc)
@@ -695,17 +691,13 @@ class VehicleReconciler:
         `member_wait` first-intervals at the latest (the probes may be asleep)."""
         if not vins:
             return
-        batch = _Batch(now, set(vins))
+        batch = _Batch(set(vins))
         probes = set(vins[:self.settings.probes_per_batch])
         for vin in vins:
             self._batch_of[vin] = batch
             self._unsynced_seen.pop(vin, None)
-            if vin in probes:
-                self._probes.add(vin)
-                self._due[vin] = now + self.settings.poll_first
-            else:
-                self._probes.discard(vin)
-                self._due[vin] = now + self.settings.poll_first * self.settings.member_wait
+            wait = self.settings.poll_first if vin in probes else self.settings.poll_first * self.settings.member_wait
+            self._due[vin] = now + wait
 
     # ---- poll ---------------------------------------------------------------------------
 
@@ -747,7 +739,6 @@ class VehicleReconciler:
                 batch.synced = True
                 for other in batch.waiting:  # the batch has synced: read the others now
                     self._due[other] = min(self._due.get(other, now), now)
-        self._probes.discard(vin)
         if new.state in (APPLIED, FAILING):
             self._due[vin] = now + self._spread(self.settings.drift_every)
         elif new.state == SKIPPED and new.skip == "max_configs":

@@ -49,6 +49,8 @@ SKIP_MEANINGS: dict[str, str] = {
     "remove another app's config; fleetwire pushes again when a slot frees up",
     "streaming_toggle_off": "pre-2021 Model S/X: the owner must enable 'Allow Third-Party App "
     "Data Streaming' in the vehicle's Safety screen",
+    "unknown_vehicle": "the Fleet API does not know this VIN for the authorized account: check the VIN, and "
+    "that the vehicle's owner authorized the app",
 }
 
 

@@ -124,7 +124,8 @@ class FakeFleetApi:
         unknown = [v for v in vins if v not in self.vehicles]
         if unknown:
             raise FleetApiError(f"unknown vehicle(s): {unknown}", status=404)
-        return FleetStatus([v for v in vins if self.vehicles[v].paired], [v for v in vins if not self.vehicles[v].paired],
+        paired = [v for v in vins if self.vehicles[v].paired]
+        return FleetStatus(paired, [v for v in vins if v not in paired],
                            {v: VehicleInfo(self.vehicles[v].firmware, True, "1.0", None) for v in vins})
 
     async def push_config_jws(self, vins: Sequence[str], token: str) -> PushResult:

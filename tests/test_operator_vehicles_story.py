@@ -19,7 +19,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -246,17 +246,26 @@ async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
 # ======================================================================================
 
 
-@pytest.mark.slow
-async def test_story_fifty_vehicles_stream_and_a_new_chain_is_pushed_without_a_human(
-    kopf_runner: KopfRunnerFactory, kube: KubeClient, kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch,
-    running_server: ServerFactory, fleet_pki: FleetPki, local_dns: LocalDns, tmp_path: Path,
-) -> None:
+@pytest.fixture
+def acme(tmp_path: Path, local_dns: LocalDns) -> Iterator[Pebble]:
+    """A pebble of its own (the story restarts it) whose leaves live 20 s: renewal falls due
+    13 s after issuance, so the restart's new chain arrives within seconds."""
     if PEBBLE is None:
         pytest.skip("pebble not installed (make test installs it)")
     (tmp_path / "pebble").mkdir()
-    acme = Pebble(PEBBLE, tmp_path / "pebble", local_dns.port, certificate_validity=20)
-    acme.start()
-    for key, value in {**FAST, "FLEETWIRE_RECONCILE_SECONDS": "1", "FLEETWIRE_IMAGE": "ghcr.io/fleetwire/fleetwire:test",
+    server = Pebble(PEBBLE, tmp_path / "pebble", local_dns.port, certificate_validity=20)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+async def test_story_fifty_vehicles_stream_and_a_new_chain_is_pushed_without_a_human(
+    kopf_runner: KopfRunnerFactory, kube: KubeClient, kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch,
+    running_server: ServerFactory, fleet_pki: FleetPki, acme: Pebble, tmp_path: Path,
+) -> None:
+    for key, value in {**FAST, "FLEETWIRE_RECONCILE_SECONDS": "1",
+                       "FLEETWIRE_IMAGE": "ghcr.io/fleetwire/fleetwire:test",
                        "FLEETWIRE_ACME_CA_BUNDLE": acme.ca_file, "FLEETWIRE_ACME_ROOTS_URL": acme.management,
                        "FLEETWIRE_ACME_HTTP01_PORT": str(acme.http_port)}.items():
         monkeypatch.setenv(key, value)
@@ -352,7 +361,6 @@ async def test_story_fifty_vehicles_stream_and_a_new_chain_is_pushed_without_a_h
     finally:
         await mounted.stop()
         await sim.stop()
-        acme.stop()
 
 
 async def _async(value: Any) -> Any:
