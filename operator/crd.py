@@ -297,10 +297,22 @@ def _status_schema() -> dict[str, Any]:
                                "notBefore": _string("Start of validity.", format="date-time")},
             },
             "vehicles": {
-                "type": "object", "description": "Vehicle configuration progress.",
+                "type": "object",
+                "description": "Vehicle configuration progress; each vehicle's record is in the ConfigMaps listed "
+                               "in `records` (`fleetwire vehicles <name>` prints them).",
                 "x-kubernetes-preserve-unknown-fields": True,
-                "properties": {"desired": _integer("Vehicles to configure."),
-                               "applied": _integer("Vehicles whose config is synced and equal to the desired one.")},
+                "properties": {
+                    "desired": _integer("Vehicles to configure."),
+                    "applied": _integer("Vehicles whose config is synced and equal to the desired one."),
+                    "pending": _integer("Vehicles the desired config is still to be pushed to."),
+                    "pushed": _integer("Vehicles the API accepted the config for, not synced yet."),
+                    "skipped": _integer("Vehicles that cannot take the config (unpaired key, firmware, slots)."),
+                    "failing": _integer("Applied, but the vehicle reports errors (TLS to the server, signature)."),
+                    "lastPush": _string("When a config was last pushed.", format="date-time"),
+                    "caFingerprint": _string("Fingerprint of the `ca` the desired config carries."),
+                    "records": {"type": "array", "items": {"type": "string"},
+                                "description": "ConfigMaps holding the per-vehicle records."},
+                },
             },
         },
     }
