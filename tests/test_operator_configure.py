@@ -520,3 +520,57 @@ async def test_unsigned_configs_go_through_the_proxy_which_signs_them() -> None:
         await rec.api.close()  # type: ignore[attr-defined]
     finally:
         await sim.stop()
+
+
+# --------------------------------------------------------------------------------------
+# The Kubernetes stores, against the API emulator
+# --------------------------------------------------------------------------------------
+
+
+async def test_records_in_configmaps_and_tokens_in_a_secret(kube_api: Any, kube: Any) -> None:
+    from kube import CONFIGMAPS, SECRETS
+
+    from fleetwire.operator.builders import Owner
+    from fleetwire.operator.fleetapi import TokenStoreError
+    from fleetwire.operator.kubeapi import KubernetesApi, load_configuration
+    from fleetwire.operator.vehicle_handlers import ConfigMapRecordStore, SecretTokenStore
+
+    owner_obj = await kube.create({"apiVersion": "fleetwire.io/v1alpha1", "kind": "FleetTelemetryConfig",
+                                   "metadata": {"name": "fleet", "namespace": "default"},
+                                   "spec": {"hostname": "t.example.com", "certificate": {"privateCA": {}}}})
+    api = KubernetesApi(load_configuration())
+    try:
+        store = ConfigMapRecordStore(api, Owner.of(owner_obj), shard_size=500)
+        records = {vin(i): pushed(None, vin(i), {"hostname": "h"}, CA_A, T0, skip=None) for i in range(1200)}
+        await store.save(records, set(records))
+        assert store.names == ["fleet-vehicles-0", "fleet-vehicles-1", "fleet-vehicles-2"]
+        shard = await kube.get(CONFIGMAPS, "fleet-vehicles-2", "default")
+        assert len(shard["data"]) == 200
+        assert shard["metadata"]["ownerReferences"][0]["uid"] == owner_obj["metadata"]["uid"]
+        changed = replace(records[vin(7)], state=APPLIED, reason="streaming config applied")
+        records[vin(7)] = changed
+        await store.save(records, {vin(7)})
+        again = ConfigMapRecordStore(api, Owner.of(owner_obj), shard_size=500)
+        assert (await again.load()) == records
+        del records[vin(1199)], records[vin(1198)]
+        for i in range(800, 1198):
+            del records[vin(i)]
+        await again.save(records, set())
+        assert again.names == ["fleet-vehicles-0", "fleet-vehicles-1"]
+        assert await kube.find(CONFIGMAPS, "fleet-vehicles-2", "default") is None
+        assert len((await kube.get(CONFIGMAPS, "fleet-vehicles-1", "default"))["data"]) == 300
+
+        tokens = SecretTokenStore(api, "default", "tesla-user")
+        with pytest.raises(TokenStoreError, match="does not exist"):
+            await tokens.load()
+        await kube.create({"apiVersion": "v1", "kind": "Secret",
+                           "metadata": {"name": "tesla-user", "namespace": "default"},
+                           "data": {"refresh_token": "cjE=", "note": "a2VlcA=="}})
+        first = await tokens.load()
+        assert (first.refresh_token, first.access_token) == ("r1", "") and first.expired()  # refresh before use
+        await tokens.save(Tokens("a2", "r2", T0))
+        assert await tokens.load() == Tokens("a2", "r2", T0)
+        assert (await kube.get(SECRETS, "tesla-user", "default"))["data"]["note"] == "a2VlcA=="  # other keys kept
+        assert "r2" not in repr(tokens) and "r2" not in repr(await tokens.load())
+    finally:
+        await api.close()
