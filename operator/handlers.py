@@ -37,7 +37,6 @@ from fleetwire.operator.certificates import CertificateContext, CertificateOutco
 from fleetwire.operator.environment import OperatorEnvironment, from_env
 from fleetwire.operator.http01 import Http01Responder
 from fleetwire.operator.spec import FleetTelemetrySpec
-from fleetwire.operator.vehicle_handlers import register as register_vehicle_handlers
 from fleetwire.operator.kubeapi import KubeError, KubernetesApi, load_configuration
 from fleetwire.operator.reconcile import (
     CERTIFICATE_READY,
@@ -52,6 +51,7 @@ from fleetwire.operator.reconcile import (
     server_condition,
     transition_events,
 )
+from fleetwire.operator.vehicle_handlers import register as register_vehicle_handlers
 
 RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
 """What the handlers watch: fleettelemetryconfigs.v1alpha1.fleetwire.io."""
