@@ -26,6 +26,8 @@ in progress short, so the re-push never waits for a timer.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import asyncio
 import datetime as dt
 import json
@@ -183,7 +185,7 @@ def _derived_reason(record: VehicleRecord) -> str | None:
     return None
 
 
-class ShardedRecordStore:
+class ShardedRecordStore(ABC):
     """Records as `<resource>-vehicles-<n>` maps of VIN → JSON, at most `shard_size` each.
 
     Subclasses provide the I/O of one shard: read it, merge-patch it (a key set to None is
@@ -202,18 +204,21 @@ class ShardedRecordStore:
     def names(self) -> list[str]:
         return [shard_name(self.resource, i) for i in range(len(self._layout))]
 
+    @abstractmethod
     async def _read(self, index: int) -> dict[str, str] | None:
-        raise NotImplementedError
+        """One shard's I/O: see the class docstring."""
 
+    @abstractmethod
     async def _patch(self, index: int, data: Mapping[str, str | None]) -> bool:
         """Merge `data` into shard `index`; False when the shard does not exist."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _create(self, index: int, data: Mapping[str, str]) -> None:
-        raise NotImplementedError
+        """One shard's I/O: see the class docstring."""
 
+    @abstractmethod
     async def _delete(self, index: int) -> None:
-        raise NotImplementedError
+        """One shard's I/O: see the class docstring."""
 
     async def load(self) -> dict[str, VehicleRecord]:
         records: dict[str, VehicleRecord] = {}
