@@ -26,10 +26,9 @@ in progress short, so the re-push never waits for a timer.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import asyncio
 import datetime as dt
+from abc import ABC, abstractmethod
 import json
 import logging
 import random
