@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from abc import ABC, abstractmethod
 import json
 import logging
 import random
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
