@@ -445,7 +445,7 @@ async def _whole_loop(cluster: Any, stack: contextlib.AsyncExitStack, directory:
     tls = SecretFiles(lambda: api.get("Secret", ns, f"{name}-tls"), directory)
     await _until(tls.sync, step_timeout, "the certificate")
     first_ca = tls.ca_pem
-    say(f"certificate issued for {DEMO_HOST} by the operator's private CA (ca {ca_fingerprint(first_ca)})")
+    say(f"certificate issued for {DEMO_HOST} by the operator's private CA (ca {ca_fingerprint(first_ca)[:16]})")
     counter = _Counter()
     config, _warnings = parse_config(
         {"host": "127.0.0.1", "port": free_port(), "namespace": "demo",
@@ -485,7 +485,7 @@ async def _whole_loop(cluster: Any, stack: contextlib.AsyncExitStack, directory:
 
     await _until(serving_new_chain, step_timeout, "the server on the new chain")
     new_ca = tls.ca_pem
-    say(f"new chain issued (ca {ca_fingerprint(new_ca)}); the server serves it, the vehicles still trust the old ca")
+    say(f"new chain issued (ca {ca_fingerprint(new_ca)[:16]}); the server serves it, the vehicles still trust the old ca")
 
     async def pushed_new_ca() -> dict[str, Any] | None:
         status = await vehicles_status()

@@ -9,6 +9,7 @@ their extensions right (chains built here verify under the strict web-PKI rules 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 from collections.abc import Sequence
@@ -198,6 +199,20 @@ def make_vehicle_cert(
         .sign(ca.key, hashes.SHA256())
     )
     return Bundle(cert, key)
+
+
+def chain_fingerprint(pem: bytes | str) -> str:
+    """SHA-256 over the DER of every certificate in `pem`, in order.
+
+    It changes exactly when the `ca` vehicles must be sent changes (a new intermediate or
+    root), not when only the leaf is renewed, and PEM formatting does not affect it. The
+    certificate status and the vehicles' status show this same value.
+    """
+    data = pem.encode() if isinstance(pem, str) else pem
+    digest = hashlib.sha256()
+    for cert in x509.load_pem_x509_certificates(data):
+        digest.update(cert.public_bytes(serialization.Encoding.DER))
+    return digest.hexdigest()
 
 
 def write_pem(path: str | os.PathLike[str], data: bytes, *, private: bool = False) -> Path:

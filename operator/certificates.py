@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from fleetwire import pki
+from fleetwire.pki import chain_fingerprint
 from fleetwire.operator import builders
 from fleetwire.operator.acme_client import (
     AcmeClient,
@@ -145,18 +146,6 @@ class Material:
     @property
     def leaf(self) -> x509.Certificate:
         return x509.load_pem_x509_certificates(self.chain_pem)[0]
-
-
-def chain_fingerprint(ca_pem: bytes) -> str:
-    """SHA-256 over the DER of every certificate in `ca_pem`, in order.
-
-    It changes exactly when the `ca` vehicles must be sent changes (a new intermediate or
-    root), and not when only the leaf is renewed; PEM formatting does not affect it.
-    """
-    digest = hashlib.sha256()
-    for cert in x509.load_pem_x509_certificates(ca_pem):
-        digest.update(cert.public_bytes(serialization.Encoding.DER))
-    return digest.hexdigest()
 
 
 def _secret_bytes(secret: Mapping[str, Any], key: str) -> bytes | None:

@@ -309,7 +309,10 @@ def _status_schema() -> dict[str, Any]:
                     "skipped": _integer("Vehicles that cannot take the config (unpaired key, firmware, slots)."),
                     "failing": _integer("Applied, but the vehicle reports errors (TLS to the server, signature)."),
                     "lastPush": _string("When a config was last pushed.", format="date-time"),
-                    "caFingerprint": _string("Fingerprint of the `ca` the desired config carries."),
+                    "caFingerprint": _string(
+                        "Chain fingerprint of the `ca` the desired config carries "
+                        "(the same value as status.certificate.chainFingerprint)."
+                    ),
                     "records": {"type": "array", "items": {"type": "string"},
                                 "description": "ConfigMaps holding the per-vehicle records."},
                 },

@@ -17,6 +17,7 @@ from typing import Any
 
 from fleetwire.operator.fleetapi import VehicleConfigState, VehicleInfo
 from fleetwire.operator.reconcile import Condition
+from fleetwire.pki import chain_fingerprint
 from fleetwire.proto.catalog import firmware_at_least
 
 MIN_FIRMWARE = "2024.26"
@@ -71,8 +72,9 @@ def fingerprint(config: Mapping[str, Any]) -> str:
 
 
 def ca_fingerprint(ca_pem: str) -> str:
-    """Hash of the `ca` bundle alone: a change of chain must be told apart from other edits."""
-    return hashlib.sha256(ca_pem.strip().encode()).hexdigest()[:16]
+    """The `ca` bundle's chain fingerprint (`status.certificate.chainFingerprint`): a change
+    of chain must be told apart from other edits, and named the same way everywhere."""
+    return chain_fingerprint(ca_pem)
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ from fleetwire.operator.vehicles import (
     explain, observe, poll_delay, preflight, push_failed, push_reason, pushed, recheck_passed, refused,
     vehicles_condition, with_error,
 )
+from fleetwire.pki import make_ca
 
 VIN = "5YJ3E1EA7KF000001"
-CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-NEW_CA = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
+CA = make_ca("Chain A").cert_pem.decode()
+NEW_CA = make_ca("Chain B").cert_pem.decode()
 NOW = 1_800_000_000.0
 
 
