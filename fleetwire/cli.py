@@ -205,12 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         help="check a server certificate and a config's ca as a vehicle would",
         description="Exit status: 0 vehicles should accept it, 1 a check failed, 2 nothing could be checked.",
     )
-    check.add_argument("--config", type=Path, help="vehicle telemetry config JSON (hostname, port, ca)")
+    check.add_argument("config_file", nargs="?", type=Path, metavar="CONFIG",
+                       help="vehicle telemetry config JSON (hostname, port, ca); alone, its hostname:port is checked")
+    check.add_argument("--config", type=Path, help="the same as CONFIG")
     check.add_argument("--hostname", help="the name vehicles connect to (overrides the config's)")
     check.add_argument("--ca", type=Path, help="the ca vehicles trust, PEM (overrides the config's)")
-    source = check.add_mutually_exclusive_group(required=True)
-    source.add_argument("--cert", type=Path, help="the server's chain, PEM, leaf first")
-    source.add_argument("--connect", metavar="HOST:PORT", help="fetch the chain a live TLS server presents")
+    source = check.add_mutually_exclusive_group()
+    source.add_argument("--cert", type=Path, help="the server's chain, PEM, leaf first (instead of connecting)")
+    source.add_argument("--connect", metavar="HOST:PORT",
+                        help="fetch the chain a live TLS server presents (default: the config's hostname:port)")
     check.add_argument("--key", type=Path, help="the server's private key, PEM, to match against the leaf")
     check.set_defaults(func=_check_cert)
 

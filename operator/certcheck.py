@@ -452,19 +452,41 @@ def _split_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def dial_target(config: Mapping[str, Any]) -> tuple[str, int]:
+    """Where a vehicle holding `config` connects: its hostname and port (443 when absent).
+
+    A port written as a string of digits is still dialled, so that the report can show
+    the string-port failure beside everything else; anything else cannot be dialled.
+    """
+    port = config.get("port", 443)
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if type(port) is not int or not 0 < port < 65536:
+        raise ValueError(f"the config's port {port!r} cannot be dialled; give --connect HOST:PORT")
+    return str(config["hostname"]), port
+
+
 def run(args: argparse.Namespace) -> int:
-    """`fleetwire check-cert`: 0 when vehicles should accept the setup, 1 when not, 2 when it cannot check."""
+    """`fleetwire check-cert`: 0 when vehicles should accept the setup, 1 when not, 2 when it cannot check.
+
+    With a config and neither `--cert` nor `--connect`, the server is fetched from the
+    config's own `hostname:port`, as Tesla's check_server_cert.sh does.
+    """
 
     def fail(message: str) -> int:
         print(f"fleetwire check-cert: {message}", file=sys.stderr)
         return 2
 
+    config_path = getattr(args, "config_file", None)
+    if config_path is not None and args.config is not None:
+        return fail("give the config either as CONFIG or as --config, not both")
+    config_path = config_path or args.config
     try:
         config: dict[str, Any] = {}
-        if args.config is not None:
-            document = json.loads(Path(args.config).read_text())
+        if config_path is not None:
+            document = json.loads(Path(config_path).read_text())
             if not isinstance(document, dict):
-                return fail(f"{args.config}: expected a JSON object")
+                return fail(f"{config_path}: expected a JSON object")
             config = dict(config_of(document))
         if args.hostname is not None:
             config["hostname"] = args.hostname
@@ -476,23 +498,32 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     hostname = config.get("hostname")
     if not isinstance(hostname, str) or not hostname:
-        return fail("no hostname: give --config with a hostname, or --hostname")
+        return fail("no hostname: give a config with a hostname, or --hostname")
     if not isinstance(config.get("ca"), str):
-        return fail("no ca: give --config with a ca, or --ca")
+        return fail("no ca: give a config with a ca, or --ca")
 
-    if args.connect is not None:
+    connect = args.connect
+    if connect is None and args.cert is None:
+        if config_path is None:
+            return fail("nothing to check: give a config, --cert or --connect")
         try:
-            host, port = _split_host_port(args.connect)
+            host, port = dial_target(config)
+        except ValueError as exc:
+            return fail(str(exc))
+        connect = f"{host}:{port}"
+    if connect is not None:
+        try:
+            host, port = _split_host_port(connect)
             fetched = fetch_presented_chain(host, port, hostname)
         except (OSError, ValueError) as exc:
-            return fail(f"cannot fetch the chain from {args.connect}: {exc}")
-        print(f"fetched {args.connect} (SNI {hostname}) with {fetched.method}")
+            return fail(f"cannot fetch the chain from {connect}: {exc}")
+        print(f"fetched {connect} (SNI {hostname}) with {fetched.method}")
         chain_pem = fetched.pem
         if not fetched.complete:
             print("only the leaf could be read: ca's certificates stand in for the intermediates the server may send")
             chain_pem += config["ca"].encode()
 
-    if args.config is not None:
+    if config_path is not None:
         report = check_config(config, chain_pem, key_pem=key_pem)
     else:
         report = check_server_certificate(chain_pem, config["ca"].encode(), hostname, key_pem=key_pem)

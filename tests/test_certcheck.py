@@ -269,3 +269,34 @@ async def test_cli_reports_an_unreachable_server(tmp_path: Path, capsys: pytest.
     argv = ["check-cert", "--config", str(config), "--connect", f"127.0.0.1:{port}"]
     assert await asyncio.to_thread(main, argv) == 2
     assert "cannot fetch the chain" in capsys.readouterr().err
+
+
+async def test_cli_config_alone_connects_to_its_hostname_and_port(
+    tls_server: tuple[int, Bundle], tmp_path: Path, capsys: pytest.CaptureFixture[str], root: Bundle, inter: Bundle
+) -> None:
+    """`fleetwire check-cert config.json`, as Tesla's check_server_cert.sh takes it: the
+    vehicle config alone names the server to check."""
+    port, server_leaf = tls_server
+    config = _write_config(tmp_path / "config.json", "localhost", inter.cert_pem + root.cert_pem, port=port)
+    assert await asyncio.to_thread(main, ["check-cert", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"fetched localhost:{port} (SNI localhost)" in out and "✓ chain verifies" in out
+
+    # --config without --cert or --connect means the same; a request body {"vins", "config"} too.
+    body = tmp_path / "request.json"
+    body.write_text(json.dumps({"vins": ["5YJ3E1EA7KF000001"], "config": json.loads(config.read_text())}))
+    assert await asyncio.to_thread(main, ["check-cert", "--config", str(body)]) == 0
+    assert "✓ hostname: localhost matches DNS:localhost" in capsys.readouterr().out
+
+    # The config's own trust decides: a ca that does not hold the issuer fails (exit 1).
+    untrusted = _write_config(tmp_path / "untrusted.json", "localhost", make_ca("Other Root").cert_pem, port=port)
+    assert await asyncio.to_thread(main, ["check-cert", str(untrusted)]) == 1
+    assert "✗ chain verifies" in capsys.readouterr().out
+
+
+def test_cli_config_alone_needs_a_port_it_can_dial(tmp_path: Path, capsys: pytest.CaptureFixture[str], root: Bundle) -> None:
+    config = _write_config(tmp_path / "config.json", "localhost", root.cert_pem, port="https")
+    assert main(["check-cert", str(config)]) == 2
+    assert "port 'https' cannot be dialled" in capsys.readouterr().err
+    assert main(["check-cert", str(config), "--config", str(config)]) == 2  # one config, not two
+    assert "either" in capsys.readouterr().err
