@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,7 +368,7 @@ def parse_broker(broker: str) -> BrokerAddress:
     if not sep:
         scheme, rest = "tcp", broker
     if scheme.lower() not in schemes:
-        raise ConfigError("mqtt.broker", f"{expected}, got {broker!r}")
+        raise ConfigError("mqtt.broker", f"{expected}, got {_show(broker)}")
     tls, transport, default_port = schemes[scheme.lower()]
     rest = rest.split("/", 1)[0]
     if rest.startswith("["):  # IPv6 literal
@@ -376,11 +377,11 @@ def parse_broker(broker: str) -> BrokerAddress:
     else:
         host, _, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
     if not host:
-        raise ConfigError("mqtt.broker", f"{expected}, got {broker!r}")
+        raise ConfigError("mqtt.broker", f"{expected}, got {_show(broker)}")
     if not port_text:
         return BrokerAddress(host, default_port, tls, transport)
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError("mqtt.broker", f"{expected}, got {broker!r} (bad port {port_text!r})")
+        raise ConfigError("mqtt.broker", f"{expected}, got {_show(broker)} (bad port {port_text!r})")
     return BrokerAddress(host, int(port_text), tls, transport)
 
 
@@ -550,7 +551,7 @@ def _kafka(root: _Reader) -> dict[str, Any]:
     for name, value in s.data.items():
         if not isinstance(value, (str, int, float, bool)):
             raise ConfigError(s.key(name), f"expected a string, number or boolean librdkafka property value, "
-                              f"got {_show(value)}")
+                              f"got {_show(value, s.key(name))}")
     return dict(s.data)
 
 
@@ -651,10 +652,37 @@ def _dispatch(root: _Reader, in_use: set[str]) -> DispatchConfig:
 # -- reading helpers -----------------------------------------------------------------
 
 
-def _show(value: Any) -> str:
-    """A value as the user wrote it, short enough for one error line."""
-    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
+# Keys whose values are credentials: an error names them and their type, never the value.
+_SECRET_KEY = re.compile(r"passw|secret|token|credential|private|key\.pem|jaas", re.IGNORECASE)
+# A value longer than this is never echoed: a pasted token, key or certificate is long.
+_SHOWN_MAX = 120
+
+
+def _looks_secret(text: str) -> bool:
+    return "-----BEGIN" in text or "PRIVATE KEY" in text or "\n" in text
+
+
+def _show(value: Any, key: str = "") -> str:
+    """A value as the user wrote it, for one error line, unless it may be a secret.
+
+    A value under a credential's key, text that looks like key material, and anything
+    long are described (type and length), never printed: error messages end up in
+    terminals, CI logs and issue reports.
+    """
+    kind = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+    if key and _SECRET_KEY.search(key):
+        return f"{kind} (not shown: {key} holds a secret)"
+    if isinstance(value, str):
+        if _looks_secret(value):
+            return f"text of {len(value)} characters that looks like key or certificate material (not shown)"
+        if len(value) > _SHOWN_MAX:
+            return f"a string of {len(value)} characters (not shown)"
+        return repr(value)
+    text = json.dumps(value, default=str)
+    if len(text) > _SHOWN_MAX or _looks_secret(text):
+        return f"{kind} of {len(text)} characters as JSON (not shown)"
+    return text
 
 
 def _suggest(word: str, candidates: Iterable[str]) -> str:
@@ -701,13 +729,13 @@ class _Reader:
     def string(self, name: str, default: str) -> str:
         value = self.data.get(name, default)
         if not isinstance(value, str):
-            raise ConfigError(self.key(name), f"expected a string, got {_show(value)}")
+            raise ConfigError(self.key(name), f"expected a string, got {_show(value, self.key(name))}")
         return value
 
     def boolean(self, name: str, default: bool) -> bool:
         value = self.data.get(name, default)
         if not isinstance(value, bool):
-            raise ConfigError(self.key(name), f"expected true or false, got {_show(value)}")
+            raise ConfigError(self.key(name), f"expected true or false, got {_show(value, self.key(name))}")
         return value
 
     def integer(
@@ -724,7 +752,7 @@ class _Reader:
         if type(value) is not int or (minimum is not None and value < minimum) or (
             maximum is not None and value > maximum
         ):
-            raise ConfigError(self.key(name), f"expected an integer{bounds}, got {_show(value)}")
+            raise ConfigError(self.key(name), f"expected an integer{bounds}, got {_show(value, self.key(name))}")
         return value
 
     def number(self, name: str, default: float, minimum: float | None = None, exclusive: bool = False) -> float:
@@ -734,7 +762,7 @@ class _Reader:
             ok = value > minimum if exclusive else value >= minimum
         if not ok:
             bound = "" if minimum is None else f" {'greater than' if exclusive else 'of at least'} {minimum:g}"
-            raise ConfigError(self.key(name), f"expected a number{bound}, got {_show(value)}")
+            raise ConfigError(self.key(name), f"expected a number{bound}, got {_show(value, self.key(name))}")
         return float(value)
 
     def port(self, name: str, default: int | None, zero_is_off: bool = False) -> int | None:
@@ -745,13 +773,13 @@ class _Reader:
             return None
         if type(value) is not int or not 0 < value < 65536:
             off = " (0 turns it off)" if zero_is_off else ""
-            raise ConfigError(self.key(name), f"expected a port number from 1 to 65535{off}, got {_show(value)}")
+            raise ConfigError(self.key(name), f"expected a port number from 1 to 65535{off}, got {_show(value, self.key(name))}")
         return value
 
     def string_list(self, name: str) -> list[str]:
         value = self.data.get(name, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(self.key(name), f"expected a list of strings [\"...\"], got {_show(value)}")
+            raise ConfigError(self.key(name), f"expected a list of strings [\"...\"], got {_show(value, self.key(name))}")
         return value
 
     def file_path(self, name: str, required: bool) -> Path | None:
@@ -760,13 +788,21 @@ class _Reader:
             if required:
                 raise ConfigError(self.key(name), "missing: expected the path of a file")
             return None
+        if _looks_secret(value) or len(value) > _SHOWN_MAX or "\0" in value:
+            # The content of a key or certificate pasted where its path belongs.
+            raise ConfigError(self.key(name), f"expected the path of a file, got {_show(value)}")
         return (self.base_dir / Path(value).expanduser()).resolve()
 
     def existing_file(self, name: str, required: bool) -> Path | None:
         path = self.file_path(name, required)
-        if path is not None and not path.is_file():
-            what = "is not a file" if path.exists() else "file not found"
-            raise ConfigError(self.key(name), f"{what}: {path}")
+        if path is None:
+            return None
+        try:
+            is_file, exists = path.is_file(), path.exists()
+        except OSError as exc:  # a name too long for the file system, a loop of links
+            raise ConfigError(self.key(name), f"cannot read {path}: {exc.strerror}") from None
+        if not is_file:
+            raise ConfigError(self.key(name), f"{'is not a file' if exists else 'file not found'}: {path}")
         return path
 
     def required_file(self, name: str) -> Path:

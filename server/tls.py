@@ -7,19 +7,80 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+from fleetwire.server.config import ConfigError
+
+
+_KEY_FORMS = "'-----BEGIN PRIVATE KEY-----', 'EC PRIVATE KEY' or 'RSA PRIVATE KEY'"
+
+
+def _read(key: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from None
+
+
+def _certificates(key: str, path: Path, expected: str) -> list[x509.Certificate]:
+    data = _read(key, path)
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certs = []
+    if not certs:
+        hint = " (it holds a private key: are server_cert and server_key swapped?)" if b"PRIVATE KEY" in data else ""
+        raise ConfigError(key, f"{path} holds no PEM certificate; expected {expected}{hint}")
+    return certs
+
+
+def check_tls_files(cert_file: Path, key_file: Path, ca_file: Path | None = None) -> None:
+    """Refuse files OpenSSL would refuse, with the key and the file named.
+
+    OpenSSL's own errors ("PEM lib", "key values mismatch") say neither which setting
+    nor which file is wrong. Nothing read from a file is ever put in a message.
+    """
+    leaf = _certificates("tls.server_cert", cert_file, "'-----BEGIN CERTIFICATE-----' blocks, leaf first")[0]
+    key_data = _read("tls.server_key", key_file)
+    try:
+        private = serialization.load_pem_private_key(key_data, password=None)
+    except TypeError:
+        raise ConfigError("tls.server_key", f"{key_file} is encrypted; the server needs an unencrypted key") from None
+    except (ValueError, UnsupportedAlgorithm):
+        hint = " (it holds a certificate: are server_cert and server_key swapped?)" if b"CERTIFICATE" in key_data else ""
+        raise ConfigError("tls.server_key", f"{key_file} holds no PEM private key; expected {_KEY_FORMS}{hint}") from None
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if private.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(der, spki):
+        raise ConfigError(
+            "tls.server_key", f"{key_file} does not match the certificate in tls.server_cert ({cert_file})"
+        )
+    if ca_file is not None:
+        _certificates("tls.ca_file", ca_file, "the vehicles' CA certificates in PEM (e.g. prod_ca.crt)")
+
 
 def server_context(cert_file: Path, key_file: Path, ca_file: Path) -> ssl.SSLContext:
     """An mTLS server context: TLS 1.2+, a client certificate required and verified.
 
     Python advertises no client-CA names in the CertificateRequest (it never sets the
     list), which is the short list vehicles need: a long list made them withhold their
-    certificate.
+    certificate. Raises ConfigError, naming the setting and the file, for a file that
+    does not load.
     """
+    check_tls_files(cert_file, key_file, ca_file)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cafile=str(ca_file))
-    ctx.load_cert_chain(str(cert_file), str(key_file))
+    try:
+        ctx.load_verify_locations(cafile=str(ca_file))
+    except ssl.SSLError as exc:
+        raise ConfigError("tls.ca_file", f"OpenSSL cannot use {ca_file}: {exc.reason or exc}") from None
+    try:
+        ctx.load_cert_chain(str(cert_file), str(key_file))
+    except ssl.SSLError as exc:
+        raise ConfigError("tls.server_cert", f"OpenSSL cannot use {cert_file} with {key_file}: {exc.reason or exc}") from None
     # No TLS 1.3 session tickets: each costs an encryption and a write per handshake, and
     # ticket keys die with the process, so they cannot speed up the reconnect storm after
     # a restart, the one moment handshake cost matters.
@@ -82,9 +143,12 @@ class CertificateReloader:
             return None
         self._stamps = stamps
         try:
+            check_tls_files(self.cert_file, self.key_file)
             probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             probe.load_cert_chain(str(self.cert_file), str(self.key_file))
             self.ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
-        except (ssl.SSLError, OSError) as exc:
+        except ConfigError as exc:
             return "failed", f"{reason}, but the new pair does not load: {exc}"
+        except (ssl.SSLError, OSError) as exc:
+            return "failed", f"{reason}, but the new pair does not load: {getattr(exc, 'reason', None) or exc}"
         return "reloaded", reason
