@@ -1,8 +1,8 @@
-"""The field catalog: every streamable `Field` with its category, minimum firmware and Semi flag.
+"""The field catalog: every streamable `Field` with its category, minimum firmware and flags.
 
 Built from the generated `Field` enum so it can never disagree with the wire schema; the
-facts the enum cannot carry (plan category, firmware floor, Semi-only) are kept here as
-number ranges. The operator uses it to reject a misspelt or unsupported field before a
+facts the enum cannot carry (plan category, firmware floor, Semi-only, provisional) are
+kept here as number ranges. The operator uses it to reject a misspelt or unsupported field before a
 configuration reaches a vehicle, which would otherwise silently stream nothing for it.
 """
 
@@ -24,6 +24,7 @@ __all__ = [
     "BY_NAME",
     "BY_NUMBER",
     "FIELDS",
+    "PROVISIONAL_NUMBERS",
     "Category",
     "FieldInfo",
     "UnknownFieldError",
@@ -51,7 +52,11 @@ _MIN_FIRMWARE_BY_NUMBERS: tuple[tuple[Iterable[int], str], ...] = (
     ((184, *range(229, 239)), "2024.44.32"),
     (range(239, 258), "2025.2.6"),
     (range(258, 260), "2025.44.25.5"),
+    (range(260, 270), "2026.32"),
 )
+PROVISIONAL_NUMBERS = frozenset(range(270, 278))
+"""Fields whose numbers are not settled upstream (forks number 272 and above differently):
+configurable, but a vehicle may stream them under another number, or not at all."""
 
 _LEADING_VERSION = re.compile(r"\s*v?(\d+(?:\.\d+)*)")
 
@@ -99,6 +104,7 @@ class FieldInfo:
     category: Category
     min_firmware: Version | None
     semi_only: bool
+    provisional: bool = False
 
     def available_on(self, firmware: str) -> bool:
         """Whether a vehicle on `firmware` streams this field."""
@@ -142,6 +148,7 @@ def _build() -> tuple[FieldInfo, ...]:
             category=_category(value.name),
             min_firmware=floors.get(value.number),
             semi_only=value.number in SEMI_ONLY_NUMBERS,
+            provisional=value.number in PROVISIONAL_NUMBERS,
         )
         for value in sorted(vehicle_data_pb2.Field.DESCRIPTOR.values, key=lambda v: v.number)
     )

@@ -24,7 +24,7 @@ from fleetwire.proto.catalog import (
 
 
 def test_catalog_covers_the_field_enum() -> None:
-    assert len(FIELDS) == len(BY_NAME) == len(BY_NUMBER) == 260
+    assert len(FIELDS) == len(BY_NAME) == len(BY_NUMBER) == 278
     for info in FIELDS:
         assert vehicle_data_pb2.Field.Value(info.name) == info.number
     assert [info.number for info in FIELDS] == sorted(BY_NUMBER)
@@ -50,7 +50,8 @@ def test_categories() -> None:
         "DCChargingEnergyIn", "ACChargingEnergyIn", "DCChargingPower", "ACChargingPower",
     }
     assert field_by_name("Soc").category == "Default"
-    assert sum(i.category == "Default" for i in FIELDS) == 260 - 11 - 9
+    assert sum(i.category == "Default" for i in FIELDS) == 278 - 11 - 9
+    assert {i.category for i in FIELDS if i.number >= 260} == {"Default"}
 
 
 @pytest.mark.parametrize(
@@ -74,6 +75,10 @@ def test_categories() -> None:
         (257, (2025, 2, 6)),
         (258, (2025, 44, 25, 5)),
         (259, (2025, 44, 25, 5)),
+        (260, (2026, 32)),
+        (269, (2026, 32)),
+        (270, None),
+        (277, None),
     ],
 )
 def test_min_firmware(number: int, expected: tuple[int, ...] | None) -> None:
@@ -81,7 +86,26 @@ def test_min_firmware(number: int, expected: tuple[int, ...] | None) -> None:
 
 
 def test_min_firmware_counts() -> None:
-    assert sum(i.min_firmware is not None for i in FIELDS) == 7 + 1 + 48 + 11 + 19 + 2
+    assert sum(i.min_firmware is not None for i in FIELDS) == 7 + 1 + 48 + 11 + 19 + 2 + 10
+
+
+def test_provisional_fields() -> None:
+    provisional = [i.name for i in FIELDS if i.provisional]
+    assert provisional == [
+        "Cabin12vPortKeepOn", "Cabin48vPortKeepOn", "AccessoryRail", "PowerTransferStatus",
+        "AutomaticEmergencyBrakingState", "RollingResistanceCoefficient", "LifetimeDcChargeEnergyKwh",
+        "SemiVehicleMassKg",
+    ]
+    assert [field_by_name(n).number for n in provisional] == list(range(270, 278))
+    assert not field_by_name("SemiCruiseSpeedLimitMph").provisional
+    assert validate_field_name("AccessoryRail").provisional  # configurable, with a warning upstream
+
+
+def test_fields_of_firmware_2026_32() -> None:
+    gps = field_by_name("GpsAccuracyMeters")
+    assert (gps.number, gps.min_firmware) == (260, (2026, 32))
+    assert gps.available_on("2026.32.1 abc") and not gps.available_on("2026.20.5")
+    assert field_by_name("SemiCruiseSpeedLimitMph").available_on("2026.32")
 
 
 def test_semi_only() -> None:

@@ -2,14 +2,17 @@
 
 Messages are compared as trees keyed by field number, so the comparison is independent of
 package and module names; byte equality and protobuf-JSON equality are checked as well,
-because backends receive either the re-encoded bytes or the JSON. Tesla's schema may be
-newer than ours: every variant and enum value of ours must match, and records carrying
-Tesla's newer fields must survive our decode/re-encode untouched.
+because backends receive either the re-encoded bytes or the JSON. Against the pinned
+release (`TESLA_PROTOCOL_FLOOR`) the schemas are equal: every Field, Value variant and enum
+value, both ways. A newer release may add more: records carrying those must survive our
+decode/re-encode untouched.
 """
 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import version
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -30,6 +33,8 @@ TOP_LEVEL = [
     ("vehicle_connectivity", "VehicleConnectivity"),
     ("vehicle_metric", "VehicleMetrics"),
 ]
+TESLA_PROTOCOL_FLOOR = (4, 0, 1)
+"""The release whose schema ours equals (late 2026: 278 fields, 56 variants); pyproject pins it."""
 VALUE = OURS["vehicle_data"].Value.DESCRIPTOR
 (VALUE_ONEOF,) = VALUE.oneofs
 VARIANTS: list[FieldDescriptor] = sorted(VALUE_ONEOF.fields, key=lambda f: f.number)
@@ -239,10 +244,61 @@ def test_message_fields_match(ours: Descriptor, theirs: Descriptor) -> None:
             assert other.enum_type.name == field.enum_type.name
 
 
+def _installed() -> tuple[int, ...]:
+    return tuple(int(part) for part in version("tesla-protocol").split(".")[:3] if part.isdigit())
+
+
+def _pinned_release() -> None:
+    if _installed() != TESLA_PROTOCOL_FLOOR:
+        pytest.skip(f"equality holds for tesla-protocol {TESLA_PROTOCOL_FLOOR}, {_installed()} is installed")
+
+
+def test_the_oracle_is_at_least_the_pinned_release() -> None:
+    assert _installed() >= TESLA_PROTOCOL_FLOOR
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert f'"tesla-protocol>={".".join(map(str, TESLA_PROTOCOL_FLOOR))}"' in pyproject
+
+
 @pytest.mark.parametrize("ours,theirs", _enum_pairs(), ids=lambda d: d.full_name)
 def test_enum_values_match(ours: EnumDescriptor, theirs: EnumDescriptor) -> None:
     # Same names as well as numbers: protobuf-JSON carries enum names.
     assert {(v.name, v.number) for v in ours.values} <= {(v.name, v.number) for v in theirs.values}
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_every_enum_and_message_of_the_release_is_ours(stem: str) -> None:
+    """Nothing of the pinned release is missing: every enum value and every message field."""
+    _pinned_release()
+    ours, theirs = OURS[stem].DESCRIPTOR, THEIRS[stem].DESCRIPTOR
+    assert set(ours.enum_types_by_name) == set(theirs.enum_types_by_name)
+    for name, enum in theirs.enum_types_by_name.items():
+        assert {(v.name, v.number) for v in ours.enum_types_by_name[name].values} == {
+            (v.name, v.number) for v in enum.values}, name
+    assert set(ours.message_types_by_name) == set(theirs.message_types_by_name)
+    for name, message in theirs.message_types_by_name.items():
+        assert {(f.name, f.number) for f in ours.message_types_by_name[name].fields} == {
+            (f.name, f.number) for f in message.fields}, name
+
+
+def test_field_enum_and_value_variants_equal_the_release() -> None:
+    _pinned_release()
+    theirs = THEIRS["vehicle_data"]
+    assert [(v.name, v.number) for v in OURS["vehicle_data"].Field.DESCRIPTOR.values] == [
+        (v.name, v.number) for v in theirs.Field.DESCRIPTOR.values]
+    assert len(OURS["vehicle_data"].Field.DESCRIPTOR.values) == 278
+    assert [(f.name, f.number) for f in VARIANTS] == sorted(
+        ((f.name, f.number) for f in theirs.Value.DESCRIPTOR.oneofs[0].fields), key=lambda p: p[1])
+    assert len(VARIANTS) == 56
+
+
+@pytest.mark.parametrize("key", [v.number for v in THEIRS["vehicle_data"].Field.DESCRIPTOR.values])
+def test_every_field_key_reads_the_same_name(key: int) -> None:
+    """Each Field number decodes to the same name on both sides (protobuf-JSON prints it)."""
+    ours = OURS["vehicle_data"].Payload()
+    ours.data.add(key=key).value.int_value = key
+    theirs = THEIRS["vehicle_data"].Payload.FromString(ours.SerializeToString())
+    assert json_format.MessageToDict(theirs) == json_format.MessageToDict(ours)
+    assert THEIRS["vehicle_data"].Field.Name(theirs.data[0].key) == OURS["vehicle_data"].Field.Name(key)
 
 
 # --- every Value variant ------------------------------------------------------------------
@@ -355,3 +411,27 @@ def test_newer_vehicle_fields_survive_our_round_trip() -> None:
     back = theirs_vd.Payload.FromString(ours.SerializeToString())
     back.vin = payload.vin
     assert tree(back) == tree(payload)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def test_numbers_beyond_both_schemas_survive_our_round_trip() -> None:
+    """A Field number and a Value variant no release defines yet (vehicles run ahead of every
+    schema) come back out byte for byte, and both sides still read the known parts."""
+    key, variant, payload_value = 300, 61, 7
+    value = _varint(variant << 3) + _varint(payload_value)
+    datum = _varint(1 << 3) + _varint(key) + _varint(2 << 3 | 2) + _varint(len(value)) + value
+    vin = "5YJ3E1EA7KF000001".encode()
+    original = _varint(1 << 3 | 2) + _varint(len(datum)) + datum + _varint(3 << 3 | 2) + _varint(len(vin)) + vin
+    ours = OURS["vehicle_data"].Payload.FromString(original)
+    assert ours.data[0].key == key and ours.data[0].value.WhichOneof("value") is None
+    assert ours.SerializeToString() == original
+    theirs = THEIRS["vehicle_data"].Payload.FromString(ours.SerializeToString())
+    assert theirs.SerializeToString() == original and theirs.vin == ours.vin
