@@ -36,6 +36,7 @@ class Record:
     message: Any  # the decoded protobuf message
     created_at: float
     received_at: float
+    client_version: str = ""  # the vehicle's `Version` header (metadata `device_client_version`)
     _json: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def json(self) -> bytes:
