@@ -112,11 +112,12 @@ def test_reference_config_loads_with_every_key(certs: Path) -> None:
     assert config.rate_limit.message_interval_time == 30.0
     assert config.mqtt is not None and config.mqtt.qos == 1 and config.mqtt.publish_timeout_ms == 1000
     assert config.mqtt.address() == BrokerAddress("localhost", 1883)
-    assert config.redis is not None and config.redis.addrs == ("redis:6379",) and config.redis.pool == {"pool_size": 10}
-    assert config.kafka == {"bootstrap.servers": "kafka:9092", "queue.buffering.max.messages": 1000000}
-    assert config.kinesis is not None and config.kinesis.streams == {"V": "test_V"}
-    assert config.pubsub is not None and config.pubsub.gcp_project_id == "test-project-id"
-    assert config.zmq is not None and config.zmq.addr == "tcp://*:5284"
+    redis = config.backend("redis")
+    assert redis.addrs == ("redis:6379",) and redis.pool == {"pool_size": 10}
+    assert config.backend("kafka") == {"bootstrap.servers": "kafka:9092", "queue.buffering.max.messages": 1000000}
+    assert config.backend("kinesis").streams == {"V": "test_V"}
+    assert config.backend("pubsub").gcp_project_id == "test-project-id"
+    assert config.backend("zmq").addr == "tcp://*:5284"
     assert config.monitoring.prometheus_metrics_port == 9090
     assert config.monitoring.statsd is not None and config.monitoring.statsd.flush_period == 1000
     assert config.logger.verbose and config.json_log_enable and config.namespace == "tesla_telemetry"
@@ -323,8 +324,8 @@ def test_redis_tls_files_checked_only_when_redis_is_used(certs: Path) -> None:
     data = reference_config()
     data["redis"]["tls"] = {"ca_file": "certs/absent.pem"}
     config, _ = parse_config(data, certs)  # redis is configured but unused
-    assert config.redis is not None and config.redis.tls is not None
-    assert config.redis.tls.ca_file == certs / "certs" / "absent.pem"
+    redis = config.backend("redis")
+    assert redis.tls is not None and redis.tls.ca_file == certs / "certs" / "absent.pem"
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,35 @@
-"""Which dispatchers this build has, and building the ones a configuration uses.
+"""Which backends this build has: their names, their settings, and building them.
 
-A dispatcher named ``x`` is the module ``fleetwire.server.dispatchers.x`` with a
-``create(config: ServerConfig) -> Dispatcher`` function: adding a backend is adding
-that one module (and its test), nothing here.
+A backend named ``x`` is the module ``fleetwire.server.dispatchers.x``, which declares
+
+- ``parse_settings(section: Reader, env: Mapping[str, str], in_use: bool)``: reads the
+  ``"x"`` section of config.json in the reference's shape and returns the backend's
+  settings, raising `ConfigError` that names the key; `in_use` says whether a record
+  type goes to it (files, credentials and the environment are checked only then);
+- ``create(config: ServerConfig) -> Dispatcher``: builds the dispatcher from
+  ``config.backend("x")`` (not started yet).
+
+Adding a backend is adding that one module (and its test): this file names them only.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping, Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from fleetwire.server.config import KNOWN_DISPATCHERS, ConfigError, ServerConfig
 from fleetwire.server.dispatchers.base import Dispatcher, DispatchQueue, QueueObserver
+from fleetwire.strictjson import ConfigError, Reader
+
+if TYPE_CHECKING:
+    from fleetwire.server.config import ServerConfig
+
+BACKENDS: tuple[str, ...] = ("logger", "mqtt", "redis", "kafka", "kinesis", "pubsub", "zmq", "nats")
+"""Dispatcher names a configuration may use, as the reference names them (plus nats)."""
+
+# Backends that work without a section of their own in config.json.
+_SECTION_OPTIONAL = frozenset({"logger"})
 
 
 def _module_name(name: str) -> str:
@@ -19,7 +37,7 @@ def _module_name(name: str) -> str:
 
 
 def _load(name: str) -> ModuleType:
-    if name not in KNOWN_DISPATCHERS:
+    if name not in BACKENDS:
         raise ConfigError("records", f"unknown dispatcher {name!r}")
     return importlib.import_module(_module_name(name))
 
@@ -35,6 +53,28 @@ def unavailable_reason(name: str) -> str | None:
     if not callable(getattr(module, "create", None)):
         return f"module {module.__name__} has no create(config) function"
     return None
+
+
+def parse_backend_settings(
+    root: Reader, users: Mapping[str, Sequence[str]], env: Mapping[str, str]
+) -> dict[str, Any]:
+    """Each present backend section, read by its own module; `users` maps each backend in
+    use to the record types that go to it, whose section must be there unless it needs none."""
+    settings: dict[str, Any] = {}
+    for name in BACKENDS:
+        if name not in root.data:
+            if name in users and name not in _SECTION_OPTIONAL:
+                raise ConfigError(name, f"missing: records of type {', '.join(users[name])} go to the "
+                                  f"'{name}' dispatcher, which needs a \"{name}\" section")
+            continue
+        try:
+            module = _load(name)
+        except ModuleNotFoundError:
+            continue  # reported by `unavailable_reason` if the backend is used
+        parse = getattr(module, "parse_settings", None)
+        if parse is not None:
+            settings[name] = parse(root.section(name), env, name in users)
+    return settings
 
 
 def build_dispatchers(config: ServerConfig) -> dict[str, Dispatcher]:
