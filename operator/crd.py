@@ -4,9 +4,10 @@ Everything that names the resource (group, version, plural, kind) and its schema
 here, so the chart's YAML (`scripts/render_crd.py`), the kopf handlers and the tests can
 never disagree. The schema refuses what the API server can check on its own (types,
 ranges, patterns, one certificate mode); `fleetwire.operator.spec` repeats those checks
-in Python and adds what a schema cannot express (field names from the catalog, which
-certificate mode was given twice), so a cluster without schema validation still gets
-an error a user can act on.
+in Python and adds what a schema cannot express (the closest catalog name to a misspelt
+field, which certificate mode was given twice), so a cluster without schema validation
+still gets an error a user can act on. Field names and per-field rules come from the
+field catalog, so the CRD follows the wire schema whenever it grows.
 
 Kopf's peering resources (`KopfPeering`, `ClusterKopfPeering`) are built here too: two
 operator replicas coordinate through them, and the chart installs them with ours.
@@ -15,6 +16,8 @@ operator replicas coordinate through them, and the chart installs them with ours
 from __future__ import annotations
 
 from typing import Any
+
+from fleetwire.proto import catalog
 
 __all__ = [
     "ALERT_TYPES_HINT",
@@ -226,6 +229,44 @@ def _fleet_api_schema() -> dict[str, Any]:
     )
 
 
+def _fields_schema(field_config: dict[str, Any]) -> dict[str, Any]:
+    """The `fields` map: names from the catalog, floors of `minimum_delta` where one applies.
+
+    The names are checked by a CEL rule rather than by listing each as a property: a listed
+    schema makes the API server drop an unknown name silently (or only warn), where the rule
+    refuses it. `maxProperties` bounds the rule's cost, which the API server estimates.
+    """
+    names = [info.name for info in catalog.FIELDS if info.number != 0]
+    rules: list[dict[str, str]] = [{
+        "rule": "self.all(name, name in [" + ", ".join(f"'{name}'" for name in names) + "])",
+        "message": "unknown field name: fields must be Field names of vehicle_data.proto "
+                   "(the SpecValid condition names the closest one)",
+    }]
+    for name, floor in sorted(catalog.MINIMUM_DELTA_FLOORS.items()):
+        rules.append({
+            "rule": f"!('{name}' in self) || (has(self.{name}.minimum_delta) "
+                    f"&& self.{name}.minimum_delta >= {float(floor)!r})",
+            "message": f"{name} needs minimum_delta of at least {floor:g}",
+        })
+    newest = max((info.min_firmware for info in catalog.FIELDS if info.min_firmware), default=None)
+    provisional = [info.number for info in catalog.FIELDS if info.provisional]
+    notes = []
+    if newest is not None:
+        latest = [info.number for info in catalog.FIELDS if info.min_firmware == newest]
+        notes.append(f"{min(latest)}-{max(latest)} need firmware {'.'.join(map(str, newest))}")
+    if provisional:
+        notes.append(f"{min(provisional)}-{max(provisional)} are provisional (numbers may change)")
+    return {
+        "type": "object",
+        "description": "Field name (vehicle_data.proto Field enum) → how often to send it. A vehicle whose "
+                       "firmware is older than a field's minimum never sends it (`fleetwire vehicles` lists "
+                       f"them); {'; '.join(notes)}.",
+        "additionalProperties": field_config,
+        "maxProperties": len(names),
+        "x-kubernetes-validations": rules,
+    }
+
+
 def _spec_schema() -> dict[str, Any]:
     field_config = _object(
         "How often the vehicle sends this field.",
@@ -249,11 +290,7 @@ def _spec_schema() -> dict[str, Any]:
             "vehicles": {"type": "array", "description": "VINs to configure.",
                          "items": _string("VIN (17 characters).", pattern=VIN_PATTERN),
                          "x-kubernetes-list-type": "set"},
-            "fields": {
-                "type": "object",
-                "description": "Field name (vehicle_data.proto Field enum) → how often to send it.",
-                "additionalProperties": field_config,
-            },
+            "fields": _fields_schema(field_config),
             "alertTypes": {"type": "array", "description": f"Alert types to stream, e.g. {ALERT_TYPES_HINT}.",
                            "items": {"type": "string", "minLength": 1}, "x-kubernetes-list-type": "set"},
             "exp": _integer("Days until the pushed configuration expires on the vehicles.", minimum=1),

@@ -7,6 +7,9 @@ with its dotted path and the expected form, e.g.
 ``spec.fields.VehicleSpede: unknown field (did you mean 'VehicleSpeed'?)``. The handlers
 put that text into the resource's `SpecValid` condition, where `kubectl describe` shows it.
 
+What is accepted but deserves a word (a provisional field, whose number may still change)
+is not an error: it comes back in `FleetTelemetrySpec.warnings`, with its path.
+
 `desired_vehicle_config` is a pure function from a parsed spec and the `ca` PEM to the
 config object pushed through the Fleet API, in the key names vehicles expect.
 """
@@ -17,7 +20,7 @@ import difflib
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
@@ -202,6 +205,9 @@ class FleetTelemetrySpec:
     exp_days: int | None = None
     delivery_policy: str | None = None
     fleet_api: FleetApiSpec | None = None
+    warnings: tuple[tuple[str, str], ...] = ()
+    """(dotted path, message) of what is accepted but may not behave as hoped, e.g. a
+    provisional field: for the user to read beside the SpecValid condition, never a reason to refuse."""
 
 
 # -- parsing -----------------------------------------------------------------------------
@@ -231,9 +237,14 @@ class _Parser:
 
     def __init__(self) -> None:
         self.problems: list[tuple[str, str]] = []
+        self.warnings: list[tuple[str, str]] = []
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append((path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        """Something the operator acts on but the user should know (not an error)."""
+        self.warnings.append((path, message))
 
     def mapping(self, value: Any, path: str) -> Mapping[str, Any] | None:
         if value is None:
@@ -570,7 +581,7 @@ class _Parser:
         for name in sorted(data, key=str):
             where = f"{path}.{name}"
             try:
-                catalog.validate_field_name(str(name))
+                info = catalog.validate_field_name(str(name))
             except catalog.UnknownFieldError as exc:
                 info = catalog.BY_NAME.get(str(name))
                 if info is not None and info.number == 0:
@@ -587,10 +598,24 @@ class _Parser:
             self.known(config, where, ["interval_seconds", "minimum_delta", "resend_interval_seconds"])
             interval = self.integer(config, "interval_seconds", where, required=True, minimum=1, unit="seconds")
             delta = self.number(config, "minimum_delta", where, minimum=0)
+            if info.min_delta is not None and (delta is not None or "minimum_delta" not in config):
+                delta = self.delta_floor(delta, info.min_delta, f"{where}.minimum_delta")
             resend = self.integer(config, "resend_interval_seconds", where, minimum=1, unit="seconds")
+            if info.provisional:
+                self.warn(where, f"provisional field (number {info.number}): its number may still change, "
+                          "so vehicles may stream it under another number or not at all")
             if interval is not None:
                 out[str(name)] = FieldConfig(interval, delta, resend)
         return MappingProxyType(out)
+
+    def delta_floor(self, delta: int | float | None, floor: float, where: str) -> int | float | None:
+        """A field whose `minimum_delta` the vehicles require, and require to be at least `floor`."""
+        if delta is None:
+            self.fail(where, f"required for this field: a number of at least {floor:g} (vehicles refuse a smaller one)")
+        elif delta < floor:
+            self.fail(where, f"must be at least {floor:g} for this field, not {delta:g} (vehicles refuse a smaller one)")
+            return None
+        return delta
 
     def fleet_api(self, data: Mapping[str, Any]) -> FleetApiSpec | None:
         path = "spec.fleetApi"
@@ -634,7 +659,7 @@ def parse_spec(spec: Mapping[str, Any]) -> FleetTelemetrySpec:
     if parser.problems or parsed is None:
         problems = parser.problems or [("spec", "invalid")]
         raise SpecError(problems[0][0], problems[0][1], problems)
-    return parsed
+    return replace(parsed, warnings=tuple(parser.warnings)) if parser.warnings else parsed
 
 
 # -- the config pushed to vehicles -------------------------------------------------------

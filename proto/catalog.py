@@ -24,6 +24,7 @@ __all__ = [
     "BY_NAME",
     "BY_NUMBER",
     "FIELDS",
+    "MINIMUM_DELTA_FLOORS",
     "PROVISIONAL_NUMBERS",
     "Category",
     "FieldInfo",
@@ -57,6 +58,9 @@ _MIN_FIRMWARE_BY_NUMBERS: tuple[tuple[Iterable[int], str], ...] = (
 PROVISIONAL_NUMBERS = frozenset(range(270, 278))
 """Fields whose numbers are not settled upstream (forks number 272 and above differently):
 configurable, but a vehicle may stream them under another number, or not at all."""
+MINIMUM_DELTA_FLOORS: Mapping[str, float] = MappingProxyType({"SelfDrivingMilesSinceReset": 1})
+"""Fields whose configuration must carry a `minimum_delta` of at least this much: the
+vehicles refuse a config without it."""
 
 _LEADING_VERSION = re.compile(r"\s*v?(\d+(?:\.\d+)*)")
 
@@ -105,6 +109,7 @@ class FieldInfo:
     min_firmware: Version | None
     semi_only: bool
     provisional: bool = False
+    min_delta: float | None = None  # a required minimum_delta floor (MINIMUM_DELTA_FLOORS)
 
     def available_on(self, firmware: str) -> bool:
         """Whether a vehicle on `firmware` streams this field."""
@@ -149,6 +154,7 @@ def _build() -> tuple[FieldInfo, ...]:
             min_firmware=floors.get(value.number),
             semi_only=value.number in SEMI_ONLY_NUMBERS,
             provisional=value.number in PROVISIONAL_NUMBERS,
+            min_delta=MINIMUM_DELTA_FLOORS.get(value.name),
         )
         for value in sorted(vehicle_data_pb2.Field.DESCRIPTOR.values, key=lambda v: v.number)
     )

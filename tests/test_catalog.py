@@ -101,6 +101,10 @@ def test_provisional_fields() -> None:
     assert validate_field_name("AccessoryRail").provisional  # configurable, with a warning upstream
 
 
+def test_minimum_delta_floor() -> None:
+    assert {i.name: i.min_delta for i in FIELDS if i.min_delta is not None} == {"SelfDrivingMilesSinceReset": 1}
+
+
 def test_fields_of_firmware_2026_32() -> None:
     gps = field_by_name("GpsAccuracyMeters")
     assert (gps.number, gps.min_firmware) == (260, (2026, 32))

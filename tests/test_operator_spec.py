@@ -127,7 +127,15 @@ EXAMPLES: list[tuple[str, dict[str, Any], bool, bool, str]] = [
     # The schema cannot know the field catalog: only the parser refuses.
     ("misspelt-field", with_change("fields.VehicleSpede", {"interval_seconds": 1}), False, True,
      "spec.fields.VehicleSpede"),
+    ("self-driving-miles-delta-one", with_change("fields.SelfDrivingMilesSinceReset",
+                                                 {"interval_seconds": 60, "minimum_delta": 1}), True, True, ""),
+    ("provisional-field", with_change("fields.AccessoryRail", {"interval_seconds": 60}), True, True, ""),
     # CEL rules (x-kubernetes-validations) the API server evaluates; JSON Schema skips them.
+    ("self-driving-miles-without-delta", with_change("fields.SelfDrivingMilesSinceReset", {"interval_seconds": 60}),
+     False, True, "spec.fields.SelfDrivingMilesSinceReset.minimum_delta"),
+    ("self-driving-miles-small-delta", with_change("fields.SelfDrivingMilesSinceReset",
+                                                   {"interval_seconds": 60, "minimum_delta": 0.5}),
+     False, True, "spec.fields.SelfDrivingMilesSinceReset.minimum_delta"),
     ("dns01-without-settings", with_change("certificate.acme", {"challenge": "dns01"}), False, True,
      "spec.certificate.acme.dns01"),
     ("leaf-outlives-ca", minimal(certificate={"privateCA": {"validityDays": 30, "leafValidityDays": 60}}),
@@ -169,6 +177,39 @@ def test_rules_json_schema_cannot_check_are_cel_rules() -> None:
     assert "self.leafValidityDays <= self.validityDays" in rules
     assert "has(self.signingKeySecretRef) || has(self.proxyUrl)" in rules
     assert "!has(self.vehicles) || size(self.vehicles) == 0 || has(self.fleetApi)" in rules
+    assert ("!('SelfDrivingMilesSinceReset' in self) || (has(self.SelfDrivingMilesSinceReset.minimum_delta) "
+            "&& self.SelfDrivingMilesSinceReset.minimum_delta >= 1.0)") in rules
+
+
+def test_crd_field_names_follow_the_catalog() -> None:
+    """The API server refuses a name the catalog lacks; the map is bounded so the rule's cost is."""
+    fields = SPEC_SCHEMA["properties"]["fields"]
+    configurable = [info.name for info in catalog.FIELDS if info.number != 0]
+    assert fields["maxProperties"] == len(configurable) == 277
+    (rule,) = [r for r in fields["x-kubernetes-validations"] if r["rule"].startswith("self.all(")]
+    listed = rule["rule"].removeprefix("self.all(name, name in [").removesuffix("])")
+    assert [name.strip("'") for name in listed.split(", ")] == configurable
+    assert "Unknown" not in listed.split(", ") and "SpecValid" in rule["message"]
+    assert "provisional" in fields["description"] and "2026.32" in fields["description"]
+
+
+def test_crd_cel_rules_decide_as_the_parser_does() -> None:
+    """Evaluated with cel-python where it is installed (the API server runs the same rules)."""
+    celpy = pytest.importorskip("celpy")
+    fields = SPEC_SCHEMA["properties"]["fields"]
+    environment = celpy.Environment()
+    programs = [environment.program(environment.compile(r["rule"])) for r in fields["x-kubernetes-validations"]]
+    cases = [
+        ({"VehicleSpeed": {"interval_seconds": 1}}, True),
+        ({"VehicleSpede": {"interval_seconds": 1}}, False),
+        ({"Unknown": {"interval_seconds": 1}}, False),
+        ({"SelfDrivingMilesSinceReset": {"interval_seconds": 1}}, False),
+        ({"SelfDrivingMilesSinceReset": {"interval_seconds": 1, "minimum_delta": 0.5}}, False),
+        ({"SelfDrivingMilesSinceReset": {"interval_seconds": 1, "minimum_delta": 1.0}}, True),
+    ]
+    for value, accepted in cases:
+        activation = {"self": celpy.json_to_cel(value)}
+        assert all(bool(p.evaluate(activation)) for p in programs) == accepted, value
 
 
 _FORBIDDEN_IN_JUNCTORS = {"type", "description", "default", "additionalProperties", "nullable", "properties", "items"}
@@ -299,8 +340,37 @@ def test_full_spec_is_parsed_in_full() -> None:
 
 def test_every_catalog_field_is_accepted() -> None:
     names = [info.name for info in catalog.FIELDS if info.number != 0]
-    parsed = parse_spec(minimal(fields={name: {"interval_seconds": 60} for name in names}))
+    parsed = parse_spec(minimal(fields={name: {"interval_seconds": 60, "minimum_delta": 1} for name in names}))
     assert sorted(parsed.fields) == sorted(names)
+    assert len(names) == 277
+
+
+def test_self_driving_miles_needs_a_minimum_delta_of_one() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(minimal(fields={"SelfDrivingMilesSinceReset": {"interval_seconds": 60}}))
+    assert str(caught.value) == ("spec.fields.SelfDrivingMilesSinceReset.minimum_delta: required for this field: "
+                                 "a number of at least 1 (vehicles refuse a smaller one)")
+    with pytest.raises(SpecError) as caught:
+        parse_spec(minimal(fields={"SelfDrivingMilesSinceReset": {"interval_seconds": 60, "minimum_delta": 0.5}}))
+    assert str(caught.value) == ("spec.fields.SelfDrivingMilesSinceReset.minimum_delta: must be at least 1 for "
+                                 "this field, not 0.5 (vehicles refuse a smaller one)")
+    parsed = parse_spec(minimal(fields={"SelfDrivingMilesSinceReset": {"interval_seconds": 60, "minimum_delta": 1}}))
+    assert parsed.fields["SelfDrivingMilesSinceReset"].minimum_delta == 1
+    parse_spec(minimal(fields={"MilesSinceReset": {"interval_seconds": 60}}))  # only that field
+
+
+def test_provisional_fields_are_accepted_with_a_warning() -> None:
+    parsed = parse_spec(minimal(fields={"AccessoryRail": {"interval_seconds": 60},
+                                        "PowerTransferStatus": {"interval_seconds": 60},
+                                        "GpsAccuracyMeters": {"interval_seconds": 60}}))
+    assert sorted(parsed.fields) == ["AccessoryRail", "GpsAccuracyMeters", "PowerTransferStatus"]
+    assert parsed.warnings == (
+        ("spec.fields.AccessoryRail", "provisional field (number 272): its number may still change, so "
+         "vehicles may stream it under another number or not at all"),
+        ("spec.fields.PowerTransferStatus", "provisional field (number 273): its number may still change, so "
+         "vehicles may stream it under another number or not at all"),
+    )
+    assert parse_spec(minimal(fields={"Soc": {"interval_seconds": 60}})).warnings == ()
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("720h", 2_592_000), ("1h30m", 5400), ("90s", 90), ("250ms", 0.25),
