@@ -11,8 +11,9 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +81,18 @@ def suggest(word: str, candidates: Iterable[str]) -> str:
 class Reader:
     """Typed access to one JSON object of the configuration, with dotted-path errors."""
 
-    __slots__ = ("data", "path", "warnings", "base_dir")
+    __slots__ = ("data", "path", "warnings", "base_dir", "env")
 
-    def __init__(self, data: Any, path: str, warnings: list[str], base_dir: Path) -> None:
+    def __init__(
+        self, data: Any, path: str, warnings: list[str], base_dir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         if not isinstance(data, dict):
             raise ConfigError(path, f"expected an object {{...}}, got {show(data)}")
         self.data: dict[str, Any] = data
         self.path = path
         self.warnings = warnings
         self.base_dir = base_dir
+        self.env: Mapping[str, str] = os.environ if env is None else env
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
@@ -105,7 +109,7 @@ class Reader:
             if required:
                 raise ConfigError(self.key(name), "missing: expected an object {...}")
             value = {}
-        return Reader(value, self.key(name), self.warnings, self.base_dir)
+        return Reader(value, self.key(name), self.warnings, self.base_dir, self.env)
 
     def string(self, name: str, default: str) -> str:
         value = self.data.get(name, default)
@@ -163,7 +167,36 @@ class Reader:
             raise ConfigError(self.key(name), f"expected a list of strings [\"...\"], got {show(value, self.key(name))}")
         return value
 
+    def secret(self, name: str, default: str = "") -> str:
+        """A credential: written in place (as the reference has it), or kept out of the file
+        as `{"file": "<path>"}` (a mounted Kubernetes Secret; one trailing newline dropped)
+        or `{"env": "<VARIABLE>"}`. Never echoed in an error."""
+        value = self.data.get(name, default)
+        if isinstance(value, str):
+            return value
+        key = self.key(name)
+        source = Reader(value, key, self.warnings, self.base_dir, self.env) if isinstance(value, dict) else None
+        if source is None or len(source.data) != 1 or not source.data.keys() <= {"file", "env"}:
+            raise ConfigError(key, 'expected a string, {"file": "<path>"} or {"env": "<VARIABLE>"}, '
+                              f"got {show(value, key)}")
+        if "env" in source.data:
+            variable = source.string("env", "")
+            if variable not in self.env:
+                raise ConfigError(key, f"the environment variable {variable!r} it names is not set")
+            return self.env[variable]
+        path = source.existing_file("file", required=True)
+        assert path is not None
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(key, f"cannot read {path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+        return text[:-1] if text.endswith("\n") else text
+
     def file_path(self, name: str, required: bool) -> Path | None:
+        """A path, relative to the file's folder; `{"file": "<path>"}` means the same."""
+        value = self.data.get(name, "")
+        if isinstance(value, dict) and set(value) == {"file"}:
+            return Reader(value, self.key(name), self.warnings, self.base_dir, self.env).file_path("file", required)
         value = self.string(name, "")
         if not value:
             if required:

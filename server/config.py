@@ -22,7 +22,6 @@ Each backend's own section is read by its module (see `dispatchers.registry`).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,7 +224,7 @@ def parse_config(
 
     `env` is the environment some backends read (default: the process's).
     """
-    root = Reader(data, "", [], base_dir)
+    root = Reader(data, "", [], base_dir, env)
     root.known(_TOP_LEVEL_KEYS)
     warnings = root.warnings
 
@@ -253,7 +252,7 @@ def parse_config(
     for record_type, names in records.items():
         for name in names:
             users.setdefault(name, []).append(record_type)
-    backends = parse_backend_settings(root, users, os.environ if env is None else env)
+    backends = parse_backend_settings(root, users, root.env)
     mqtt = _mqtt(root) if "mqtt" in root.data else None
     if mqtt is not None and not mqtt.topic_base:
         warnings.append("mqtt.topic_base: empty, so topics start with '/' (as in the reference server); "
@@ -430,7 +429,7 @@ def _mqtt(root: Reader) -> MqttConfig:
         broker=broker,
         client_id=s.string("client_id", ""),
         username=s.string("username", ""),
-        password=s.string("password", ""),
+        password=s.secret("password"),
         topic_base=s.string("topic_base", "").rstrip("/"),
         qos=qos,
         retained=s.boolean("retained", False),

@@ -149,3 +149,34 @@ def test_bad_certificate_files_stop_serve_with_a_clear_error(
     assert str(tmp_path / filename) in lines[0]
     for fragment in _key_fragments(leaf):
         assert fragment not in result.stderr
+
+
+def test_a_credential_can_stay_out_of_the_file(tmp_path: Path) -> None:
+    """`{"file": ...}` (a mounted Secret) or `{"env": ...}` instead of the password itself."""
+    _placeholders(tmp_path)
+    (tmp_path / "mqtt-password").write_text("s3cret-from-a-secret\n")
+    data = _config(tmp_path)
+    data["records"] = {"V": ["mqtt"]}
+    data["mqtt"] = {"broker": "localhost:1883", "password": {"file": "mqtt-password"}}
+    config, _ = parse_config(data, tmp_path)
+    assert config.mqtt is not None and config.mqtt.password == "s3cret-from-a-secret"
+
+    data["mqtt"]["password"] = {"env": "BROKER_PASSWORD"}
+    config, _ = parse_config(data, tmp_path, env={"BROKER_PASSWORD": "from-env"})
+    assert config.mqtt is not None and config.mqtt.password == "from-env"
+
+    error = _error(data, tmp_path)  # parse_config's default env is the process's, without it
+    assert error.key == "mqtt.password" and "'BROKER_PASSWORD'" in str(error) and "not set" in str(error)
+
+    data["mqtt"]["password"] = {"file": "absent"}
+    assert _error(data, tmp_path).key == "mqtt.password.file"
+    data["mqtt"]["password"] = {"value": "hunter2-secret"}
+    error = _error(data, tmp_path)
+    assert error.key == "mqtt.password" and "hunter2" not in str(error) and '{"file": "<path>"}' in str(error)
+
+
+def test_a_path_may_be_written_as_a_file_reference(tmp_path: Path) -> None:
+    _placeholders(tmp_path)
+    data = _config(tmp_path, ca_file={"file": "ca.pem"})
+    config, _ = parse_config(data, tmp_path)
+    assert config.tls.ca_file == tmp_path / "ca.pem"
