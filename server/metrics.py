@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fleetwire.server.dispatchers.base import Record
+from fleetwire.server.dispatchers.base import Record, render_problems
 
 
 class ServerMetrics:
@@ -88,6 +88,14 @@ class _HotCounters(Collector):
                 family.add_metric([value], count)
             yield family
         yield CounterMetricFamily("fleetwire_acks", "Acks sent to vehicles", value=m.acks)
+        unrenderable = CounterMetricFamily(
+            "fleetwire_records_unrenderable",
+            "Records a dispatcher published with values it could not render printed raw",
+            labels=["record_type", "dispatcher"],
+        )
+        for (record_type, dispatcher), count in list(render_problems.counts.items()):
+            unrenderable.add_metric([record_type, dispatcher], count)
+        yield unrenderable
 
 
 class QueueMetrics:
