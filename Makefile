@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python -P
 SCRIPT := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the test suite starts for real: ACME server, brokers, schema compiler.
-SYSTEM_PACKAGES := pebble mosquitto redis-server nats-server flatbuffers-compiler
+# Debian packages the test suite starts for real: ACME server, brokers, schema compiler, and
+# bubblewrap, which gives the kubelet stand-in's pods their own view of the filesystem.
+SYSTEM_PACKAGES := pebble mosquitto redis-server nats-server flatbuffers-compiler bubblewrap
 
 .PHONY: demo test test-fast bench system-deps venv generate clean
 
