@@ -6,7 +6,9 @@ in the benchmark and in unit tests. A pass (`reconcile`) does, in order:
 
 1. pre-flight: `fleet_status` (at most 100 VINs a call) for vehicles never seen and for
    skipped ones whose re-check is due, so unpaired or outdated vehicles are not pushed
-   (every answered call is billed, refusals included);
+   (every answered call is billed, refusals included). Its firmware versions tell which
+   configured fields each vehicle is too old to send (`fields_too_new`); those vehicles are
+   re-checked on the same schedule, so an update clears the flag;
 2. push: `push_reason` for every vehicle; the desired config is signed once (Tesla.SS256
    with the app's key, or sent unsigned to the user's tesla-http-proxy) and pushed in
    batches, with at most `concurrency` Fleet API calls in flight;
@@ -60,6 +62,7 @@ from fleetwire.operator.vehicles import (
     VehicleRecord,
     ca_fingerprint,
     cleared,
+    count_too_new,
     counts,
     current_error,
     error_time,
@@ -75,6 +78,7 @@ from fleetwire.operator.vehicles import (
     refused,
     vehicles_condition,
     with_error,
+    with_firmware,
 )
 
 __all__ = [
@@ -374,14 +378,16 @@ class PassResult:
     pushed: Mapping[str, int] = field(default_factory=dict)  # reason → vehicles pushed in this pass
     problem: str | None = None  # a Fleet API failure this pass (also in the condition's message)
     shards: tuple[str, ...] = ()
+    too_new: int = 0  # vehicles taking the config whose firmware is too old for some of its fields
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
     def status(self) -> dict[str, Any]:
-        """`status.vehicles`: counts per state, the last push, the `ca` pushed, where the records are."""
-        out: dict[str, Any] = {"desired": self.total, **dict(self.counts)}
+        """`status.vehicles`: counts per state and of vehicles missing fields for their firmware,
+        the last push, the `ca` pushed, where the records are."""
+        out: dict[str, Any] = {"desired": self.total, **dict(self.counts), "fieldsTooNew": self.too_new}
         if self.last_push is not None:
             out["lastPush"] = _rfc3339(self.last_push)
         if self.ca_fingerprint:
@@ -441,6 +447,8 @@ class VehicleReconciler:
         self._signed: tuple[str, str] | None = None  # (canonical desired, token)
         self._last_push: float | None = None
         self._problem: str | None = None
+        self._fields: frozenset[str] | None = None  # the desired config's fields (None: not seen yet)
+        self._firmware_asked: set[str] = set()  # asked `fleet_status` for a firmware this run
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -486,7 +494,7 @@ class VehicleReconciler:
         """The result reported while an input is missing: nothing pushed, the reason shown."""
         condition = Condition(VEHICLES_CONFIGURED, "False", "WaitingForInputs", why)
         return PassResult(counts(self.records.values()), condition, retry, last_push=self._last_push,
-                          shards=tuple(self.store.names))
+                          shards=tuple(self.store.names), too_new=count_too_new(self.records.values()))
 
     # ---- one pass -----------------------------------------------------------------------
 
@@ -514,6 +522,7 @@ class VehicleReconciler:
         wanted = list(dict.fromkeys(spec.vehicles))
         keep = set(wanted)
         await self._forget([vin for vin in self.records if vin not in keep], changed)
+        self._follow_fields(frozenset(spec.fields), changed)
         await self._preflight(wanted, changed)
         now = self.clock()
         desired = desired_vehicle_config(spec, ca_pem, issued_at=now)
@@ -542,7 +551,8 @@ class VehicleReconciler:
             due.append(max(now, self._push_retry_at))
         next_in = min(self.settings.idle, max(0.05, min(due) - now))
         return PassResult(counts(self.records.values()), condition, next_in, ca_fingerprint(ca_pem),
-                          self._last_push, dict(pushed_now), self._problem, tuple(self.store.names))
+                          self._last_push, dict(pushed_now), self._problem, tuple(self.store.names),
+                          count_too_new(self.records.values()))
 
     def _fail(self, what: str, exc: FleetApiError) -> None:
         self._problem = f"{what}: {exc}"
@@ -584,31 +594,57 @@ class VehicleReconciler:
             for table in (self._due, self._unsynced_seen, self._recheck_at):
                 table.pop(vin, None)
             self._batch_of.pop(vin, None)
+            self._firmware_asked.discard(vin)
 
         await self._each(vins, remove)
 
     # ---- pre-flight ---------------------------------------------------------------------
+
+    def _follow_fields(self, fields: frozenset[str], changed: set[str]) -> None:
+        """The desired fields changed: every record's fields-too-new is recomputed from the
+        firmware it already knows (no call: the firmware did not change with the spec)."""
+        if fields == self._fields:  # the first pass always recomputes: the spec may have changed meanwhile
+            return
+        self._fields = fields
+        for record in list(self.records.values()):
+            self._set(with_firmware(record, None, fields), changed)
 
     async def _preflight(self, wanted: Sequence[str], changed: set[str]) -> None:
         now = self.clock()
         todo = [vin for vin in wanted if vin not in self.records or (
             self.records[vin].state == SKIPPED and self.records[vin].skip != "max_configs"
             and self._recheck_at.get(vin, 0.0) <= now)]
-        if not todo:
-            return
-        batches = [todo[i:i + self.settings.status_batch] for i in range(0, len(todo), self.settings.status_batch)]
-        await self._each(batches, lambda batch: self._status(batch, changed))
+        chosen = set(todo)
+        # Only the firmware is asked for: records from before it was kept (once), and vehicles
+        # whose firmware is too old for a configured field (as often as a skip is re-checked).
+        firmware = [vin for vin in wanted if vin not in chosen and (record := self.records.get(vin)) is not None
+                    and record.state != SKIPPED and (
+                        (not record.firmware and vin not in self._firmware_asked)
+                        or (record.too_new and self._recheck_at.get(vin, 0.0) <= now))]
+        size = self.settings.status_batch
+        batches = [(todo[i:i + size], False) for i in range(0, len(todo), size)]
+        batches += [(firmware[i:i + size], True) for i in range(0, len(firmware), size)]
+        if batches:
+            await self._each(batches, lambda batch: self._status(batch[0], changed, firmware_only=batch[1]))
 
-    async def _status(self, vins: Sequence[str], changed: set[str]) -> None:
+    async def _status(self, vins: Sequence[str], changed: set[str], *, firmware_only: bool = False) -> None:
         """fleet_status for `vins`; a VIN the API does not know fails the whole call, so a
-        failing batch is halved until the unknown VINs stand alone."""
+        failing batch is halved until the unknown VINs stand alone. With `firmware_only`, the
+        answer updates the vehicles' firmware and nothing else (they already took a config)."""
+        self._firmware_asked.update(vins)
         try:
             status = await self._call(self.api.fleet_status(vins))
         except FleetApiError as exc:
             if exc.status == 404 and len(vins) > 1:
                 half = len(vins) // 2
-                await self._status(vins[:half], changed)
-                await self._status(vins[half:], changed)
+                await self._status(vins[:half], changed, firmware_only=firmware_only)
+                await self._status(vins[half:], changed, firmware_only=firmware_only)
+                return
+            if firmware_only:
+                if exc.status != 404:
+                    self._fail("fleet_status", exc)
+                for vin in vins:
+                    self._recheck_at[vin] = self.clock() + self._spread(self.settings.recheck_every)
                 return
             if exc.status == 404:
                 self._set(refused(self.records.get(vins[0]), vins[0], "unknown_vehicle"), changed)
@@ -623,16 +659,28 @@ class VehicleReconciler:
         now = self.clock()
         for vin in vins:
             info = status.vehicle_info.get(vin)
+            firmware = info.firmware_version if info is not None else None
+            if firmware_only:
+                record = with_firmware(self.records[vin], firmware, self._fields or ())
+                self._set(record, changed)
+                if record.too_new:
+                    self._recheck_at[vin] = now + self._spread(self.settings.recheck_every)
+                else:
+                    self._recheck_at.pop(vin, None)
+                continue
             legacy_sx = info is not None and info.vehicle_command_protocol_required is False
             skip = preflight(vin, vin in paired, info, model_year_legacy_sx=legacy_sx)
             record = self.records.get(vin)
             if skip is not None:
-                self._set(refused(record, vin, skip), changed)
+                self._set(with_firmware(refused(record, vin, skip), firmware, self._fields or ()), changed)
                 self._recheck_at[vin] = now + self._spread(self.settings.recheck_every)
-            elif record is None:
-                self._set(VehicleRecord(vin), changed)
+                continue
+            record = with_firmware(recheck_passed(record) if record is not None else VehicleRecord(vin), firmware,
+                                   self._fields or ())
+            self._set(record, changed)
+            if record.too_new:
+                self._recheck_at[vin] = now + self._spread(self.settings.recheck_every)
             else:
-                self._set(recheck_passed(record), changed)
                 self._recheck_at.pop(vin, None)
 
     # ---- push ---------------------------------------------------------------------------

@@ -345,6 +345,10 @@ def _status_schema() -> dict[str, Any]:
                     "pushed": _integer("Vehicles the API accepted the config for, not synced yet."),
                     "skipped": _integer("Vehicles that cannot take the config (unpaired key, firmware, slots)."),
                     "failing": _integer("Applied, but the vehicle reports errors (TLS to the server, signature)."),
+                    "fieldsTooNew": _integer(
+                        "Vehicles taking the config whose firmware (from fleet_status) is too old to send some "
+                        "of its fields: those fields never arrive until the vehicle updates "
+                        "(`fleetwire vehicles <name>` lists them per vehicle)."),
                     "lastPush": _string("When a config was last pushed.", format="date-time"),
                     "caFingerprint": _string(
                         "Chain fingerprint of the `ca` the desired config carries "

@@ -13,12 +13,13 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from fleetwire.operator.fleetapi import VehicleConfigState, VehicleInfo
 from fleetwire.operator.reconcile import Condition
 from fleetwire.pki import chain_fingerprint
-from fleetwire.proto.catalog import firmware_at_least
+from fleetwire.proto.catalog import BY_NAME, BY_NUMBER, firmware_at_least, parse_firmware
 
 MIN_FIRMWARE = "2024.26"
 # Pre-2021 Model S/X need this firmware to stream at all, and then the owner's opt-in.
@@ -91,14 +92,44 @@ class VehicleRecord:
     applied_at: float | None = None
     skip: str | None = None  # the last skip reason, if the vehicle is skipped
     last_error: str = ""
+    firmware: str = ""  # as `fleet_status` last reported it
+    too_new: tuple[int, ...] = ()  # configured fields (numbers) that firmware is too old to send
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+        """JSON-ready; `too_new` as number ranges ("239,260-269"): fields come in firmware
+        generations, so a vehicle missing ninety of them still costs a few bytes per record."""
+        out = {k: v for k, v in self.__dict__.items() if v not in (None, "", ())}
+        if self.too_new:
+            out["too_new"] = _ranges(self.too_new)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VehicleRecord:
         known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if "too_new" in values:
+            values["too_new"] = _parse_ranges(values["too_new"])
+        return cls(**values)
+
+
+def _ranges(numbers: Iterable[int]) -> str:
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _parse_ranges(text: Any) -> tuple[int, ...]:
+    if not isinstance(text, str):  # a list of numbers reads as well
+        return tuple(int(n) for n in text)
+    numbers: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        numbers.extend(range(int(first), int(last or first) + 1))
+    return tuple(numbers)
 
 
 def preflight(vin: str, paired: bool, info: VehicleInfo | None, model_year_legacy_sx: bool = False) -> str | None:
@@ -113,6 +144,78 @@ def preflight(vin: str, paired: bool, info: VehicleInfo | None, model_year_legac
     if model_year_legacy_sx and firmware and not firmware_at_least(firmware, LEGACY_SX_FIRMWARE):
         return "unsupported_firmware"
     return None
+
+
+# -- configured fields the firmware is too old to send ---------------------------------------
+
+FIELDS_TOO_NEW = "fields_too_new"
+"""Code of the flag: the vehicle takes the config, but some of its fields never arrive."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldsTooNew:
+    """Configured fields a vehicle's firmware is too old to send, by Field number."""
+
+    firmware: str
+    numbers: tuple[int, ...]
+    code: str = FIELDS_TOO_NEW
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(BY_NUMBER[n].name for n in self.numbers)
+
+    @property
+    def message(self) -> str:
+        """E.g. "firmware 2025.20.1 never sends GpsAccuracyMeters (needs 2026.32)"."""
+        by_floor: dict[tuple[int, ...], list[str]] = {}
+        for number in self.numbers:
+            info = BY_NUMBER[number]
+            by_floor.setdefault(info.min_firmware or (), []).append(info.name)
+        needs = "; ".join(f"{', '.join(names)} (needs {'.'.join(map(str, floor))})"
+                          for floor, names in sorted(by_floor.items()))
+        return f"firmware {self.firmware} never sends {needs}"
+
+
+@lru_cache(maxsize=4096)
+def _too_new(firmware: str, fields: frozenset[str]) -> tuple[int, ...]:
+    return tuple(sorted(info.number for name in fields if (info := BY_NAME.get(name)) is not None
+                        and not info.available_on(firmware)))
+
+
+def fields_too_new(firmware: str | None, fields: Iterable[str]) -> FieldsTooNew | None:
+    """Which of `fields` a vehicle on `firmware` never sends (the catalog's minimum firmware),
+    or None. An absent or unreadable firmware claims nothing: a flag must not be a guess."""
+    if not firmware:
+        return None
+    try:
+        version = ".".join(map(str, parse_firmware(firmware)))
+    except ValueError:
+        return None
+    numbers = _too_new(firmware, frozenset(fields))
+    return FieldsTooNew(version, numbers) if numbers else None
+
+
+def with_firmware(record: VehicleRecord, firmware: str | None, fields: Iterable[str]) -> VehicleRecord:
+    """The record with the firmware `fleet_status` reported (None: keep the one known) and the
+    configured fields it is too old to send, for the desired `fields`."""
+    firmware = firmware or record.firmware
+    gap = fields_too_new(firmware, fields)
+    too_new = gap.numbers if gap is not None else ()
+    if (firmware, too_new) == (record.firmware, record.too_new):
+        return record
+    return replace(record, firmware=firmware, too_new=too_new)
+
+
+def too_new_names(record: VehicleRecord) -> tuple[str, ...]:
+    """The names of the fields a record's vehicle never sends (numbers a newer catalog lacks are
+    shown as numbers)."""
+    return tuple(BY_NUMBER[n].name if n in BY_NUMBER else str(n) for n in record.too_new)
+
+
+def count_too_new(records: Iterable[VehicleRecord]) -> int:
+    """Vehicles that take the config but never send some of its fields (`status.vehicles.fieldsTooNew`);
+    a skipped vehicle receives no config, and its skip reason already says why."""
+    return sum(1 for r in records if r.too_new and r.state != SKIPPED)
 
 
 def push_reason(record: VehicleRecord | None, desired: Mapping[str, Any], ca_pem: str, now: float) -> str | None:
@@ -303,6 +406,11 @@ def vehicles_condition(records: Iterable[VehicleRecord], generation: int | None 
             why = Counter(_error_name(getattr(r, key) or "") for r in items if r.state == state)
             detail = ", ".join(name if len(why) == 1 else f"{name} ({n})" for name, n in why.most_common())
             parts.append(f"{tally[state]} {state}: {detail}")
+    too_new = [r for r in items if r.too_new and r.state != SKIPPED]
+    if too_new:
+        names = sorted({n for r in too_new for n in r.too_new})
+        shown = ", ".join(BY_NUMBER[n].name if n in BY_NUMBER else str(n) for n in names[:4])
+        parts.append(f"{len(too_new)} on firmware too old to send {shown}" + (" and others" if len(names) > 4 else ""))
     message = "; ".join(parts)
     if tally[FAILING]:
         return Condition(VEHICLES_CONFIGURED, "False", "VehiclesFailing", message, generation)

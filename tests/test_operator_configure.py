@@ -47,6 +47,7 @@ from fleetwire.operator.vehicles import (
     APPLIED, FAILING, PENDING, PUSHED, SKIPPED, VehicleRecord, ca_fingerprint, push_failed, pushed, with_error,
 )
 from fleetwire.pki import make_ca, make_server_cert
+from fleetwire.proto.catalog import FIELDS as FIELD_CATALOG
 from fleetwire.sim.fleetapi import FleetApiSimulator
 
 KEY = ec.generate_private_key(ec.SECP256R1())
@@ -317,6 +318,55 @@ async def test_a_signature_error_stands_until_another_push() -> None:
     assert result.counts["failing"] == 1
 
 
+NEW_FIELDS = {"VehicleSpeed": {"interval_seconds": 10}, "GpsAccuracyMeters": {"interval_seconds": 10}}
+
+
+async def test_fields_the_firmware_is_too_old_to_send_are_flagged_until_the_vehicle_updates() -> None:
+    clock, api, vins = fleet(6, **{vin(0): FakeVehicle(firmware="2026.32.1 f00d"),
+                                   vin(5): FakeVehicle(firmware="2024.8.9")})
+    rec = reconciler(api, clock)
+    spec = spec_for(vins, fields=NEW_FIELDS)
+    result = await settle(rec, clock, spec, CA_A, until=30)
+    assert {v: rec.records[v].firmware for v in vins[:2]} == {vin(0): "2026.32.1 f00d", vin(1): "2025.20.1"}
+    assert rec.records[vin(0)].too_new == () and rec.records[vin(1)].too_new == (260,)
+    assert result.counts["applied"] == 5 and result.status()["fieldsTooNew"] == 4  # not the skipped one
+    assert result.condition.message == ("5 of 6 applied; 1 skipped: unsupported_firmware; "
+                                         "4 on firmware too old to send GpsAccuracyMeters")
+    assert api.count("fleet_status") == 1
+
+    # The flag is a fact about the firmware: the vehicles are re-checked, and an update clears it.
+    api.vehicles[vin(1)].firmware = "2026.32.4"
+    result = await settle(rec, clock, spec, CA_A, until=FAST.recheck_every + 10)
+    assert rec.records[vin(1)].too_new == () and rec.records[vin(1)].firmware == "2026.32.4"
+    assert result.status()["fieldsTooNew"] == 3 and rec.records[vin(1)].state == APPLIED
+    assert api.count("fleet_status") <= 1 + 2  # one batched call per re-check, not one per vehicle
+
+    # A spec without the new field flags nobody, without asking the Fleet API again.
+    calls = api.count("fleet_status")
+    result = await rec.reconcile(spec_for(vins), CA_A)
+    assert result.status()["fieldsTooNew"] == 0 and all(not r.too_new for r in rec.records.values())
+    assert api.count("fleet_status") == calls
+    assert "too old" not in result.condition.message
+
+
+async def test_records_without_a_firmware_learn_it_once() -> None:
+    clock, api, vins = fleet(3)
+    store = MemoryRecordStore("fleet")
+    rec = reconciler(api, clock, store)
+    await settle(rec, clock, spec_for(vins), CA_A, until=30)
+    for v in vins:  # records written before firmware was kept
+        store.objects[shard_name("fleet", 0)][v] = encode_record(replace(rec.records[v], firmware=""))
+    api.calls.clear()
+    again = reconciler(api, clock, store)
+    spec = spec_for(vins, fields=NEW_FIELDS)
+    await again.reconcile(spec, CA_A)
+    assert [n for name, n in api.calls if name == "fleet_status"] == [3]
+    assert all(again.records[v].firmware == "2025.20.1" and again.records[v].too_new == (260,) for v in vins)
+    result = await settle(again, clock, spec, CA_A, until=30)
+    assert result.status()["fieldsTooNew"] == 3 and result.counts["applied"] == 3
+    assert [n for name, n in api.calls if name == "fleet_status"] == [3]  # the re-check waits its turn
+
+
 async def test_records_survive_a_restart_in_shards() -> None:
     clock, api, vins = fleet(2500)
     store = MemoryRecordStore("fleet", shard_size=1000)  # the default is 500
@@ -341,7 +391,11 @@ async def test_ten_thousand_records_fit_the_object_limit() -> None:
     longest = VehicleRecord("X", state=PENDING, reason=push_failed(VehicleRecord("X"), "x" * 400).reason,
                             last_error=with_error(VehicleRecord("X"), "cloud_manager_error", "e" * 400).last_error,
                             skip="max_configs", config_fp="f" * 16, ca_fp="c" * 16, exp=2_000_000_000,
-                            pushed_at=T0 + 0.123456, applied_at=T0 + 0.654321)
+                            pushed_at=T0 + 0.123456, applied_at=T0 + 0.654321,
+                            firmware="2024.26.100.1 0123456789abcdef",
+                            too_new=tuple(i.number for i in FIELD_CATALOG if i.min_firmware and i.min_firmware
+                                          > (2024, 26)))
+    assert len(longest.too_new) > 90  # the oldest firmware that takes a config, with every field configured
     store = MemoryRecordStore("fleet")
     records = {vin(i): replace(longest, vin=vin(i)) for i in range(10_000)}
     await store.save(records, set(records))

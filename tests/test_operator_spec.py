@@ -263,6 +263,19 @@ def test_crd_is_structural_with_status_and_columns() -> None:
             node = node["properties"][part]
 
 
+def test_status_documents_every_count_the_reconciler_writes() -> None:
+    from fleetwire.operator.configure import PassResult
+    from fleetwire.operator.reconcile import Condition
+
+    status = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    documented = status["properties"]["vehicles"]["properties"]
+    written = PassResult({"pending": 0, "pushed": 0, "applied": 1, "skipped": 0, "failing": 0},
+                         Condition("VehiclesConfigured", "True", "VehiclesApplied", ""), 1.0, "ab", 1.0,
+                         shards=("fleet-vehicles-0",), too_new=1).status()
+    assert set(written) <= set(documented)
+    assert written["fieldsTooNew"] == 1 and "firmware" in documented["fieldsTooNew"]["description"]
+
+
 def test_server_names_match_the_server() -> None:
     assert crd.DISPATCHERS == server_config.KNOWN_DISPATCHERS
     assert crd.RECORD_TYPES == server_config.RECORD_TYPES

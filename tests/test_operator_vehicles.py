@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from fleetwire.operator.fleetapi import VehicleConfigState, VehicleInfo
 from fleetwire.operator.vehicles import (
-    APPLIED, FAILING, PENDING, PUSHED, SKIPPED, SLOT_FREED, VehicleRecord, cleared, counts, current_error, error_time,
-    explain, observe, poll_delay, preflight, push_failed, push_reason, pushed, recheck_passed, refused,
-    vehicles_condition, with_error,
+    APPLIED, FAILING, FIELDS_TOO_NEW, PENDING, PUSHED, SKIPPED, SLOT_FREED, VehicleRecord, cleared, count_too_new,
+    counts, current_error, error_time, explain, fields_too_new, observe, poll_delay, preflight, push_failed,
+    push_reason, pushed, recheck_passed, refused, too_new_names, vehicles_condition, with_error, with_firmware,
 )
 from fleetwire.pki import make_ca
 
@@ -166,3 +167,51 @@ def test_the_condition_says_how_many_applied_and_why_not() -> None:
     failing = vehicles_condition([applied, with_error(applied, "cloud_manager_error", "i/o timeout")])
     assert (failing.reason, failing.message) == ("VehiclesFailing", "1 of 2 applied; 1 failing: cloud_manager_error")
     assert vehicles_condition([applied]).reason == "VehiclesApplied"
+
+
+# -- configured fields the firmware is too old to send -------------------------------------
+
+FIELDS = ["VehicleSpeed", "GpsAccuracyMeters", "RemoteStartActive", "LightsHazardsActive", "NotAField"]
+
+
+def test_fields_a_firmware_is_too_old_to_send() -> None:
+    gap = fields_too_new("2025.20.1 a1b2c3", FIELDS)
+    assert gap is not None and gap.code == FIELDS_TOO_NEW == "fields_too_new"
+    assert (gap.firmware, gap.numbers, gap.names) == ("2025.20.1", (260, 268), ("GpsAccuracyMeters", "RemoteStartActive"))
+    assert gap.message == "firmware 2025.20.1 never sends GpsAccuracyMeters, RemoteStartActive (needs 2026.32)"
+    older = fields_too_new("2024.44.32", FIELDS)
+    assert older is not None and older.numbers == (239, 260, 268)
+    assert older.message == ("firmware 2024.44.32 never sends LightsHazardsActive (needs 2025.2.6); "
+                             "GpsAccuracyMeters, RemoteStartActive (needs 2026.32)")
+    assert fields_too_new("2026.32.0.1", FIELDS) is None
+    assert fields_too_new("2025.20.1", ["VehicleSpeed", "Soc"]) is None
+    # Without a readable firmware nothing is claimed: the flag must never be a guess.
+    assert fields_too_new(None, FIELDS) is None and fields_too_new("", FIELDS) is None
+    assert fields_too_new("develop", FIELDS) is None
+
+
+def test_the_record_carries_firmware_and_the_fields_it_never_sends() -> None:
+    record = with_firmware(applied_record(), "2025.20.1 a1b2c3", FIELDS)
+    assert (record.firmware, record.too_new, record.state) == ("2025.20.1 a1b2c3", (260, 268), APPLIED)
+    assert VehicleRecord.from_dict(json.loads(json.dumps(record.as_dict()))) == record
+    assert record.as_dict()["too_new"] == "260,268"
+    wide = replace(record, too_new=(239, *range(260, 270), 275))
+    assert wide.as_dict()["too_new"] == "239,260-269,275" and VehicleRecord.from_dict(wide.as_dict()) == wide
+    assert "too_new" not in applied_record().as_dict() and "firmware" not in applied_record().as_dict()
+    updated = with_firmware(record, "2026.32.1", FIELDS)
+    assert updated.too_new == () and updated.firmware == "2026.32.1"
+    assert with_firmware(record, None, FIELDS) == record  # an answer without firmware forgets nothing
+    assert with_firmware(record, None, ["VehicleSpeed"]).too_new == ()  # the spec changed: recomputed
+    assert too_new_names(record) == ("GpsAccuracyMeters", "RemoteStartActive")
+
+
+def test_vehicles_missing_fields_are_counted_and_named_in_the_condition() -> None:
+    applied = applied_record()
+    old = with_firmware(applied, "2025.20.1", FIELDS)
+    skipped = with_firmware(refused(None, VIN, "unsupported_firmware"), "2024.8.9", FIELDS)
+    records = [applied, old, old, skipped]
+    assert count_too_new(records) == 2  # a skipped vehicle gets no config at all: its reason says so
+    condition = vehicles_condition(records)
+    assert condition.message == ("3 of 4 applied; 1 skipped: unsupported_firmware; 2 on firmware too old to send "
+                                 "GpsAccuracyMeters, RemoteStartActive")
+    assert (condition.status, condition.reason) == ("True", "VehiclesSkipped")  # a flag, not a failure
