@@ -3,8 +3,9 @@
 The operator keeps one record per vehicle in ConfigMaps `<resource>-vehicles-<n>` (the
 resource's own status holds only the counts, so that 10,000 vehicles never reach the
 object size limit). This reads them with the `kubernetes` client and the current
-kubeconfig, and prints VIN, state, reason, last push and last error, then the counts and
-the `VehiclesConfigured` condition from the resource's status.
+kubeconfig, and prints VIN, state, firmware, reason, last push, the configured fields the
+vehicle's firmware is too old to send (they never arrive until it updates) and last error,
+then the counts and the `VehiclesConfigured` condition from the resource's status.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from typing import Any, TextIO
 
 from fleetwire.operator import crd
 from fleetwire.operator.configure import decode_record, shard_name
-from fleetwire.operator.vehicles import STATES, VEHICLES_CONFIGURED, VehicleRecord, counts
+from fleetwire.operator.vehicles import (
+    STATES,
+    VEHICLES_CONFIGURED,
+    VehicleRecord,
+    count_too_new,
+    counts,
+    too_new_names,
+)
 
 __all__ = ["format_table", "read_vehicles", "run"]
 
@@ -64,7 +72,8 @@ def _when(epoch: float | None) -> str:
 def format_table(records: Iterable[VehicleRecord], status: Mapping[str, Any], *, width: int | None = 80) -> str:
     """The table, worst states first (failing, skipped, pending, pushed, applied), then the
     counts and the condition. A skipped vehicle's reason starts with its code (missing_key,
-    max_configs, ...); reasons and errors are cut at `width` characters (None: never)."""
+    max_configs, ...); reasons, fields and errors are cut at `width` characters (None: never).
+    FIRMWARE is the version `fleet_status` last reported ("-": not known yet)."""
     rows = sorted(records, key=lambda r: (_ORDER.get(r.state, 9), r.vin))
 
     def cut(text: str) -> str:
@@ -73,14 +82,23 @@ def format_table(records: Iterable[VehicleRecord], status: Mapping[str, Any], *,
     def reason(record: VehicleRecord) -> str:
         return f"{record.skip}: {record.reason}" if record.skip and record.state == "skipped" else record.reason
 
-    table = [("VIN", "STATE", "REASON", "LAST PUSH (UTC)", "LAST ERROR")]
-    table += [(r.vin, r.state, cut(reason(r)), _when(r.pushed_at), cut(r.last_error) or "-") for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    lines = ["  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
+    def firmware(record: VehicleRecord) -> str:
+        return record.firmware.split()[0] if record.firmware.strip() else "-"
+
+    table = [("VIN", "STATE", "FIRMWARE", "REASON", "LAST PUSH (UTC)", "FIELDS TOO NEW", "LAST ERROR")]
+    table += [(r.vin, r.state, firmware(r), cut(reason(r)), _when(r.pushed_at), cut(",".join(too_new_names(r))) or "-",
+               cut(r.last_error) or "-") for r in rows]
+    last = len(table[0]) - 1
+    widths = [max(len(row[i]) for row in table) for i in range(last)]
+    lines = ["  ".join(cell.ljust(widths[i]) if i < last else cell for i, cell in enumerate(row)).rstrip()
              for row in table]
     tally = counts(rows)
     lines.append("")
     lines.append(f"{len(rows)} vehicles: " + ", ".join(f"{tally[state]} {state}" for state in STATES))
+    missing = count_too_new(rows)
+    if missing:
+        lines.append(f"{missing} vehicle{'s' if missing != 1 else ''} on firmware too old to send some configured "
+                     f"fields (FIELDS TOO NEW): they arrive once {'they update' if missing != 1 else 'it updates'}")
     vehicles = status.get("vehicles") or {}
     if vehicles.get("caFingerprint") or vehicles.get("lastPush"):
         lines.append(f"ca {vehicles.get('caFingerprint', '-')}, last push {vehicles.get('lastPush', '-')}")
@@ -110,8 +128,9 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         print(f"fleetwire vehicles: {exc}", file=sys.stderr)
         return 1
     if args.output == "json":
-        out.write(json.dumps({"vehicles": [r.as_dict() for r in records], "status": status.get("vehicles") or {}},
-                             indent=2) + "\n")
+        vehicles = [{**r.as_dict(), **({"fields_too_new": list(too_new_names(r))} if r.too_new else {})}
+                    for r in records]
+        out.write(json.dumps({"vehicles": vehicles, "status": status.get("vehicles") or {}}, indent=2) + "\n")
     else:
         out.write(format_table(records, status, width=None if args.wide else 80) + "\n")
     return 0

@@ -11,6 +11,7 @@ from fleetwire.operator.vehicles import (
     counts, current_error, error_time, explain, fields_too_new, observe, poll_delay, preflight, push_failed,
     push_reason, pushed, recheck_passed, refused, too_new_names, vehicles_condition, with_error, with_firmware,
 )
+from fleetwire.operator.vehicle_table import format_table
 from fleetwire.pki import make_ca
 
 VIN = "5YJ3E1EA7KF000001"
@@ -215,3 +216,21 @@ def test_vehicles_missing_fields_are_counted_and_named_in_the_condition() -> Non
     assert condition.message == ("3 of 4 applied; 1 skipped: unsupported_firmware; 2 on firmware too old to send "
                                  "GpsAccuracyMeters, RemoteStartActive")
     assert (condition.status, condition.reason) == ("True", "VehiclesSkipped")  # a flag, not a failure
+
+
+def test_the_table_shows_firmware_and_the_fields_it_never_sends() -> None:
+    old = with_firmware(applied_record(), "2025.20.1 a1b2c3", FIELDS)
+    new = replace(with_firmware(applied_record(), "2026.32.1", FIELDS), vin="5YJ3E1EA7KF000002")
+    unknown = replace(applied_record(), vin="5YJ3E1EA7KF000003")
+    text = format_table([unknown, new, old], {"vehicles": {"fieldsTooNew": 1}})
+    lines = text.splitlines()
+    assert lines[0].split() == ["VIN", "STATE", "FIRMWARE", "REASON", "LAST", "PUSH", "(UTC)", "FIELDS", "TOO", "NEW",
+                                "LAST", "ERROR"]
+    rows = {line.split()[0]: line.split() for line in lines[1:4]}
+    assert rows[VIN][1:3] == ["applied", "2025.20.1"]
+    assert rows[VIN][-2:] == ["GpsAccuracyMeters,RemoteStartActive", "-"]
+    assert rows["5YJ3E1EA7KF000002"][2] == "2026.32.1" and rows["5YJ3E1EA7KF000002"][-2:] == ["-", "-"]
+    assert rows["5YJ3E1EA7KF000003"][2] == "-"
+    assert ("1 vehicle on firmware too old to send some configured fields (FIELDS TOO NEW): they arrive once it "
+            "updates") in lines
+    assert "too old" not in format_table([new, unknown], {})

@@ -83,10 +83,11 @@ async def fleet_api_secrets(kube: KubeClient, sim: FleetApiSimulator) -> dict[st
             "userTokenSecretRef": {"name": "tesla-user"}, "signingKeySecretRef": {"name": "tesla-app-key"}}
 
 
-def ftc(name: str, certificate: dict[str, Any], vins: list[str], fleet_api: dict[str, Any]) -> dict[str, Any]:
+def ftc(name: str, certificate: dict[str, Any], vins: list[str], fleet_api: dict[str, Any],
+        fields: dict[str, Any] = FIELDS) -> dict[str, Any]:
     return {"apiVersion": FTC.api_version, "kind": FTC.kind, "metadata": {"name": name, "namespace": NS},
             "spec": {"hostname": HOST, "certificate": certificate, "server": {"records": {"V": ["logger"]}},
-                     "vehicles": vins, "fields": FIELDS, "fleetApi": fleet_api}}
+                     "vehicles": vins, "fields": fields, "fleetApi": fleet_api}}
 
 
 def vehicles_status(obj: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +157,8 @@ async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
         monkeypatch.setenv(key, value)
     sim = FleetApiSimulator(public_key=APP_KEY.public_key(), sync_delay=0.3, max_streaming=0)
     vins = [vin(i) for i in range(12)]
-    for v in vins[:10]:
+    sim.add_vehicle(vins[0], firmware="2026.32.1")  # the only one new enough for GpsAccuracyMeters
+    for v in vins[1:10]:
         sim.add_vehicle(v)
     sim.add_vehicle(vins[10], key_paired=False)
     sim.add_vehicle(vins[11], firmware="2024.14.3")
@@ -165,12 +167,16 @@ async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
         fleet_api = await fleet_api_secrets(kube, sim)
         first_refresh = base64.b64decode((await kube.get(SECRETS, "tesla-user", NS))["data"]["refresh_token"]).decode()
         operator = kopf_runner(OPERATOR)
-        await kube.create(ftc("fleet", {"privateCA": {}}, vins, fleet_api))
+        await kube.create(ftc("fleet", {"privateCA": {}}, vins, fleet_api,
+                              {**FIELDS, "GpsAccuracyMeters": {"interval_seconds": 5}}))
         done = await kube.wait_for(FTC, "fleet", NS, lambda o: vehicles_status(o).get("applied") == 10
                                    and vehicles_status(o).get("pushed") == 0, timeout=30, what="10 applied")
         found = condition(done, "VehiclesConfigured")
         assert found is not None and (found["status"], found["reason"]) == ("True", "VehiclesSkipped")
-        assert found["message"] == "10 of 12 applied; 2 skipped: missing_key (1), unsupported_firmware (1)"
+        assert found["message"] == ("10 of 12 applied; 2 skipped: missing_key (1), unsupported_firmware (1); "
+                                    "9 on firmware too old to send GpsAccuracyMeters")
+        # Firmware 2025.20.1 (fleet_status) never sends field 260: said per vehicle and counted.
+        assert vehicles_status(done)["fieldsTooNew"] == 9
         tls = await kube.get(SECRETS, "fleet-tls", NS)
         ca = base64.b64decode(tls["data"]["ca.crt"]).decode()
         assert vehicles_status(done)["caFingerprint"] == ca_fingerprint(ca)
@@ -208,10 +214,15 @@ async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
             capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": str(kube_api.kubeconfig)})
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
-        assert lines[0].split() == ["VIN", "STATE", "REASON", "LAST", "PUSH", "(UTC)", "LAST", "ERROR"]
-        assert lines[1].split()[:3] == [vins[10], "skipped", "missing_key:"]
-        assert lines[2].split()[:3] == [vins[11], "skipped", "unsupported_firmware:"]
+        assert lines[0].split() == ["VIN", "STATE", "FIRMWARE", "REASON", "LAST", "PUSH", "(UTC)", "FIELDS", "TOO",
+                                    "NEW", "LAST", "ERROR"]
+        assert lines[1].split()[:4] == [vins[10], "skipped", "2025.20.1", "missing_key:"]
+        assert lines[2].split()[:4] == [vins[11], "skipped", "2024.14.3", "unsupported_firmware:"]
+        rows = {line.split()[0]: line.split() for line in lines[3:13]}
+        assert rows[vins[0]][1:3] == ["applied", "2026.32.1"] and rows[vins[0]][-2:] == ["-", "-"]
+        assert all(rows[v][2] == "2025.20.1" and rows[v][-2:] == ["GpsAccuracyMeters", "-"] for v in vins[1:10])
         assert "12 vehicles: 0 pending, 0 pushed, 10 applied, 2 skipped, 0 failing" in result.stdout
+        assert "9 vehicles on firmware too old to send some configured fields (FIELDS TOO NEW)" in result.stdout
         assert "VehiclesConfigured=True (VehiclesSkipped)" in result.stdout
 
         # No token, secret or key in the operator's log, the events, the status or the records.
@@ -233,10 +244,13 @@ async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
         assert sim.requests.get(("/api/1/vehicles/fleet_telemetry_config_jws", 200), 0) == pushes
 
         # A new field in the spec is a new desired config: pushed at once, without waiting for a timer.
-        await kube.patch(FTC, "fleet", {"spec": {"fields": {**FIELDS, "Gear": {"interval_seconds": 5}}}}, NS)
+        # Dropping the field that was too new clears every vehicle's flag.
+        await kube.patch(FTC, "fleet", {"spec": {"fields": {**FIELDS, "Gear": {"interval_seconds": 5},
+                                                            "GpsAccuracyMeters": None}}}, NS)
         await eventually(lambda: _async(all("Gear" in (sim.vehicle(v).config() or {}).get("fields", {})
                                             for v in vins[:10])), 15, "the new field on every vehicle")
-        await kube.wait_for(FTC, "fleet", NS, lambda o: vehicles_status(o).get("applied") == 10, timeout=15)
+        await kube.wait_for(FTC, "fleet", NS, lambda o: vehicles_status(o).get("applied") == 10
+                            and vehicles_status(o).get("fieldsTooNew") == 0, timeout=15, what="no field too new")
     finally:
         await sim.stop()
 
