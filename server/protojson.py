@@ -15,6 +15,15 @@ walked with ListFields through the same per-field plan.
 Key order, value types, errors and their messages all match json_format's, so the
 compact JSON of either is byte-for-byte the same: set fields first in field-number
 order (ListFields'), then the unset fields without presence in declaration order.
+
+One deliberate difference: a message made of one oneof and nothing else (a record's
+`Value`) whose member the schema does not know yet — it arrives as an unknown field —
+prints that field as `{"unknownValue": {"number", "wireType", "value"}}` (see
+`unknown_value`) where json_format prints `{}`, so a newer vehicle's data is not lost.
+
+`render` never raises: what json_format refuses (a timestamp past year 9999, nanos out
+of range, a closed enum's unknown number) is printed raw, and reported, so one bad
+value costs neither its record nor its batch.
 """
 
 from __future__ import annotations
@@ -29,11 +38,17 @@ from functools import partial
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, OneofDescriptor
+from google.protobuf.descriptor import (
+    Descriptor,
+    EnumDescriptor,
+    FieldDescriptor,
+    OneofDescriptor,
+)
 from google.protobuf.json_format import SerializeToJsonError
 from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
-__all__ = ["message_to_dict"]
+__all__ = ["message_to_dict", "print_double", "print_float", "raw_timestamp", "render", "unknown_value"]
 
 Converter = Callable[[Any], Any]
 
@@ -99,6 +114,10 @@ def _float(value: float) -> float | str:
     return float(format(value, _FLOAT_FORMAT_MAX))
 
 
+print_double = _double
+print_float = _float
+
+
 def _bytes(value: bytes) -> str:
     return binascii.b2a_base64(value, newline=False).decode("ascii")
 
@@ -129,6 +148,49 @@ def _to_json_string(message: Any) -> str:
 
 def _delegate(message: Message) -> Any:
     return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+
+
+# --- fields the schema does not know -------------------------------------------------------------
+
+_WIRE_TYPES = {0: "varint", 1: "fixed64", 2: "bytes", 3: "group", 5: "fixed32"}
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
+
+
+def _unknown_field(field: Any) -> dict[str, Any]:
+    wire_type = field.wire_type
+    data = field.data
+    out: dict[str, Any] = {"number": field.field_number, "wireType": _WIRE_TYPES.get(wire_type, str(wire_type))}
+    if wire_type == 2:
+        out["value"] = _bytes(data)
+    elif wire_type == 3:
+        out["value"] = [_unknown_field(inner) for inner in data]
+    else:
+        out["value"] = data
+        # Fixed widths are most likely a float or double: their reading saves decoding by hand.
+        if wire_type == 5:
+            out["float"] = _float(_f32_unpack(_U32.pack(data))[0])
+        elif wire_type == 1:
+            out["double"] = _double(_F64.unpack(_U64.pack(data))[0])
+    return out
+
+
+def unknown_value(message: Message) -> dict[str, Any] | None:
+    """The last field of `message` that its schema does not know, or None if there is none.
+
+    Shaped `{"number": 61, "wireType": "varint", "value": 3}`. `value` is the raw content:
+    varint, fixed32 and fixed64 as unsigned integers (a fixed32 also read as "float", a
+    fixed64 as "double"), bytes in base64, a group as a list of such objects. The last
+    one, because a oneof keeps the last member it reads.
+    """
+    fields = UnknownFieldSet(message)
+    count = len(fields)
+    return _unknown_field(fields[count - 1]) if count else None
+
+
+def _unknown_member_key(oneof: OneofDescriptor) -> str:
+    return "unknown" + "".join(part[:1].upper() + part[1:] for part in oneof.name.split("_"))
 
 
 class _EnumNames(dict[int, Any]):
@@ -415,6 +477,13 @@ def _write_oneof(w: _Writer, oneof: OneofDescriptor, message: str, js: str, inde
         w.line(indent + 2, f"{js}[{name}] = {w.printed(_double, value)}")
     w.line(indent + 1, "else:")
     w.line(indent + 2, f"{js}[{name}] = {convert}({value})")
+    if len(oneof.fields) == len(oneof.containing_type.fields):
+        # Nothing known is set: a member newer than the schema may be (only then is it looked for).
+        unknown = w.name("u")
+        w.line(indent, "else:")
+        w.line(indent + 1, f"{unknown} = _unknown_value({message})")
+        w.line(indent + 1, f"if {unknown} is not None:")
+        w.line(indent + 2, f"{js}[{_unknown_member_key(oneof)!r}] = {unknown}")
 
 
 def _write_field(
@@ -485,6 +554,7 @@ def _write_field(
 def _generated_converter(descriptor: Descriptor, pending: dict[Descriptor, Converter]) -> Converter:
     namespace: dict[str, Any] = {
         "_double": _double,
+        "_unknown_value": unknown_value,
         "_copysign": math.copysign,
         "SerializeToJsonError": SerializeToJsonError,
     }
@@ -560,3 +630,90 @@ def message_to_dict(message: Message) -> Any:
     """
     return _converter(message.DESCRIPTOR)(message)
 
+
+
+# --- rendering that never fails --------------------------------------------------------------------
+
+
+def raw_timestamp(timestamp: Any) -> dict[str, Any]:
+    """A Timestamp RFC 3339 cannot spell, as its fields (proto-JSON of a plain message)."""
+    return {"seconds": str(timestamp.seconds), "nanos": timestamp.nanos}
+
+
+def _where(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _scalar(field: FieldDescriptor, value: Any, path: str, problems: list[str]) -> Any:
+    convert = _single_converter(field, {})
+    if convert is None:
+        return value
+    try:
+        return convert(value)
+    except Exception as exc:  # a closed enum's unknown number: printed as the number
+        problems.append(f"{path}: {exc}")
+        return value
+
+
+def _lenient_value(field: FieldDescriptor, value: Any, path: str, problems: list[str]) -> Any:
+    if field.message_type is None:
+        return _scalar(field, value, path, problems)
+    return _lenient(value, path, problems)
+
+
+def _lenient(message: Message, path: str, problems: list[str]) -> Any:
+    """`message_to_dict`, descending only into what it refuses, printing that raw."""
+    try:
+        return _converter(message.DESCRIPTOR)(message)
+    except Exception as exc:
+        failure = exc
+    descriptor = message.DESCRIPTOR
+    if descriptor.full_name == _TIMESTAMP:
+        problems.append(f"{path or descriptor.name}: {failure}")
+        return raw_timestamp(message)
+    if descriptor.full_name in _TO_JSON_STRING or descriptor.full_name in _DELEGATED:
+        problems.append(f"{path or descriptor.name}: {failure}")  # then printed as a plain message
+    js: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        name = f"[{field.full_name}]" if field.is_extension else field.json_name
+        where = _where(path, name)
+        if _is_map(field):
+            value_field = field.message_type.fields_by_name["value"]
+            js[name] = {
+                _map_key(key): _lenient_value(value_field, value[key], f"{where}[{key!r}]", problems) for key in value
+            }
+        elif field.is_repeated:
+            js[name] = [_lenient_value(field, item, f"{where}[{i}]", problems) for i, item in enumerate(value)]
+        else:
+            js[name] = _lenient_value(field, value, where, problems)
+    for field in descriptor.fields:
+        if field.has_presence or field.json_name in js:
+            continue
+        if _is_map(field):
+            js[field.json_name] = {}
+        elif field.is_repeated:
+            js[field.json_name] = []
+        else:
+            js[field.json_name] = _scalar(field, field.default_value, _where(path, field.json_name), problems)
+    oneofs = descriptor.oneofs
+    if len(oneofs) == 1 and len(oneofs[0].fields) == len(descriptor.fields) and not js:
+        unknown = unknown_value(message)
+        if unknown is not None:
+            js[_unknown_member_key(oneofs[0])] = unknown
+    return js
+
+
+def render(message: Message) -> tuple[Any, list[str]]:
+    """`message_to_dict(message)` and [] — or, for a message it refuses, what could be
+    printed, with what could not printed raw (a timestamp as `raw_timestamp`, a closed
+    enum's number as itself), and one problem per such value ("createdAt: …")."""
+    problems: list[str] = []
+    try:
+        return _converter(message.DESCRIPTOR)(message), problems
+    except Exception:
+        pass
+    try:
+        return _lenient(message, "", problems), problems
+    except Exception as exc:  # nothing printable at all: say so rather than fail the batch
+        problems.append(f"{message.DESCRIPTOR.full_name}: {type(exc).__name__}: {exc}")
+        return {}, problems

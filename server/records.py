@@ -8,6 +8,7 @@ back the very bytes object it was given. Only a record that must change is re-en
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -15,16 +16,15 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import orjson
-from google.protobuf.message import DecodeError, Message
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from fleetwire.proto import (
     vehicle_alert_pb2,
     vehicle_connectivity_pb2,
     vehicle_data_pb2,
     vehicle_error_pb2,
 )
-from fleetwire.server.protojson import message_to_dict
+from fleetwire.server.protojson import message_to_dict, render
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 __all__ = [
     "LOCATION_FIELDS",
@@ -33,8 +33,11 @@ __all__ = [
     "RecordError",
     "connectivity_record",
     "decode_record",
+    "field_name",
     "fixed_point",
     "parse_location",
+    "render_dict",
+    "render_json",
     "to_dict",
     "to_json",
 ]
@@ -274,3 +277,30 @@ def to_json(message: Message) -> bytes:
     which it spells "0.00001" or "1e-9" where json.dumps spells "1e-05" or "1e-09".
     """
     return orjson.dumps(to_dict(message))
+
+
+def render_dict(message: Message) -> tuple[dict[str, Any], list[str]]:
+    """`to_dict`, except that it never raises: what protobuf-JSON cannot print (a timestamp
+    past year 9999, nanos out of range) is printed raw and named in the list returned."""
+    result, problems = render(message)
+    return result, problems
+
+
+def render_json(message: Message) -> tuple[bytes, list[str]]:
+    """`to_json` that never raises, with `render_dict`'s list of what was printed raw."""
+    result, problems = render(message)
+    try:
+        return orjson.dumps(result), problems
+    except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. nested past orjson's depth limit
+        problems.append(f"JSON: {exc}")
+        return json.dumps(result, default=str, ensure_ascii=False, separators=(",", ":")).encode(), problems
+
+
+_FIELD_NAMES: dict[int, str] = {value.number: value.name for value in vehicle_data_pb2.Field.DESCRIPTOR.values}
+
+
+def field_name(number: int) -> str:
+    """A `V` datum's key by name, `UnknownField_<n>` for a number newer than the schema
+    (distinct per number, where the reference collapses them all onto "")."""
+    name = _FIELD_NAMES.get(number)
+    return name if name is not None else f"UnknownField_{number}"

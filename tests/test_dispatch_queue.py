@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import pytest
-from fleetwire.server.dispatchers.base import Dispatcher, DispatchError, DispatchQueue, Record
+from fleetwire.server.dispatchers.base import (
+    Dispatcher,
+    DispatchError,
+    DispatchQueue,
+    Record,
+)
 
 
 def record(n: int, record_type: str = "V") -> Record:
@@ -174,13 +178,10 @@ async def test_lossy_queue_gives_up_after_its_attempts() -> None:
     await queue.close()
 
 
-@pytest.mark.parametrize(
-    "error", [DispatchError("refused for good", retryable=False), RuntimeError("dispatcher bug")]
-)
-async def test_permanent_failure_fails_the_batch_and_the_worker_goes_on(error: Exception) -> None:
+async def test_permanent_failure_fails_the_batch_and_the_worker_goes_on() -> None:
     backend = FakeBackend()
     backend.fail_times = 1
-    backend.error = error
+    backend.error = DispatchError("refused for good", retryable=False)
     queue = DispatchQueue(backend, maxsize=10, batch_size=2)
     loop = asyncio.get_running_loop()
     waiters = [loop.create_future() for _ in range(3)]
@@ -192,6 +193,25 @@ async def test_permanent_failure_fails_the_batch_and_the_worker_goes_on(error: E
     assert results[2] is None
     assert backend.stored == ["tx2"]
     assert queue.dropped == 2 and queue.failures == 1 and queue.published == 1
+    await queue.close()
+
+
+async def test_unexpected_error_publishes_the_batch_again_record_by_record() -> None:
+    """A dispatcher bug (an exception other than DispatchError) may be one record's doing:
+    each record is tried alone, and only those that fail alone are given up."""
+    backend = FakeBackend()
+    backend.fail_times = 2  # the batch, then its first record alone
+    backend.error = RuntimeError("dispatcher bug")
+    queue = DispatchQueue(backend, maxsize=10, batch_size=3)
+    loop = asyncio.get_running_loop()
+    waiters = [loop.create_future() for _ in range(3)]
+    for n, waiter in enumerate(waiters):
+        queue.offer(record(n), waiter)
+    await queue.start()
+    results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 5)
+    assert isinstance(results[0], DispatchError) and results[1:] == [None, None]
+    assert backend.stored == ["tx1", "tx2"]
+    assert queue.dropped == 1 and queue.failures == 2 and queue.published == 2
     await queue.close()
 
 

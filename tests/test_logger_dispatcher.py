@@ -1,4 +1,4 @@
-"""The logger dispatcher: one JSON line per record, one write and one flush per batch."""
+"""The logger dispatcher: one JSON line per record with its decoded data, one write and one flush per batch."""
 
 from __future__ import annotations
 
@@ -69,25 +69,42 @@ async def test_one_line_per_record_one_write_per_batch() -> None:
     assert len(lines) == 6
     first = json.loads(lines[0])
     assert first == {
-        "record_type": "V", "vin": VIN, "txid": "tx-0", "client_type": "vehicle_device",
+        "msg": "record_payload", "record_type": "V", "vin": VIN, "txid": "tx-0", "client_type": "vehicle_device",
         "created_at": 1_700_000_000.0, "received_at": 1_700_000_000.25, "size": len(batch[0].payload),
+        "data": {
+            "Vin": VIN, "CreatedAt": "2023-11-14T22:13:20Z", "VehicleSpeed": 12.5,
+            "Location": {"latitude": 37.41, "longitude": -122.14}, "Gear": "ShiftStateD",
+        },
     }
     assert json.loads(lines[5])["record_type"] == "connectivity"
     await dispatcher.close()
 
 
-async def test_data_is_the_protobuf_json_when_asked() -> None:
+async def test_sizes_only_when_asked() -> None:
     stream = io.StringIO()
-    dispatcher = LoggerDispatcher(stream, include_data=True)
-    record = vehicle_record(1)
-    await dispatcher.publish([record, connectivity_record()])
+    await LoggerDispatcher(stream, include_data=False).publish([vehicle_record(0)])
+    assert "data" not in json.loads(stream.getvalue())
+
+
+async def test_other_records_carry_their_protobuf_json() -> None:
+    stream = io.StringIO()
+    dispatcher = LoggerDispatcher(stream)
+    record = connectivity_record()
+    await dispatcher.publish([vehicle_record(1), record])
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2  # the data stays on its record's line
-    data = json.loads(lines[0])["data"]
+    data = json.loads(lines[1])["data"]
     assert data == to_dict(record.message)
-    assert data["vin"] == VIN and data["data"][0]["key"] == "VehicleSpeed"  # camelCase, enum names
-    assert data["data"][1]["value"]["locationValue"] == {"latitude": 37.41, "longitude": -122.14}
-    assert json.loads(lines[1])["data"]["status"] == "CONNECTED"
+    assert data["status"] == "CONNECTED" and data["connectionId"] == "conn-1"  # camelCase, enum names
+
+
+async def test_verbose_labels_values_with_their_types() -> None:
+    stream = io.StringIO()
+    await LoggerDispatcher(stream, verbose=True).publish([vehicle_record(0)])
+    data = json.loads(stream.getvalue())["data"]
+    assert data["VehicleSpeed"] == {"floatValue": 12.5}
+    assert data["Location"] == {"locationValue": {"latitude": 37.41, "longitude": -122.14}}
+    assert data["Gear"] == {"shiftStateValue": "ShiftStateD"}
 
 
 async def test_failed_write_is_a_dispatch_error() -> None:
@@ -98,12 +115,14 @@ async def test_failed_write_is_a_dispatch_error() -> None:
 
 
 @pytest.mark.parametrize(
-    ("extra", "include_data"),
-    [({}, False), ({"logger": {"verbose": True}}, True), ({"transmit_decoded_records": True}, True)],
+    ("extra", "verbose"),
+    [({}, False), ({"logger": {"verbose": True}}, True), ({"transmit_decoded_records": True}, False)],
 )
-def test_create_follows_the_config(tmp_path: Path, extra: dict[str, object], include_data: bool) -> None:
+def test_create_follows_the_config(tmp_path: Path, extra: dict[str, object], verbose: bool) -> None:
     for name in ("c.pem", "k.pem"):
         (tmp_path / name).write_text("x")
     data = {"tls": {"server_cert": "c.pem", "server_key": "k.pem"}, "records": {"V": ["logger"]}, **extra}
     config, _ = parse_config(data, tmp_path)
-    assert logger_module.create(config).include_data is include_data
+    dispatcher = logger_module.create(config)
+    assert dispatcher.include_data is True  # the data always, as the reference's logger
+    assert dispatcher.verbose is verbose

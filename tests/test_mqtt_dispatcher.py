@@ -150,10 +150,10 @@ def test_repeated_field_publishes_the_last_value_once() -> None:
     assert mqtt_messages(rec, "fleet") == [(f"fleet/{VIN}/v/Soc", b"2")]
 
 
-def test_unknown_field_number_is_published_under_its_number() -> None:
+def test_unknown_field_number_is_published_under_its_own_name() -> None:
     message = vehicle_data_pb2.Payload(vin=VIN)
     message.data.add(key=999).value.int_value = 5  # type: ignore[arg-type]
-    assert mqtt_messages(record("V", message), "fleet") == [(f"fleet/{VIN}/v/999", b"5")]
+    assert mqtt_messages(record("V", message), "fleet") == [(f"fleet/{VIN}/v/UnknownField_999", b"5")]
 
 
 def test_alerts_current_is_the_latest_started_and_history_lists_all() -> None:

@@ -10,6 +10,7 @@ instead of stalling every connection the way a synchronous publish would.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -18,9 +19,51 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from fleetwire.server.records import to_json
+from fleetwire.server.records import render_json
 
 log = logging.getLogger("fleetwire.dispatch")
+
+
+class RenderProblems:
+    """Records a dispatcher could not render in full, counted by (record type, dispatcher)
+    for `fleetwire_records_unrenderable_total` and logged at most once per `interval`
+    per dispatcher. Such a record is still published, degraded (a value printed raw),
+    never dropped with its batch: one vehicle's bad value costs no one else's data.
+
+    Process-wide, like the log: every encoder reports here through `report`.
+    """
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._unlogged: collections.Counter[str] = collections.Counter()
+        self._next_log: dict[str, float] = {}
+
+    def report(self, dispatcher: str, record: Record, problems: Sequence[str]) -> None:
+        """Count `record` once for `dispatcher` (a retried batch is not counted again)."""
+        if not problems:
+            return
+        reported = record._render_reported
+        if reported is None:
+            reported = record._render_reported = set()
+        elif dispatcher in reported:
+            return
+        reported.add(dispatcher)
+        self.counts[(record.record_type, dispatcher)] += 1
+        self._unlogged[dispatcher] += 1
+        now = time.monotonic()
+        if now < self._next_log.get(dispatcher, 0.0):
+            return
+        self._next_log[dispatcher] = now + self.interval
+        count = self._unlogged.pop(dispatcher)
+        log.warning(
+            "%s: %d record(s) rendered with values printed raw (fleetwire_records_unrenderable_total; "
+            "logged at most every %.0f s); latest: %s record of %s (txid %s): %s",
+            dispatcher, count, self.interval, record.record_type, record.vin, record.txid, "; ".join(problems[:3]),
+        )
+
+
+render_problems = RenderProblems()
 
 
 @dataclass(slots=True)
@@ -38,13 +81,23 @@ class Record:
     received_at: float
     client_version: str = ""  # the vehicle's `Version` header (metadata `device_client_version`)
     _json: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _json_problems: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _render_reported: set[str] | None = field(default=None, init=False, repr=False, compare=False)
 
-    def json(self) -> bytes:
+    def json(self, dispatcher: str | None = None) -> bytes:
         """Compact one-line protobuf-JSON of `message`, computed once however many
-        dispatchers ask."""
+        dispatchers ask; never raises.
+
+        A value protobuf-JSON cannot print (a timestamp past year 9999, say) is printed
+        raw (see `protojson.render`); pass the dispatcher's name so that such a record is
+        counted and logged for it.
+        """
         cached = self._json
         if cached is None:
-            cached = self._json = to_json(self.message)
+            cached, self._json_problems = render_json(self.message)
+            self._json = cached
+        if self._json_problems and dispatcher is not None:
+            render_problems.report(dispatcher, self, self._json_problems)
         return cached
 
 
@@ -75,6 +128,11 @@ class Dispatcher(Protocol):
 
         This return is what reliable acks wait for. Raise `DispatchError` when any
         record was not accepted; the whole batch may then be offered again.
+
+        Encoding must not fail because of what one record holds: print it degraded
+        (`record.json(self.name)` never raises; `render_problems.report` counts what a
+        backend's own encoding had to print raw). Should it raise anyway, the queue
+        publishes the batch again one record at a time, so that only that record is lost.
         """
 
     async def close(self) -> None:
@@ -251,10 +309,18 @@ class DispatchQueue:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max)
                 continue
-            except Exception as exc:  # a dispatcher bug must not kill the worker
+            except Exception as exc:  # a dispatcher bug must not kill the worker, nor cost the batch
                 self._failed(exc, attempt)
-                log.exception("%s: publish raised unexpectedly; giving up on %d record(s)", self.name, len(batch))
-                self._give_up(batch, DispatchError(f"{type(exc).__name__}: {exc}", retryable=False))
+                if len(batch) == 1:
+                    # The record itself cannot be published: counted and logged as unrenderable.
+                    log.debug("%s: publish raised unexpectedly; giving up on the record", self.name, exc_info=True)
+                    render_problems.report(self.name, batch[0][0], [f"{type(exc).__name__}: {exc}"])
+                    self._give_up(batch, DispatchError(f"{type(exc).__name__}: {exc}", retryable=False))
+                    return
+                log.exception("%s: publish raised unexpectedly; publishing the %d record(s) one by one",
+                              self.name, len(batch))
+                for item in batch:
+                    await self._deliver([item])
                 return
             break
         if attempt > 1:

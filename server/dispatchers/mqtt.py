@@ -12,9 +12,16 @@ Topics (`<base>` is `mqtt.topic_base`):
 - ``connectivity``: ``<base>/<VIN>/connectivity`` with ``{"ConnectionId", "CreatedAt", "Status"}``.
 
 Timestamps are RFC 3339 in UTC with whole seconds; JSON objects have sorted keys — both
-as the reference writes them. Two deliberate differences: a non-finite float is null
-(the reference fails the whole record), and `+`, `#` and NUL in a topic segment become
-`_` (the reference's publish would be refused by the broker).
+as the reference writes them. Deliberate differences: a non-finite float is null (the
+reference fails the whole record); `+`, `#` and NUL in a topic segment become `_` (the
+reference's publish would be refused by the broker); a field number newer than the
+schema is published at ``.../v/UnknownField_<n>`` (the reference collapses them all onto
+one empty name) and a value of a variant newer than the schema as
+``{"number": 61, "value": .., "wireType": "varint"}`` (`protojson.unknown_value`; the
+reference publishes nothing); a timestamp beyond year 9999 is
+``{"nanos": .., "seconds": ".."}``. Nothing in a record stops its other messages, nor
+the batch's other records: what cannot be printed is printed raw and counted
+(`base.RenderProblems`).
 
 `publish` returns once the broker acknowledged every message of the batch (QoS 1 and 2;
 with QoS 0, once written to the socket). A lost connection fails the batch at once with
@@ -37,7 +44,9 @@ from typing import Any
 
 import aiomqtt
 from fleetwire.server.config import ConfigError, MqttConfig, ServerConfig
-from fleetwire.server.dispatchers.base import DispatchError, Record
+from fleetwire.server.dispatchers.base import DispatchError, Record, render_problems
+from fleetwire.server.protojson import raw_timestamp, render, unknown_value
+from fleetwire.server.records import field_name
 from google.protobuf.descriptor import FieldDescriptor
 
 log = logging.getLogger("fleetwire.dispatch.mqtt")
@@ -71,11 +80,17 @@ def _segment(text: str) -> str:
     return text
 
 
-def _rfc3339(ts: Any) -> str:
-    try:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts.seconds))
-    except (OverflowError, ValueError, OSError):
-        return str(ts.seconds)
+# json_format's Timestamp range; beyond it a time is printed raw.
+_SECONDS_MIN = -62135596800
+_SECONDS_MAX = 253402300799
+
+
+def _rfc3339(ts: Any, problems: list[str]) -> Any:
+    seconds = ts.seconds
+    if _SECONDS_MIN <= seconds <= _SECONDS_MAX and 0 <= ts.nanos < 1_000_000_000:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    problems.append(f"timestamp: seconds {seconds}, nanos {ts.nanos} out of range")
+    return raw_timestamp(ts)
 
 
 def _float32(x: float) -> float | None:
@@ -155,7 +170,8 @@ def value_json(value: Any) -> Any:
     """The JSON value the reference publishes for one `telemetry.vehicle_data.Value`."""
     which = value.WhichOneof("value")
     if which is None:
-        return {}
+        unknown = unknown_value(value)  # a variant newer than the schema
+        return {} if unknown is None else unknown
     fd = value.DESCRIPTOR.fields_by_name[which]
     convert = _converters.get(fd)
     if convert is None:
@@ -163,46 +179,31 @@ def value_json(value: Any) -> Any:
     return convert(getattr(value, which))
 
 
-_field_name_cache: dict[Any, Callable[[int], str]] = {}
-
-
-def _field_names(payload: Any) -> Callable[[int], str]:
-    """Field number → name (the number itself for a field newer than the schema)."""
-    descriptor = payload.DESCRIPTOR
-    cached = _field_name_cache.get(descriptor)
-    if cached is not None:
-        return cached
-    by_number = descriptor.fields_by_name["data"].message_type.fields_by_name["key"].enum_type.values_by_number
-    names = {number: _segment(value.name) for number, value in by_number.items()}
-
-    def name(number: int) -> str:
-        found = names.get(number)
-        return found if found is not None else str(number)
-
-    _field_name_cache[descriptor] = name
-    return name
-
-
-def _vehicle_data(prefix: str, payload: Any) -> list[tuple[str, bytes]]:
-    field_name = _field_names(payload)
+def _vehicle_data(prefix: str, payload: Any, problems: list[str]) -> list[tuple[str, bytes]]:
+    """Field names are `records.field_name`'s: `UnknownField_<n>` for a number newer than the schema."""
     values: dict[str, Any] = {}
     for datum in payload.data:
-        values[field_name(datum.key)] = value_json(datum.value)  # a repeated field: the last wins
+        name = field_name(datum.key)
+        try:
+            values[name] = value_json(datum.value)  # a repeated field: the last wins
+        except Exception as exc:  # its protobuf-JSON, which never fails
+            problems.append(f"{name}: {type(exc).__name__}: {exc}")
+            values[name] = render(datum.value)[0]
     prefix += "/v/"
     return [(prefix + name, _json(value)) for name, value in values.items()]
 
 
-def _alert(alert: Any) -> dict[str, Any]:
+def _alert(alert: Any, problems: list[str]) -> dict[str, Any]:
     audience = _enum_name(alert.DESCRIPTOR.fields_by_name["audiences"])
     out: dict[str, Any] = {"Audiences": [audience(a) for a in alert.audiences] or None}
     if alert.HasField("started_at"):
-        out["StartedAt"] = _rfc3339(alert.started_at)
+        out["StartedAt"] = _rfc3339(alert.started_at, problems)
     if alert.HasField("ended_at"):
-        out["EndedAt"] = _rfc3339(alert.ended_at)
+        out["EndedAt"] = _rfc3339(alert.ended_at, problems)
     return out
 
 
-def _alerts(prefix: str, message: Any) -> list[tuple[str, bytes]]:
+def _alerts(prefix: str, message: Any, problems: list[str]) -> list[tuple[str, bytes]]:
     history: dict[str, list[Any]] = {}
     current: dict[str, Any] = {}
     for alert in message.alerts:
@@ -212,35 +213,35 @@ def _alerts(prefix: str, message: Any) -> list[tuple[str, bytes]]:
             started = (alert.started_at.seconds, alert.started_at.nanos)
             if best is None or started > (best.started_at.seconds, best.started_at.nanos):
                 current[alert.name] = alert
-    out = [(f"{prefix}/alerts/{_segment(name)}/current", _json(_alert(a))) for name, a in current.items()]
+    out = [(f"{prefix}/alerts/{_segment(name)}/current", _json(_alert(a, problems))) for name, a in current.items()]
     out += [
-        (f"{prefix}/alerts/{_segment(name)}/history", _json([_alert(a) for a in alerts]))
+        (f"{prefix}/alerts/{_segment(name)}/history", _json([_alert(a, problems) for a in alerts]))
         for name, alerts in history.items()
     ]
     return out
 
 
-def _errors(prefix: str, message: Any) -> list[tuple[str, bytes]]:
+def _errors(prefix: str, message: Any, problems: list[str]) -> list[tuple[str, bytes]]:
     out = []
     for error in message.errors:
         body: dict[str, Any] = {"Body": error.body, "Tags": dict(error.tags) or None}
         if error.HasField("created_at"):
-            body["CreatedAt"] = _rfc3339(error.created_at)
+            body["CreatedAt"] = _rfc3339(error.created_at, problems)
         out.append((f"{prefix}/errors/{_segment(error.name)}", _json(body)))
     return out
 
 
-def _connectivity(prefix: str, message: Any) -> list[tuple[str, bytes]]:
+def _connectivity(prefix: str, message: Any, problems: list[str]) -> list[tuple[str, bytes]]:
     status = _enum_name(message.DESCRIPTOR.fields_by_name["status"])(message.status)
     body = {
         "ConnectionId": message.connection_id,
         "Status": status,
-        "CreatedAt": _rfc3339(message.created_at),  # unset reads as the epoch, as in the reference
+        "CreatedAt": _rfc3339(message.created_at, problems),  # unset reads as the epoch, as in the reference
     }
     return [(f"{prefix}/connectivity", _json(body))]
 
 
-_BUILDERS: dict[str, Callable[[str, Any], list[tuple[str, bytes]]]] = {
+_BUILDERS: dict[str, Callable[[str, Any, list[str]], list[tuple[str, bytes]]]] = {
     "V": _vehicle_data,
     "alerts": _alerts,
     "errors": _errors,
@@ -248,12 +249,18 @@ _BUILDERS: dict[str, Callable[[str, Any], list[tuple[str, bytes]]]] = {
 }
 
 
-def mqtt_messages(record: Record, topic_base: str) -> list[tuple[str, bytes]]:
-    """(topic, payload) pairs the reference publishes for `record`; [] for other record types."""
+def mqtt_messages(
+    record: Record, topic_base: str, problems: list[str] | None = None
+) -> list[tuple[str, bytes]]:
+    """(topic, payload) pairs the reference publishes for `record`; [] for other record types.
+
+    Never raises for what a record holds: a value that cannot be printed as the reference
+    would is printed raw, and named in `problems`.
+    """
     build = _BUILDERS.get(record.record_type)
     if build is None:
         return []
-    return build(f"{topic_base}/{_segment(record.vin)}", record.message)
+    return build(f"{topic_base}/{_segment(record.vin)}", record.message, [] if problems is None else problems)
 
 
 # -- the dispatcher ------------------------------------------------------------------
@@ -321,7 +328,10 @@ class MqttDispatcher:
                     self._unknown_types.add(record.record_type)
                     log.error("mqtt: records of type %r have no MQTT topic layout; not published", record.record_type)
                 continue
-            messages.extend(mqtt_messages(record, self._topic_base))
+            problems: list[str] = []
+            messages.extend(mqtt_messages(record, self._topic_base, problems))
+            if problems:
+                render_problems.report(self.name, record, problems)
         if not messages:
             return
         conn = self._conn
