@@ -176,22 +176,22 @@ class FieldsTooNew:
         return f"firmware {self.firmware} never sends {needs}"
 
 
-@lru_cache(maxsize=4096)
-def _too_new(firmware: str, fields: frozenset[str]) -> tuple[int, ...]:
-    return tuple(sorted(info.number for name in fields if (info := BY_NAME.get(name)) is not None
-                        and not info.available_on(firmware)))
-
-
 def fields_too_new(firmware: str | None, fields: Iterable[str]) -> FieldsTooNew | None:
     """Which of `fields` a vehicle on `firmware` never sends (the catalog's minimum firmware),
     or None. An absent or unreadable firmware claims nothing: a flag must not be a guess."""
     if not firmware:
         return None
+    return _fields_too_new(firmware, fields if isinstance(fields, frozenset) else frozenset(fields))
+
+
+@lru_cache(maxsize=4096)  # a fleet runs a handful of versions: a pass over 10,000 vehicles asks a few times
+def _fields_too_new(firmware: str, fields: frozenset[str]) -> FieldsTooNew | None:
     try:
         version = ".".join(map(str, parse_firmware(firmware)))
     except ValueError:
         return None
-    numbers = _too_new(firmware, frozenset(fields))
+    numbers = tuple(sorted(info.number for name in fields if (info := BY_NAME.get(name)) is not None
+                           and not info.available_on(firmware)))
     return FieldsTooNew(version, numbers) if numbers else None
 
 
