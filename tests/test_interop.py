@@ -428,7 +428,7 @@ def test_numbers_beyond_both_schemas_survive_our_round_trip() -> None:
     key, variant, payload_value = 300, 61, 7
     value = _varint(variant << 3) + _varint(payload_value)
     datum = _varint(1 << 3) + _varint(key) + _varint(2 << 3 | 2) + _varint(len(value)) + value
-    vin = "5YJ3E1EA7KF000001".encode()
+    vin = b"5YJ3E1EA7KF000001"
     original = _varint(1 << 3 | 2) + _varint(len(datum)) + datum + _varint(3 << 3 | 2) + _varint(len(vin)) + vin
     ours = OURS["vehicle_data"].Payload.FromString(original)
     assert ours.data[0].key == key and ours.data[0].value.WhichOneof("value") is None

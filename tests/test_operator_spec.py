@@ -377,11 +377,10 @@ def test_provisional_fields_are_accepted_with_a_warning() -> None:
                                         "PowerTransferStatus": {"interval_seconds": 60},
                                         "GpsAccuracyMeters": {"interval_seconds": 60}}))
     assert sorted(parsed.fields) == ["AccessoryRail", "GpsAccuracyMeters", "PowerTransferStatus"]
+    why = "its number may still change, so vehicles may stream it under another number or not at all"
     assert parsed.warnings == (
-        ("spec.fields.AccessoryRail", "provisional field (number 272): its number may still change, so "
-         "vehicles may stream it under another number or not at all"),
-        ("spec.fields.PowerTransferStatus", "provisional field (number 273): its number may still change, so "
-         "vehicles may stream it under another number or not at all"),
+        ("spec.fields.AccessoryRail", f"provisional field (number 272): {why}"),
+        ("spec.fields.PowerTransferStatus", f"provisional field (number 273): {why}"),
     )
     assert parse_spec(minimal(fields={"Soc": {"interval_seconds": 60}})).warnings == ()
 
