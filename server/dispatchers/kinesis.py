@@ -253,6 +253,7 @@ class KinesisDispatcher:
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 read_timeout=READ_TIMEOUT_SECONDS,
                 max_pool_connections=16,
+                parameter_validation=False,
             )
             self._client = await self._exit.enter_async_context(session.create_client(
                 "kinesis",

@@ -1,0 +1,105 @@
+"""Simulated vehicles stream through the real server (mTLS) into Kinesis (moto in server mode).
+
+Every record type's ack waits for Kinesis (`reliable_ack_sources`); an independent reader
+(boto3: GetShardIterator, GetRecords) must then find every acked record in the stream its
+type maps to — `kinesis.streams`, the `KINESIS_STREAM_<TYPE>` override, the namespace
+fallback — with the VIN of the vehicle's certificate as partition key and in the payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from brokers.moto_server import FAKE_CREDENTIALS, MotoServer, moto_server_binary
+from conftest import server_config_data
+from fleetwire.pki import FleetPki, make_test_fleet_pki
+from fleetwire.proto import vehicle_alert_pb2, vehicle_data_pb2, vehicle_error_pb2
+from fleetwire.server.app import TelemetryServer
+from fleetwire.server.config import parse_config
+from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin
+
+ASYNCIO_LOOP_FACTORY = uvloop.new_event_loop  # as `fleetwire serve` runs
+
+VEHICLES = 100
+RATE = 3.0  # records per second per vehicle, V, alerts and errors in turn
+SECONDS = 3.0
+STREAMS = {"V": "tesla-v", "alerts": "alerts-from-env", "errors": "fleet_errors"}
+SCHEMAS = {"V": vehicle_data_pb2.Payload, "alerts": vehicle_alert_pb2.VehicleAlerts,
+           "errors": vehicle_error_pb2.VehicleErrors}
+
+
+@pytest.fixture
+def moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+    if moto_server_binary() is None:
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    for name, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    server = MotoServer(tmp_path / "moto").start()
+    for stream in STREAMS.values():
+        server.create_stream(stream, shards=2)
+    yield server
+    server.kill()
+
+
+async def test_every_acked_record_is_in_its_stream_keyed_by_the_certificates_vin(
+    tmp_path: Path, moto: MotoServer
+) -> None:
+    pki: FleetPki = make_test_fleet_pki(tmp_path / "pki")
+    config, warnings = parse_config(
+        server_config_data(pki, {
+            "namespace": "fleet",
+            "records": {"V": ["kinesis"], "alerts": ["kinesis"], "errors": ["kinesis"]},
+            "reliable_ack_sources": {"V": "kinesis", "alerts": "kinesis", "errors": "kinesis"},
+            # the reference's own shape: max_retries, override_host, streams
+            "kinesis": {"max_retries": 3, "override_host": moto.url, "streams": {"V": "tesla-v", "alerts": "unused"}},
+        }),
+        pki.directory,
+        env={**os.environ, "KINESIS_STREAM_ALERTS": "alerts-from-env"},
+    )
+    assert warnings == []
+    server = TelemetryServer(config)
+    assert server.queues["kinesis"].dispatcher.streams == STREAMS
+    ports = await server.start()
+    try:
+        vins = [sim_vin(i) for i in range(VEHICLES)]
+        certs = issue_vehicle_certs(pki.vehicle_ca_cert, pki.vehicle_ca_key, vins, tmp_path / "vehicles")
+        fleet = Fleet(f"wss://127.0.0.1:{ports.vehicles}/", pki.server_ca_cert, certs)
+        assert await fleet.connect() == VEHICLES
+        await fleet.stream(rate=RATE, duration=SECONDS, record_types=("V", "alerts", "errors"))
+        await fleet.drain(timeout=30)
+        summary = fleet.summary()
+        acked = {v.vin: v.stats.acked for v in fleet.vehicles}
+        await fleet.close()
+    finally:
+        await server.stop()
+
+    assert summary.sent >= VEHICLES * RATE * SECONDS * 0.8
+    assert summary.errors == 0 and summary.pending == 0 and summary.acked == summary.sent
+
+    found: Counter[str] = Counter()
+    per_type: Counter[str] = Counter()
+    for record_type, stream in STREAMS.items():
+        for item in await asyncio.to_thread(lambda s=stream: list(moto.read_stream(s))):
+            message = SCHEMAS[record_type].FromString(item["Data"])
+            assert item["PartitionKey"] in acked, item["PartitionKey"]
+            assert message.vin == item["PartitionKey"]  # the certificate's VIN, in key and payload
+            if record_type == "V":
+                assert len(message.data) > 0
+            elif record_type == "alerts":
+                assert message.alerts and message.alerts[0].name
+            else:
+                assert message.errors and message.errors[0].name
+            found[item["PartitionKey"]] += 1
+            per_type[record_type] += 1
+    missing = {vin: n - found[vin] for vin, n in acked.items() if found[vin] < n}
+    assert missing == {}, f"acked but not in Kinesis: {dict(list(missing.items())[:5])}"
+    assert sum(found.values()) == summary.acked  # and nothing written twice
+    assert all(per_type[t] > 0 for t in STREAMS), per_type
+    assert server.metrics.records["V"] == per_type["V"]
