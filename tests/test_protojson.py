@@ -34,7 +34,7 @@ from fleetwire.proto import (
     vehicle_error_pb2,
     vehicle_metric_pb2,
 )
-from fleetwire.server.protojson import message_to_dict
+from fleetwire.server.protojson import message_to_dict, render
 from fleetwire.server.records import MILLISECONDS_THRESHOLD, decode_record, to_dict, to_json
 from fleetwire.sim.vehicle import DEFAULT_FIELDS, vehicle_payload
 
@@ -629,3 +629,59 @@ def test_every_type_reachable_from_records_converts_empty() -> None:
     for descriptor in _all_message_types(roots):
         assert_same(message_factory.GetMessageClass(descriptor)())
 
+
+
+# --- render: message_to_dict that never raises ------------------------------------------------------
+
+
+def assert_renders(message: Message) -> None:
+    """What json_format prints, render prints alike with no problem; what it refuses, render
+    prints anyway, naming each value it printed raw."""
+    try:
+        expected = reference(message)
+    except Exception:
+        got, problems = render(message)
+        assert problems
+        json.dumps(got, allow_nan=False)  # plain JSON, whatever it holds
+        return
+    got, problems = render(message)
+    assert problems == []
+    assert json.dumps(got) == json.dumps(expected)
+
+
+@pytest.mark.parametrize("cls", RECORD_MESSAGES, ids=lambda cls: cls.DESCRIPTOR.name)
+@SETTINGS
+@given(data=st.data())
+def test_render_records(cls: type[Message], data: st.DataObject) -> None:
+    assert_renders(data.draw(messages(cls.DESCRIPTOR)))
+
+
+@pytest.mark.parametrize("name", TEST_TYPES)
+@SETTINGS
+@given(data=st.data())
+def test_render_schema_features(test_pool: descriptor_pool.DescriptorPool, name: str, data: st.DataObject) -> None:
+    assert_renders(data.draw(messages(test_pool.FindMessageTypeByName(name))))
+
+
+def test_render_prints_refused_values_raw() -> None:
+    errors = vehicle_error_pb2.VehicleErrors(vin=VIN)
+    first = errors.errors.add(name="a")
+    first.created_at.seconds = TIMESTAMP_MAX + 1
+    errors.errors.add(name="b").created_at.seconds = 0
+    got, problems = render(errors)
+    assert got["errors"][0]["createdAt"] == {"seconds": str(TIMESTAMP_MAX + 1), "nanos": 0}
+    assert got["errors"][0]["name"] == "a" and got["errors"][0]["tags"] == {}
+    assert got["errors"][1] == message_to_dict(errors.errors[1])  # the rest as usual
+    assert list(got) == list(message_to_dict(vehicle_error_pb2.VehicleErrors()))  # same keys, same order
+    assert problems == [f"errors[0].createdAt: Timestamp is not valid: Seconds {TIMESTAMP_MAX + 1} must be in "
+                        f"range [{TIMESTAMP_MIN}, {TIMESTAMP_MAX}]."]
+
+
+def test_unknown_value_variant_is_printed_not_dropped() -> None:
+    """The one deliberate difference from json_format: a Value of a variant newer than the
+    schema (an unknown field of Value) shows it instead of {}."""
+    value = vehicle_data_pb2.Value.FromString(b"\xe8\x03\x07")  # field 61, varint 7
+    assert reference(value) == {}
+    assert message_to_dict(value) == {"unknownValue": {"number": 61, "wireType": "varint", "value": 7}}
+    known = vehicle_data_pb2.Value.FromString(vehicle_data_pb2.Value(int_value=1).SerializeToString() + b"\xe8\x03\x07")
+    assert message_to_dict(known) == reference(known) == {"intValue": 1}  # a known member wins

@@ -34,6 +34,8 @@ from fleetwire.server.protojson import (
     unknown_value,
 )
 from fleetwire.server.records import field_name
+
+_FIELD_NAMES = {value.number: value.name for value in vehicle_data_pb2.Field.DESCRIPTOR.values}
 from google.protobuf.descriptor import FieldDescriptor
 
 _FD = FieldDescriptor
@@ -141,9 +143,11 @@ def vehicle_data(payload: Any, verbose: bool, problems: list[str]) -> dict[str, 
     protobuf-JSON and named in `problems`.
     """
     members = _MEMBERS[verbose]
+    known_name = _FIELD_NAMES.get
     data: dict[str, Any] = {"Vin": payload.vin, "CreatedAt": _created_at(payload.created_at, problems)}
     for datum in payload.data:
-        name = field_name(datum.key)
+        key = datum.key
+        name = known_name(key) or field_name(key)
         value = datum.value
         which = value.WhichOneof("value")
         try:
@@ -156,7 +160,10 @@ def vehicle_data(payload: Any, verbose: bool, problems: list[str]) -> dict[str, 
                 continue
             label, convert = members[which]
             shown = getattr(value, which)
-            if convert is not None:
+            if convert is print_double:  # inlined: finite doubles, most values, print as themselves
+                if shown - shown != 0.0:
+                    shown = print_double(shown)
+            elif convert is not None:
                 shown = convert(shown)
             data[name] = {label: shown} if verbose else shown
         except Exception as exc:  # printed as protobuf-JSON, which never fails
