@@ -172,6 +172,20 @@ async def test_one_vehicles_bad_timestamp_costs_no_other_vehicle_its_acked_recor
     await queue.close()
 
 
+def test_protobuf_payload_of_an_unrenderable_record_is_forwarded() -> None:
+    """Protobuf has no range for a Timestamp: backends that forward protobuf get the record
+    as the vehicle sent it (VIN stamped), whatever JSON makes of it."""
+    sent = vehicle(seconds=PAST_9999).message
+    sent.data[0].value.double_value = math.nan
+    raw = sent.SerializeToString()
+    _, payload = decode_record("V", raw, VIN)
+    assert payload is raw
+    _, payload = decode_record("V", raw, OTHER_VIN)
+    again = vehicle_data_pb2.Payload.FromString(payload)
+    assert again.created_at.seconds == PAST_9999 and math.isnan(again.data[0].value.double_value)
+    assert again.vin == OTHER_VIN
+
+
 @pytest.mark.parametrize(("seconds", "nanos"), [(PAST_9999, 0), (-62135596801, 0), (T0, -1), (T0, 10**9)])
 def test_record_json_prints_a_timestamp_out_of_range_raw(seconds: int, nanos: int) -> None:
     message = vehicle_error_pb2.VehicleErrors(vin=VIN)

@@ -34,12 +34,11 @@ from fleetwire.server.protojson import (
     unknown_value,
 )
 from fleetwire.server.records import field_name
-
-_FIELD_NAMES = {value.number: value.name for value in vehicle_data_pb2.Field.DESCRIPTOR.values}
 from google.protobuf.descriptor import FieldDescriptor
 
 _FD = FieldDescriptor
 _Convert = Callable[[Any], Any]
+_FIELD_NAMES = {value.number: value.name for value in vehicle_data_pb2.Field.DESCRIPTOR.values}
 
 # json_format's Timestamp range; beyond it a time is printed raw.
 _SECONDS_MIN = -62135596800
