@@ -8,7 +8,7 @@ in the benchmark and in unit tests. A pass (`reconcile`) does, in order:
    skipped ones whose re-check is due, so unpaired or outdated vehicles are not pushed
    (every answered call is billed, refusals included). Its firmware versions tell which
    configured fields each vehicle is too old to send (`fields_too_new`); those vehicles are
-   re-checked on the same schedule, so an update clears the flag;
+   asked again daily (`firmware_every`, billed like any call), so an update clears the flag;
 2. push: `push_reason` for every vehicle; the desired config is signed once (Tesla.SS256
    with the app's key, or sent unsigned to the user's tesla-http-proxy) and pushed in
    batches, with at most `concurrency` Fleet API calls in flight;
@@ -325,6 +325,7 @@ class Settings:
     member_wait: float = 8.0  # the rest of a batch is read after this many `poll_first`s at the latest
     drift_every: float = 6 * 3600.0  # re-read an applied vehicle's config (drift, freed slots)
     recheck_every: float = 3600.0  # fleet_status again for vehicles skipped by the pre-flight
+    firmware_every: float = 86_400.0  # fleet_status again for vehicles too old for a configured field
     errors_fast: float = 10.0  # telemetry errors while vehicles sync or fail
     errors_slow: float = 300.0  # telemetry errors when all is quiet
     error_quiet: float = 300.0  # a connection error not repeated for this long is over
@@ -449,6 +450,7 @@ class VehicleReconciler:
         self._problem: str | None = None
         self._fields: frozenset[str] | None = None  # the desired config's fields (None: not seen yet)
         self._firmware_asked: set[str] = set()  # asked `fleet_status` for a firmware this run
+        self._firmware_at: dict[str, float] = {}  # next firmware look of a vehicle with fields too new
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -546,7 +548,9 @@ class VehicleReconciler:
                                 message=f"{condition.message}; Fleet API: {self._problem}")
         pending = any(r.state == PENDING for r in self.records.values())
         due = [min(self._due.values(), default=now + self.settings.idle), self._errors_at,
-               min(self._recheck_at.values(), default=now + self.settings.idle)]
+               min(self._recheck_at.values(), default=now + self.settings.idle),
+               min((at for vin, at in self._firmware_at.items() if (r := self.records.get(vin)) is not None
+                    and r.too_new and r.state != SKIPPED), default=now + self.settings.idle)]
         if pending:
             due.append(max(now, self._push_retry_at))
         next_in = min(self.settings.idle, max(0.05, min(due) - now))
@@ -591,7 +595,7 @@ class VehicleReconciler:
                     return
             del self.records[vin]
             changed.discard(vin)
-            for table in (self._due, self._unsynced_seen, self._recheck_at):
+            for table in (self._due, self._unsynced_seen, self._recheck_at, self._firmware_at):
                 table.pop(vin, None)
             self._batch_of.pop(vin, None)
             self._firmware_asked.discard(vin)
@@ -615,12 +619,13 @@ class VehicleReconciler:
             self.records[vin].state == SKIPPED and self.records[vin].skip != "max_configs"
             and self._recheck_at.get(vin, 0.0) <= now)]
         chosen = set(todo)
-        # Only the firmware is asked for: records from before it was kept (once), and vehicles
-        # whose firmware is too old for a configured field (as often as a skip is re-checked).
+        # Only the firmware is asked for: records from before it was kept (once per run), and
+        # vehicles whose firmware is too old for a configured field (once a day: updates are rare
+        # and every call is billed). After a restart those are asked once, soon.
         firmware = [vin for vin in wanted if vin not in chosen and (record := self.records.get(vin)) is not None
                     and record.state != SKIPPED and (
                         (not record.firmware and vin not in self._firmware_asked)
-                        or (record.too_new and self._recheck_at.get(vin, 0.0) <= now))]
+                        or (record.too_new and self._firmware_at.setdefault(vin, now) <= now))]
         size = self.settings.status_batch
         batches = [(todo[i:i + size], False) for i in range(0, len(todo), size)]
         batches += [(firmware[i:i + size], True) for i in range(0, len(firmware), size)]
@@ -644,7 +649,7 @@ class VehicleReconciler:
                 if exc.status != 404:
                     self._fail("fleet_status", exc)
                 for vin in vins:
-                    self._recheck_at[vin] = self.clock() + self._spread(self.settings.recheck_every)
+                    self._firmware_at[vin] = self.clock() + self._spread(self.settings.firmware_every)
                 return
             if exc.status == 404:
                 self._set(refused(self.records.get(vins[0]), vins[0], "unknown_vehicle"), changed)
@@ -661,12 +666,8 @@ class VehicleReconciler:
             info = status.vehicle_info.get(vin)
             firmware = info.firmware_version if info is not None else None
             if firmware_only:
-                record = with_firmware(self.records[vin], firmware, self._fields or ())
-                self._set(record, changed)
-                if record.too_new:
-                    self._recheck_at[vin] = now + self._spread(self.settings.recheck_every)
-                else:
-                    self._recheck_at.pop(vin, None)
+                self._set(with_firmware(self.records[vin], firmware, self._fields or ()), changed)
+                self._firmware_at[vin] = now + self._spread(self.settings.firmware_every)
                 continue
             legacy_sx = info is not None and info.vehicle_command_protocol_required is False
             skip = preflight(vin, vin in paired, info, model_year_legacy_sx=legacy_sx)
@@ -678,10 +679,8 @@ class VehicleReconciler:
             record = with_firmware(recheck_passed(record) if record is not None else VehicleRecord(vin), firmware,
                                    self._fields or ())
             self._set(record, changed)
-            if record.too_new:
-                self._recheck_at[vin] = now + self._spread(self.settings.recheck_every)
-            else:
-                self._recheck_at.pop(vin, None)
+            self._recheck_at.pop(vin, None)
+            self._firmware_at[vin] = now + self._spread(self.settings.firmware_every)
 
     # ---- push ---------------------------------------------------------------------------
 

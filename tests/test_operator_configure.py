@@ -55,7 +55,8 @@ CA_A = make_ca("Chain A").cert_pem.decode()
 CA_B = make_ca("Chain B").cert_pem.decode()
 T0 = 1_800_000_000.0
 FAST = Settings(poll_first=1.0, poll_most=30.0, member_wait=20.0, errors_fast=1.0, errors_slow=60.0,
-                error_quiet=5.0, retry_after_failure=5.0, recheck_every=100.0, drift_every=1000.0, jitter=0.0)
+                error_quiet=5.0, retry_after_failure=5.0, recheck_every=100.0, drift_every=1000.0, jitter=0.0,
+                firmware_every=300.0)
 
 
 def vin(i: int) -> str:
@@ -337,9 +338,13 @@ async def test_fields_the_firmware_is_too_old_to_send_are_flagged_until_the_vehi
     # The flag is a fact about the firmware: the vehicles are re-checked, and an update clears it.
     api.vehicles[vin(1)].firmware = "2026.32.4"
     result = await settle(rec, clock, spec, CA_A, until=FAST.recheck_every + 10)
+    assert rec.records[vin(1)].too_new == (260,)  # asked once a day (here 300 s), not as often as a skip
+    result = await settle(rec, clock, spec, CA_A, until=FAST.firmware_every)
     assert rec.records[vin(1)].too_new == () and rec.records[vin(1)].firmware == "2026.32.4"
     assert result.status()["fieldsTooNew"] == 3 and rec.records[vin(1)].state == APPLIED
-    assert api.count("fleet_status") <= 1 + 2  # one batched call per re-check, not one per vehicle
+    sizes = [n for name, n in api.calls if name == "fleet_status"]
+    # One batched call for the four flagged vehicles, once in the window; the rest re-check the skipped one.
+    assert sizes[0] == 6 and sizes.count(4) == 1 and set(sizes[1:]) == {1, 4}
 
     # A spec without the new field flags nobody, without asking the Fleet API again.
     calls = api.count("fleet_status")
