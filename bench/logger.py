@@ -11,10 +11,11 @@ in batches of 256 to /dev/null. Variants:
   verbose      + values labelled with their types (`logger.verbose`)
   protojson    + the record as protobuf-JSON (what `transmit_decoded_records` sends)
 
-Figures are µs per record, the median of `--repeat` interleaved rounds, each the best of
-`--runs` passes; the logger's own cost is the difference to `decode_ack`.
+Figures are µs per record, the best of `--passes` passes per variant, the variants taking
+turns pass by pass (so that a busy moment of the machine hurts all of them alike, and the
+best pass is the one least disturbed); the logger's own cost is the difference to `decode_ack`.
 
-Usage: python bench/logger.py [--records 2000] [--repeat 5] [--runs 3]
+Usage: python bench/logger.py [--records 1000] [--passes 40]
 """
 
 from __future__ import annotations
@@ -86,20 +87,16 @@ def variant(logger: LoggerDispatcher | None, protojson: bool = False) -> Callabl
     return once
 
 
-def best_of(runs: int, once: Callable[[Sequence[bytes]], None], data: Sequence[bytes]) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        once(data)
-        best = min(best, time.perf_counter() - start)
-    return best / len(data) * 1e6
+def timed(once: Callable[[Sequence[bytes]], None], data: Sequence[bytes]) -> float:
+    start = time.perf_counter()
+    once(data)
+    return (time.perf_counter() - start) / len(data) * 1e6
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--records", type=int, default=1000)
+    parser.add_argument("--passes", type=int, default=40)
     args = parser.parse_args()
     sink = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
     variants = {
@@ -112,18 +109,21 @@ def main() -> int:
     data = frames(args.records)
     for once in variants.values():  # warm up: plans, caches
         once(data[:200])
-    rounds: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeat):
+    passes: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.passes):
         for name, once in variants.items():
-            rounds[name].append(best_of(args.runs, once, data))
-    us = {name: round(statistics.median(values), 2) for name, values in rounds.items()}
+            passes[name].append(timed(once, data))
+    us = {name: round(min(values), 2) for name, values in passes.items()}
+    medians = {name: round(statistics.median(values), 2) for name, values in passes.items()}
     floor = us["decode_ack"]
     report = {
         "benchmark": "logger dispatcher per V record (10 datums)",
         "python": platform.python_version(),
         "records": args.records,
-        "repeat": args.repeat,
+        "passes": args.passes,
+        "load_average": round(os.getloadavg()[0], 2),
         "us_per_record": us,
+        "us_per_record_median": medians,
         "logger_us_per_record": {name: round(value - floor, 2) for name, value in us.items() if name != "decode_ack"},
         "vs_decode_ack": {name: round(value / floor, 2) for name, value in us.items() if name != "decode_ack"},
         "default_vs_sizes_only": round(us["default"] / us["sizes_only"], 2),
