@@ -63,7 +63,7 @@ from picows import ws_connect
 from fleetwire.operator.signing import SignatureError, iss_claim, public_point, sign_telemetry_config, verify_token
 from fleetwire.pki import Bundle, load_bundle, make_ca, make_vehicle_cert, write_bundle
 from fleetwire.proto import vehicle_data_pb2
-from fleetwire.proto.catalog import firmware_at_least
+from fleetwire.proto.catalog import BY_NAME, firmware_at_least
 from fleetwire.sim.vehicle import SimulatedVehicle, VehicleStats, _Client, vehicle_payload
 
 __all__ = [
@@ -990,10 +990,12 @@ class FleetApiSimulator:
 
     async def _stream(self, streamer: _Streamer, car: _ConfiguredCar, config: Mapping[str, Any]) -> None:
         """Send `V` records while connected: each field at its interval (scaled), in one record
-        per tick with every field that is due, as vehicles batch them."""
+        per tick with every field that is due, as vehicles batch them. A field newer than the
+        vehicle's firmware (the catalog's minimum) is never sent, as on a real car."""
         intervals: dict[str, float] = {}
+        firmware = self._vehicles[streamer.vin].firmware
         for name, settings in (config.get("fields") or {}).items():
-            if name in _FIELD_NAMES:
+            if name in _FIELD_NAMES and BY_NAME[name].available_on(firmware):
                 raw = settings.get("interval_seconds", 1) if isinstance(settings, dict) else 1
                 intervals[name] = max(1.0, float(raw or 1))
         if not intervals:
