@@ -20,7 +20,6 @@ import pytest
 import uvloop
 from brokers.nats_server import NatsServer, nats_server_binary
 from conftest import server_config_data
-from fleetwire.pki import FleetPki, make_test_fleet_pki
 from fleetwire.proto import vehicle_data_pb2
 from fleetwire.server.app import TelemetryServer
 from fleetwire.server.config import parse_config
@@ -28,6 +27,8 @@ from fleetwire.server.dispatchers.nats import NatsDispatcher
 from fleetwire.server.envelope import decode_reply
 from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin
 from fleetwire.sim.vehicle import SimulatedVehicle
+
+from fleetwire.pki import FleetPki, make_test_fleet_pki
 
 ASYNCIO_LOOP_FACTORY = uvloop.new_event_loop  # the loop `fleetwire serve` runs on
 

@@ -12,17 +12,30 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from nats.js.api import StorageType
 import pytest
 from brokers.nats_server import NatsServer, nats_server_binary
 from conftest import free_port, server_config_data
-from fleetwire.pki import FleetPki
 from fleetwire.proto import vehicle_connectivity_pb2, vehicle_data_pb2
 from fleetwire.server.config import parse_config
 from fleetwire.server.dispatchers import nats as nats_backend
-from fleetwire.server.dispatchers.base import Dispatcher, DispatchError, DispatchQueue, Record
-from fleetwire.server.dispatchers.nats import NatsDispatcher, NatsSettings, covers, headers, redact, subject
+from fleetwire.server.dispatchers.base import (
+    Dispatcher,
+    DispatchError,
+    DispatchQueue,
+    Record,
+)
+from fleetwire.server.dispatchers.nats import (
+    NatsDispatcher,
+    NatsSettings,
+    covers,
+    headers,
+    redact,
+    subject,
+)
 from fleetwire.server.dispatchers.registry import build_dispatchers
+from nats.js.api import StorageType
+
+from fleetwire.pki import FleetPki
 from fleetwire.strictjson import ConfigError, Reader
 
 VIN = "5YJ3E1EA7KF000001"
@@ -161,6 +174,12 @@ def test_headers_are_the_reference_metadata() -> None:
     assert headers(vehicle_data("a\r\nb"), deduplicate=False)["txid"] == "a  b"
 
 
+def test_the_wire_header_block_is_the_metadata() -> None:
+    for record in (vehicle_data("tx-1"), vehicle_data("a\r\nb"), connectivity("c-1")):
+        for dedup in (True, False):
+            assert nats_backend.record_header_block(record, dedup) == nats_backend.header_block(headers(record, dedup))
+
+
 @pytest.mark.parametrize(("pattern", "subj", "expected"), [
     ("t.>", "t.*.data", True), ("t.*.data", "t.*.data", True), ("t.*.*", "t.*.alerts", True),
     ("t.*.data", "t.*.alerts", False), ("t.VIN1.data", "t.*.data", False), (">", "t.*.data", True),
@@ -195,8 +214,8 @@ def nats_server(nats_factory: Callable[..., NatsServer]) -> NatsServer:
 
 
 def settings(url: str, **overrides: Any) -> NatsSettings:
-    values: dict[str, Any] = dict(servers=(url,), publish_timeout_ms=1000, connect_timeout_ms=1000,
-                                  reconnect_initial_ms=50, reconnect_max_ms=300)
+    values: dict[str, Any] = {"servers": (url,), "publish_timeout_ms": 1000, "connect_timeout_ms": 1000,
+                                  "reconnect_initial_ms": 50, "reconnect_max_ms": 300}
     values.update(overrides)
     return NatsSettings(**values)
 
@@ -306,6 +325,41 @@ async def test_a_batch_sent_again_is_stored_once(nats_server: NatsServer) -> Non
         await publish_soon(dispatcher, batch)
         await dispatcher.publish(batch)
     assert len(await stream_messages(nats_server.url, NS)) == 50
+
+
+@needs_server
+async def test_acks_through_the_clients_own_subscription_path(nats_server: NatsServer,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the parser shortcut the ack subscription's callback confirms just the same."""
+    monkeypatch.setattr(NatsDispatcher, "_shortcut_acks", lambda self, nc, sid: None)
+    async with running(NatsDispatcher(settings(nats_server.url), NS)) as dispatcher:
+        await publish_soon(dispatcher, [vehicle_data(f"tx-{n}") for n in range(100)])
+        nc = await nats.connect(nats_server.url)
+        await nc.jetstream().delete_stream(NS)
+        await nc.close()
+        with pytest.raises(DispatchError, match="no JetStream stream"):
+            await dispatcher.publish([vehicle_data("tx-x")])
+        await dispatcher.publish([vehicle_data("tx-x")])
+    assert [m.headers["txid"] for m in await stream_messages(nats_server.url, NS)] == ["tx-x"]
+
+
+@needs_server
+async def test_a_record_over_max_payload_costs_only_itself(nats_server: NatsServer) -> None:
+    big = vehicle_data("tx-big")
+    big.payload = b"x" * (1024 * 1024 + 1)
+    dispatcher = NatsDispatcher(settings(nats_server.url), NS)
+    queue = DispatchQueue(dispatcher, batch_size=10)
+    await queue.start()
+    loop = asyncio.get_running_loop()
+    waiters = [loop.create_future() for _ in range(5)]
+    for n, waiter in enumerate(waiters):
+        queue.offer(big if n == 2 else vehicle_data(f"tx-{n}"), waiter)
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    await queue.close()
+    assert [r is None for r in results] == [True, True, False, True, True]
+    assert "max_payload" in str(results[2]) and dispatcher.connects == 1
+    assert sorted(m.headers["txid"] for m in await stream_messages(nats_server.url, NS)) == [
+        "tx-0", "tx-1", "tx-3", "tx-4"]
 
 
 @needs_server

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 
 def nats_server_binary() -> str | None:
@@ -140,7 +141,7 @@ class NatsServer:
             proc.kill()
             proc.wait(10)
 
-    def __enter__(self) -> NatsServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
