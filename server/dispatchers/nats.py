@@ -56,7 +56,7 @@ import logging
 import random
 import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -446,12 +446,12 @@ class NatsDispatcher:
             commands += (line.encode(), block, payload, b"\r\n")
         return b"".join(commands)
 
-    async def _write(self, nc: Client, data: bytes) -> None:
+    async def _write(self, nc: Client, data: bytes, messages: int) -> None:
         """Hand `data` to the client's write buffer and wake its flusher (the client's own
         publish does the same, per message)."""
         if not nc.is_connected:
             raise DispatchError(f"NATS server {self._where}: connection lost")
-        nc.stats["out_msgs"] += 1
+        nc.stats["out_msgs"] += messages
         nc.stats["out_bytes"] += len(data)
         await nc._send_command(data)
         await nc._flush_pending()
@@ -461,20 +461,20 @@ class NatsDispatcher:
         acks = _Acks(len(batch), asyncio.get_running_loop())
         self._batches[batch_id] = acks
         try:
-            await self._write(nc, self._commands(nc, batch, f"{self._inbox}.{batch_id}"))
-            await self._wait(acks.done, lost, f"{acks.remaining} of {len(batch)} JetStream ack(s)")
+            await self._write(nc, self._commands(nc, batch, f"{self._inbox}.{batch_id}"), len(batch))
+            await self._wait(acks.done, lost, lambda: f"{acks.remaining} of {len(batch)} JetStream ack(s)")
         finally:
             del self._batches[batch_id]
 
     async def _publish_core(self, nc: Client, batch: Sequence[Record], lost: asyncio.Future[None]) -> None:
-        await self._write(nc, self._commands(nc, batch, ""))
+        await self._write(nc, self._commands(nc, batch, ""), len(batch))
         flushed = asyncio.ensure_future(nc.flush(timeout=self._publish_timeout))
         try:
-            await self._wait(flushed, lost, "the server's PONG")
+            await self._wait(flushed, lost, lambda: "the server's PONG")
         finally:
             flushed.cancel()
 
-    async def _wait(self, done: asyncio.Future[Any], lost: asyncio.Future[None], what: str) -> None:
+    async def _wait(self, done: asyncio.Future[Any], lost: asyncio.Future[None], what: Callable[[], str]) -> None:
         """Wait for `done`; fail at once if the connection drops, or after publish_timeout."""
         finished, _ = await asyncio.wait((done, lost), timeout=self._publish_timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -482,9 +482,9 @@ class NatsDispatcher:
             done.result()
             return
         if lost in finished:
-            raise DispatchError(f"NATS server {self._where}: connection lost while waiting for {what}")
+            raise DispatchError(f"NATS server {self._where}: connection lost while waiting for {what()}")
         raise DispatchError(f"NATS server {self._where}: no answer within "
-                            f"{self._publish_timeout:g} s (waiting for {what})")
+                            f"{self._publish_timeout:g} s (waiting for {what()})")
 
     def _on_ack(self, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None
