@@ -103,3 +103,48 @@ async def test_every_acked_record_is_in_its_stream_keyed_by_the_certificates_vin
     assert sum(found.values()) == summary.acked  # and nothing written twice
     assert all(per_type[t] > 0 for t in STREAMS), per_type
     assert server.metrics.records["V"] == per_type["V"]
+
+
+async def test_endpoint_killed_mid_stream_no_ack_until_it_is_back_then_every_acked_record_is_in(
+    tmp_path: Path, moto: MotoServer
+) -> None:
+    """moto keeps streams in memory, so its restart loses what it held: this proves that no
+    ack is sent while the endpoint is down and that every record acked after the restart
+    is in the recreated stream (what Kinesis held before is Kinesis' to keep)."""
+    pki: FleetPki = make_test_fleet_pki(tmp_path / "pki")
+    config, _ = parse_config(
+        server_config_data(pki, {
+            "records": {"V": ["kinesis"]},
+            "reliable_ack_sources": {"V": "kinesis"},
+            "kinesis": {"override_host": moto.url, "streams": {"V": "tesla-v"}},
+        }),
+        pki.directory,
+    )
+    server = TelemetryServer(config)
+    ports = await server.start()
+    try:
+        vins = [sim_vin(i) for i in range(50)]
+        certs = issue_vehicle_certs(pki.vehicle_ca_cert, pki.vehicle_ca_key, vins, tmp_path / "vehicles")
+        fleet = Fleet(f"wss://127.0.0.1:{ports.vehicles}/", pki.server_ca_cert, certs)
+        assert await fleet.connect() == 50
+        streaming = asyncio.ensure_future(fleet.stream(rate=4.0, duration=6.0))
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(moto.kill)
+        await asyncio.sleep(0.5)  # acks of calls Kinesis answered before it went away
+        before = {v.vin: v.stats.acked for v in fleet.vehicles}
+        await asyncio.sleep(2.0)
+        assert {v.vin: v.stats.acked for v in fleet.vehicles} == before, "acked while Kinesis was down"
+        assert fleet.summary().pending > 0
+        await asyncio.to_thread(moto.start)
+        await asyncio.to_thread(moto.create_stream, "tesla-v", 2)  # as the user's infrastructure would
+        await streaming
+        await fleet.drain(timeout=40)
+        summary = fleet.summary()
+        after = {v.vin: v.stats.acked - before[v.vin] for v in fleet.vehicles}
+        await fleet.close()
+    finally:
+        await server.stop()
+    assert summary.errors == 0 and summary.pending == 0 and summary.acked == summary.sent
+    found = Counter(item["PartitionKey"] for item in await asyncio.to_thread(lambda: list(moto.read_stream("tesla-v"))))
+    missing = {vin: n - found[vin] for vin, n in after.items() if found[vin] < n}
+    assert sum(after.values()) > 0 and missing == {}, f"acked but not in Kinesis: {dict(list(missing.items())[:5])}"
