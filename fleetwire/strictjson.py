@@ -205,7 +205,9 @@ class Reader:
         if looks_secret(value) or len(value) > SHOWN_MAX or "\0" in value:
             # The content of a key or certificate pasted where its path belongs.
             raise ConfigError(self.key(name), f"expected the path of a file, got {show(value)}")
-        return (self.base_dir / Path(value).expanduser()).resolve()
+        # Absolute, but symlinks kept: a mounted Secret's `tls.crt` is a link through `..data`,
+        # which the kubelet swaps on update; the resolved target is deleted right after.
+        return Path(os.path.abspath(self.base_dir / Path(value).expanduser()))
 
     def existing_file(self, name: str, required: bool) -> Path | None:
         path = self.file_path(name, required)
