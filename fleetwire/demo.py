@@ -11,9 +11,12 @@ reconnected during the gap (server on the new chain, vehicles still on the old `
 `cloud_manager_error` until the new config reaches them. A timeline is printed as it
 happens; exit status 0 when every step happened.
 
-The operator's Deployment cannot run without a kubelet, so the demo runs the same server
-in-process, its certificate files written from the operator's TLS Secret whenever it
-changes (as a kubelet does for a mounted Secret) and hot-reloaded.
+The server is the operator's own Deployment: the kubelet stand-in (`fleetwire.sim.kubelet`)
+runs its pod as a local process in a bubblewrap sandbox (the TLS Secret and the config
+mounted where the pod spec says, the probes run as written), the vehicles reach it through
+the vehicle Service's port on loopback, and the demo reads its metrics through the metrics
+Service. The CA rotation reaches the running pod the way it does on a cluster: the
+stand-in swaps the mounted Secret's `..data` link and the server reloads its certificate.
 
 `run_server_demo` (`fleetwire demo --server-only`, and the fallback without kmock): the
 ingest path alone: a throwaway PKI, the server, a handful of simulated vehicles streaming
@@ -30,6 +33,7 @@ import contextlib
 import importlib
 import inspect
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -326,19 +330,47 @@ async def run_demo(*, vehicles: int = 8, out: TextIO = sys.stdout, workdir: Path
     say = _Timeline(out).say
     print(f"fleetwire demo: the operator, the Fleet API simulator and the server on loopback (files in {directory})",
           file=out)
+    from fleetwire.sim.kubelet import KubeletThread
+
+    if shutil.which("bwrap") is None:
+        print("fleetwire demo: bubblewrap (bwrap) is not installed, so the server's pod cannot run "
+              "(apt-get install bubblewrap); showing the ingest server alone\n", file=out)
+        return await run_server_demo(out=out, workdir=workdir)
     cluster = KubeApi(directory).start()
+    node = KubeletThread(cluster.url, directory / "node").start()
     stack = contextlib.AsyncExitStack()
     try:
-        return await _whole_loop(cluster, stack, directory, vehicles, say, out, step_timeout)
+        return await _whole_loop(cluster, node, stack, directory, vehicles, say, out, step_timeout)
     except TimeoutError as exc:
         say(f"FAILED: {exc}")
+        print("kubelet stand-in errors: " + ("; ".join(node.kubelet.errors[-3:]) or "none"), file=out)
+        for pod in node.kubelet.pods.values():
+            tail = pod.log.read_text(errors="replace")[-2000:] if pod.log.exists() else ""
+            print(f"--- pod {pod.name} ({pod.waiting or 'started'}) ---\n{tail}", file=out)
         return False
     finally:
         await stack.aclose()
+        await asyncio.to_thread(node.stop)
         cluster.stop()
 
 
-async def _whole_loop(cluster: Any, stack: contextlib.AsyncExitStack, directory: Path, vehicles: int,
+async def _scrape(address: tuple[str, int]) -> dict[str, float]:
+    """The server's Prometheus samples (name{labels} -> value), read as Prometheus would."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://{address[0]}:{address[1]}/metrics",
+                               timeout=aiohttp.ClientTimeout(total=3)) as response:
+            text = await response.text()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
+
+
+async def _whole_loop(cluster: Any, node: Any, stack: contextlib.AsyncExitStack, directory: Path, vehicles: int,
                       say: Callable[[str], None], out: TextIO, step_timeout: float) -> bool:
     import kubernetes.config.kube_config
     from cryptography.hazmat.primitives import serialization
@@ -355,7 +387,8 @@ async def _whole_loop(cluster: Any, stack: contextlib.AsyncExitStack, directory:
     os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
     kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(cluster.kubeconfig)
     os.environ.update(DEMO_OPERATOR_SETTINGS)
-    say(f"Kubernetes API emulator on {cluster.url}, FleetTelemetryConfig CRD installed")
+    say(f"Kubernetes API emulator on {cluster.url}, FleetTelemetryConfig CRD installed; "
+        "kubelet stand-in running its pods")
 
     api = KubernetesApi(load_configuration())
     stack.push_async_callback(api.close)
@@ -441,25 +474,35 @@ async def _whole_loop(cluster: Any, stack: contextlib.AsyncExitStack, directory:
         "spec": spec})
     say(f"applied FleetTelemetryConfig {ns}/{name}: private CA, {vehicles + 2} vehicles, Fleet API = the simulator")
 
-    # The server, with the operator's certificate.
-    tls = SecretFiles(lambda: api.get("Secret", ns, f"{name}-tls"), directory)
-    await _until(tls.sync, step_timeout, "the certificate")
-    first_ca = tls.ca_pem
+    # The server: the operator's Deployment, its pod started by the kubelet stand-in.
+    def ca_of(secret: Mapping[str, Any] | None) -> str:
+        return base64.b64decode(((secret or {}).get("data") or {}).get("ca.crt", "")).decode()
+
+    first_ca = ca_of(await _until(lambda: api.get("Secret", ns, f"{name}-tls"), step_timeout, "the certificate"))
     say(f"certificate issued for {DEMO_HOST} by the operator's private CA (ca {ca_fingerprint(first_ca)[:16]})")
-    counter = _Counter()
-    config, _warnings = parse_config(
-        {"host": "127.0.0.1", "port": free_port(), "namespace": "demo",
-         "tls": {"server_cert": str(tls.cert), "server_key": str(tls.key), "ca_file": str(pki.ca_file),
-                 "reload_interval_seconds": 0.2},
-         "records": {"V": ["logger"]}}, directory)
-    server = TelemetryServer(config, dispatchers={"logger": counter})  # type: ignore[dict-item]
-    ports = await server.start()
-    stack.push_async_callback(server.stop)
-    stack.push_async_callback(sim.stop)  # first: connected vehicles would hold the server's stop
-    tls.follow()
-    stack.push_async_callback(tls.stop)
-    sim.set_host(DEMO_HOST, ("127.0.0.1", ports.vehicles))
-    say(f"server on 127.0.0.1:{ports.vehicles} with that certificate (the simulator resolves {DEMO_HOST} there)")
+
+    async def server_ready() -> dict[str, Any] | None:
+        found = {c["type"]: c for c in ((await resource()).get("status") or {}).get("conditions") or []}
+        ready = found.get("ServerReady") or {}
+        return ready if ready.get("status") == "True" and ready.get("reason") == "Available" else None
+
+    ready = await _until(server_ready, step_timeout, "ServerReady from the pod's readiness probe")
+    pod = node.pods(ns, f"{name}-server")[0]
+    started = (pod.ready_at or time.monotonic()) - pod.created_at
+    say(f"ServerReady: {ready['message']} (pod {pod.name} ready {started:.1f} s after it was created, "
+        "by its readiness probe)")
+    vehicles_at = await node.wait_address(ns, f"{name}-server", 443)
+    metrics_at = await node.wait_address(ns, f"{name}-server-metrics", "metrics")
+    stack.push_async_callback(sim.stop)  # first: connected vehicles would hold the pod's stop
+    sim.set_host(DEMO_HOST, vehicles_at)
+    say(f"Service {name}-server port 443 answers on {vehicles_at[0]}:{vehicles_at[1]} "
+        f"(the simulator resolves {DEMO_HOST} there)")
+
+    async def metric(sample: str) -> float:
+        try:
+            return (await _scrape(metrics_at)).get(sample, 0.0)
+        except Exception:
+            return 0.0
 
     async def configured() -> dict[str, Any] | None:
         status = await vehicles_status()
@@ -469,23 +512,26 @@ async def _whole_loop(cluster: Any, stack: contextlib.AsyncExitStack, directory:
     found = {c["type"]: c for c in (await resource()).get("status", {}).get("conditions", [])}
     say(f"vehicles configured: {found['VehiclesConfigured']['message']}")
     await _until(lambda: all(sim.vehicle(v).stats.acked > 0 for v in healthy), step_timeout, "streaming")
-    say(f"streaming: {vehicles} vehicles connected with the pushed ca, "
-        f"{sum(counter.by_vin.get(v, 0) for v in healthy)} records through the server")
+    records_v = await metric('fleetwire_records_total{record_type="V"}')
+    say(f"streaming: {vehicles} vehicles connected with the pushed ca, {records_v:.0f} records through the pod")
 
     # The chain rotates: a new private CA (as after a compromise, or a CA's end of life).
     acked = {v: sim.vehicle(v).stats.acked for v in healthy}
     await api.delete("Secret", ns, f"{name}-ca")
     say(f"chain rotation: Secret {name}-ca (the private CA) deleted; the operator makes a new CA and certificate")
-    reloads = server.metrics.registry.get_sample_value("fleetwire_certificate_reloads_total",
-                                                       {"outcome": "reloaded"}) or 0.0
+    reloaded = 'fleetwire_certificate_reloads_total{outcome="reloaded"}'
+    reloads = await metric(reloaded)
+    new_ca = ""
 
-    def serving_new_chain() -> bool:
-        now = server.metrics.registry.get_sample_value("fleetwire_certificate_reloads_total", {"outcome": "reloaded"})
-        return tls.ca_pem != first_ca and (now or 0.0) > reloads
+    async def serving_new_chain() -> bool:
+        nonlocal new_ca
+        new_ca = ca_of(await api.get("Secret", ns, f"{name}-tls"))
+        return new_ca not in ("", first_ca) and await metric(reloaded) > reloads
 
-    await _until(serving_new_chain, step_timeout, "the server on the new chain")
-    new_ca = tls.ca_pem
-    say(f"new chain issued (ca {ca_fingerprint(new_ca)[:16]}); the server serves it, the vehicles still trust the old ca")
+    await _until(serving_new_chain, step_timeout, "the pod on the new chain")
+    pod = node.pods(ns, f"{name}-server")[0]
+    say(f"new chain issued (ca {ca_fingerprint(new_ca)[:16]}); the pod reloaded it from its mounted Secret "
+        f"({pod.volume_updates} ..data swap(s), {pod.restarts} restarts), the vehicles still trust the old ca")
 
     async def pushed_new_ca() -> dict[str, Any] | None:
         status = await vehicles_status()
