@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import uvloop
-
 from brokers.moto_server import FAKE_CREDENTIALS, MotoServer, moto_server_binary
 from conftest import server_config_data
 from fleetwire.pki import FleetPki, make_test_fleet_pki

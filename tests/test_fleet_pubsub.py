@@ -19,7 +19,6 @@ from typing import Any
 import grpc
 import pytest
 import uvloop
-
 from brokers.pubsub import PubsubStandIn
 from conftest import server_config_data
 from fleetwire.pki import FleetPki, make_test_fleet_pki

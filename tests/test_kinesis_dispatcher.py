@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-
 from brokers.moto_server import FAKE_CREDENTIALS, REGION, MotoServer, moto_server_binary
 from conftest import server_config_data
 from fleetwire.pki import FleetPki
@@ -151,7 +150,7 @@ class FakeKinesis:
         self.calls: list[tuple[str, list[dict[str, Any]]]] = []
         self.stored: list[tuple[str, dict[str, Any]]] = []
 
-    async def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+    async def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls.append((StreamName, Records))
         assert len(Records) <= 500 and sum(len(r["Data"]) + len(r["PartitionKey"]) for r in Records) <= 5 * 2**20
         if self.error is not None:
@@ -166,7 +165,7 @@ class FakeKinesis:
                 results.append({"SequenceNumber": str(len(self.stored)), "ShardId": "shardId-000000000000"})
         return {"FailedRecordCount": sum("ErrorCode" in r for r in results), "Records": results}
 
-    async def list_streams(self, Limit: int) -> dict[str, Any]:  # noqa: N803
+    async def list_streams(self, Limit: int) -> dict[str, Any]:
         return {"StreamNames": []}
 
 

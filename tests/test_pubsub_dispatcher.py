@@ -13,7 +13,6 @@ from typing import Any
 
 import grpc
 import pytest
-
 from brokers.pubsub import PubsubStandIn
 from conftest import server_config_data
 from fleetwire.pki import FleetPki

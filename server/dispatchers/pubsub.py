@@ -118,7 +118,7 @@ def _transient(exc: BaseException) -> bool:
 class _BatchWaiter:
     """Collects the library's futures of one batch in its threads; wakes the loop once."""
 
-    __slots__ = ("_lock", "_left", "_loop", "done", "errors")
+    __slots__ = ("_left", "_lock", "_loop", "done", "errors")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self._lock = threading.Lock()
@@ -218,7 +218,9 @@ class PubsubDispatcher:
         )
         if self.settings.emulator_host:
             import grpc
-            from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+            from google.pubsub_v1.services.publisher.transports import (
+                PublisherGrpcTransport,
+            )
 
             # Reconnect within seconds of an emulator restart (gRPC's own back-off grows to 2 min).
             channel = grpc.insecure_channel(self.settings.emulator_host, options=[
@@ -245,7 +247,7 @@ class PubsubDispatcher:
                     continue
                 try:
                     created = await asyncio.to_thread(self._ensure_topic, path)
-                except Exception as exc:  # noqa: BLE001 - any failure: retried before the next publish
+                except Exception as exc:
                     self.last_error = _describe(exc)
                     raise DispatchError(f"Pub/Sub topic {path} at {self.endpoint}: {self.last_error}",
                                         retryable=_transient(exc)) from exc
