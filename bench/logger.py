@@ -10,6 +10,8 @@ in batches of 256 to /dev/null. Variants:
   default      + the decoded record, fields by name (the default now)
   verbose      + values labelled with their types (`logger.verbose`)
   protojson    + the record as protobuf-JSON (what `transmit_decoded_records` sends)
+  walk         + reading each datum's key, value and variant, printing nothing: what any
+               rendering pays to protobuf's API
 
 Figures are µs per record, the best of `--passes` passes per variant, the variants taking
 turns pass by pass (so that a busy moment of the machine hurts all of them alike, and the
@@ -74,12 +76,20 @@ def ingest(data: Sequence[bytes]) -> list[Record]:
     return records
 
 
-def variant(logger: LoggerDispatcher | None, protojson: bool = False) -> Callable[[Sequence[bytes]], None]:
+def variant(
+    logger: LoggerDispatcher | None, protojson: bool = False, walk: bool = False
+) -> Callable[[Sequence[bytes]], None]:
     def once(data: Sequence[bytes]) -> None:
         records = ingest(data)
         if protojson:
             for record in records:
                 record.json()
+        if walk:
+            for record in records:
+                for datum in record.message.data:
+                    datum.key  # noqa: B018 - the read is what is measured
+                    value = datum.value
+                    getattr(value, value.WhichOneof("value"))
         if logger is not None:
             for start in range(0, len(records), BATCH):
                 run(logger.publish(records[start : start + BATCH]))
@@ -105,6 +115,7 @@ def main() -> int:
         "default": variant(LoggerDispatcher(sink)),
         "verbose": variant(LoggerDispatcher(sink, verbose=True)),
         "protojson": variant(LoggerDispatcher(sink, include_data=False), protojson=True),
+        "walk": variant(None, walk=True),
     }
     data = frames(args.records)
     for once in variants.values():  # warm up: plans, caches
