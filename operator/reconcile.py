@@ -121,7 +121,10 @@ def check_spec(spec: Mapping[str, Any] | None, generation: int | None) -> tuple[
         parsed = parse_spec(spec if spec is not None else {})
     except SpecError as exc:
         return None, Condition(SPEC_VALID, "False", "InvalidSpec", str(exc), generation)
-    return parsed, Condition(SPEC_VALID, "True", "Valid", "the spec passed every check", generation)
+    message = "the spec passed every check"
+    if parsed.warnings:
+        message += "; warnings: " + "; ".join(f"{path}: {text}" for path, text in parsed.warnings)
+    return parsed, Condition(SPEC_VALID, "True", "Valid", message, generation)
 
 
 def reconcile(spec: Mapping[str, Any] | None, status: Mapping[str, Any] | None,

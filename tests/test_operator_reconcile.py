@@ -21,6 +21,14 @@ def test_check_spec_reports_why() -> None:
     assert check_spec(None, None)[1].message.startswith("spec.hostname: required")
 
 
+def test_spec_warnings_reach_the_spec_valid_condition() -> None:
+    """A provisional field is accepted, and the user reads why it may never arrive."""
+    spec = {**GOOD, "fields": {"AccessoryRail": {"interval_seconds": 60}}}
+    parsed, condition = check_spec(spec, 5)
+    assert parsed is not None and condition.status == "True"
+    assert condition.message.startswith("the spec passed every check; warnings: spec.fields.AccessoryRail: provisional")
+
+
 def test_transition_time_moves_only_when_status_changes() -> None:
     first = set_condition([], Condition(SPEC_VALID, "False", "InvalidSpec", "a"), T0)
     again = set_condition(first, Condition(SPEC_VALID, "False", "InvalidSpec", "b"), T1)
