@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,47 @@ def test_create_follows_the_config(tmp_path: Path, extra: dict[str, object], ver
     dispatcher = logger_module.create(config)
     assert dispatcher.include_data is True  # the data always, as the reference's logger
     assert dispatcher.verbose is verbose
+
+
+def _value(fill: Callable[[vehicle_data_pb2.Value], None]) -> vehicle_data_pb2.Value:
+    value = vehicle_data_pb2.Value()
+    fill(value)
+    return value
+
+
+@pytest.mark.parametrize(
+    ("fill", "shown", "labelled"),
+    [
+        (lambda v: setattr(v, "string_value", "on"), "on", {"stringValue": "on"}),
+        (lambda v: setattr(v, "int_value", -3), -3, {"intValue": -3}),
+        (lambda v: setattr(v, "long_value", 2**40), 2**40, {"longValue": 2**40}),
+        (lambda v: setattr(v, "float_value", 0.1), 0.1, {"floatValue": 0.1}),  # float32, shortest
+        (lambda v: setattr(v, "double_value", math.inf), "Infinity", {"doubleValue": "Infinity"}),
+        (lambda v: setattr(v, "double_value", math.nan), "NaN", {"doubleValue": "NaN"}),
+        (lambda v: setattr(v, "boolean_value", True), True, {"booleanValue": True}),
+        (lambda v: setattr(v, "invalid", True), "<invalid>", {"invalid": True}),
+        (lambda v: setattr(v, "charging_value", 999), 999, {"chargingValue": 999}),  # a newer enum number
+        (lambda v: v.time_value.MergeFrom(vehicle_data_pb2.Time(hour=7, minute=5)), "07:05:00",
+         {"timeValue": "07:05:00"}),
+        (lambda v: v.tire_location_value.MergeFrom(vehicle_data_pb2.TireLocation(front_left=True)),
+         {"FrontLeft": True, "FrontRight": False, "RearLeft": False, "RearRight": False},
+         {"tireLocationValue": {"FrontLeft": True, "FrontRight": False, "RearLeft": False, "RearRight": False}}),
+        (lambda v: v.tire_location_value.MergeFrom(vehicle_data_pb2.TireLocation(semi_rear_axle_left=True)),
+         {"FrontLeft": False, "FrontRight": False, "RearLeft": False, "RearRight": False, "SemiRearAxleLeft": True},
+         None),
+        (lambda v: None, None, None),  # a datum without a value
+    ],
+)
+async def test_value_shapes(fill: Callable[[vehicle_data_pb2.Value], None], shown: object, labelled: object) -> None:
+    message = vehicle_data_pb2.Payload(vin=VIN)
+    datum = message.data.add(key=vehicle_data_pb2.Soc)
+    datum.value.CopyFrom(_value(fill))
+    if datum.value.ByteSize() == 0:
+        datum.ClearField("value")
+    record = Record("V", VIN, "vehicle_device", "t", "c", message.SerializeToString(), message, 0.0, 0.0)
+    for verbose, expected in ((False, shown), (True, labelled if labelled is not None else shown)):
+        if verbose and labelled is None and shown is not None:
+            continue
+        stream = io.StringIO()
+        await LoggerDispatcher(stream, verbose=verbose).publish([record])
+        assert json.loads(stream.getvalue())["data"]["Soc"] == expected
