@@ -41,7 +41,7 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_protojson import messages
+from test_protojson import VALUE_MEMBERS, messages, values
 
 VIN = "5YJ3E1EA7KF000001"
 OTHER_VIN = "5YJ3E1EA7KF000002"
@@ -484,3 +484,20 @@ def test_no_record_costs_another_its_rendering(encoder: str, generated: Record) 
             else:
                 continue
             assert set(shown) >= {"number", "wireType", "value"}
+
+
+@pytest.mark.parametrize("member", VALUE_MEMBERS)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_value_variant_through_every_encoder(member: str, data: st.DataObject) -> None:
+    message = vehicle_data_pb2.Payload(vin=VIN)
+    message.data.add(key=vehicle_data_pb2.Soc).value.CopyFrom(data.draw(values(member)))
+    generated = record("V", message, "generated")
+    neighbours = [vehicle(txid="before"), vehicle(OTHER_VIN, txid="after")]
+    for encoder in ENCODERS:
+        together = encode(encoder, [neighbours[0], generated, neighbours[1]])
+        assert [together[0], together[2]] == encode(encoder, neighbours)
+        if encoder.startswith("logger"):
+            assert "Soc" in together[1]["data"]
+        elif encoder == "mqtt":
+            assert [topic for topic, _ in together[1]] == [f"fleet/{VIN}/v/Soc"]
