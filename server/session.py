@@ -18,10 +18,13 @@ from fleetwire.server.envelope import FrameError, decode_frame, encode_ack, enco
 from fleetwire.server.identity import Identity
 from fleetwire.server.metrics import ServerMetrics
 from fleetwire.server.ratelimit import TokenBucket
-from fleetwire.server.records import RecordError, connectivity_record, decode_record
+from fleetwire.server.records import RECORD_TYPES, RecordError, connectivity_record, decode_record
 
 RATE_LIMITED = b"rate limit exceeded"
 SERVER_RECORD_TYPES = frozenset({"connectivity"})
+# Metric label of an unrouted topic: a known record type, else "other". The topic comes
+# from the wire, and every distinct label value would be a new series in every scrape.
+UNROUTED_LABELS: Mapping[bytes, str] = {name.encode(): name for name in RECORD_TYPES}
 SENDER_MISMATCH = b"sender id does not match the client certificate"
 
 
@@ -138,7 +141,7 @@ class Session:
                 metrics.error("sender_mismatch")
                 self._link.send(encode_error(frame.txid, SENDER_MISMATCH))
                 return
-            metrics.unrouted[frame.topic.decode("utf-8", "replace")] += 1
+            metrics.unrouted[UNROUTED_LABELS.get(frame.topic, "other")] += 1
             self._ack(frame.txid, frame.topic)
             return
         record_type, route = routed

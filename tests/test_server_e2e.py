@@ -250,6 +250,7 @@ async def test_unrouted_topic_is_acked_and_not_dispatched(running_server: Server
     reply, txid = await car.record("unheard_of", b"\xff\xff")
     assert (reply.kind, reply.txid, reply.topic) == ("ack", txid, b"unheard_of")
     assert srv.metric("fleetwire_records_unrouted_total", record_type="alerts") == 1
+    assert srv.metric("fleetwire_records_unrouted_total", record_type="other") == 1  # not "unheard_of"
     await car.assert_alive()
     records = await srv.recorder.wait_for(1)
     assert [r.record_type for r in records] == ["V"]
