@@ -90,7 +90,8 @@ class _HotCounters(Collector):
         yield CounterMetricFamily("fleetwire_acks", "Acks sent to vehicles", value=m.acks)
         unrenderable = CounterMetricFamily(
             "fleetwire_records_unrenderable",
-            "Records a dispatcher published with values it could not render printed raw",
+            "Records a dispatcher could not render as such: published with values printed raw, "
+            "or given up alone when their encoding failed",
             labels=["record_type", "dispatcher"],
         )
         for (record_type, dispatcher), count in list(render_problems.counts.items()):

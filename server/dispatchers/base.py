@@ -27,8 +27,9 @@ log = logging.getLogger("fleetwire.dispatch")
 class RenderProblems:
     """Records a dispatcher could not render in full, counted by (record type, dispatcher)
     for `fleetwire_records_unrenderable_total` and logged at most once per `interval`
-    per dispatcher. Such a record is still published, degraded (a value printed raw),
-    never dropped with its batch: one vehicle's bad value costs no one else's data.
+    per dispatcher. Such a record is still published, degraded (a value printed raw);
+    only one whose encoding raised even alone is given up — never the rest of its batch:
+    one vehicle's bad value costs no one else's data.
 
     Process-wide, like the log: every encoder reports here through `report`.
     """
@@ -292,7 +293,7 @@ class DispatchQueue:
             # Kept until delivered: if close() cancels the worker mid-batch, it fails these.
             self._inflight = []
 
-    async def _deliver(self, batch: list[_Item]) -> None:
+    async def _deliver(self, batch: list[_Item], alone: bool = False) -> None:
         records = [record for record, _ in batch]
         delay = self.retry_initial
         attempt = 0
@@ -312,15 +313,16 @@ class DispatchQueue:
             except Exception as exc:  # a dispatcher bug must not kill the worker, nor cost the batch
                 self._failed(exc, attempt)
                 if len(batch) == 1:
-                    # The record itself cannot be published: counted and logged as unrenderable.
-                    log.debug("%s: publish raised unexpectedly; giving up on the record", self.name, exc_info=True)
+                    # The record itself cannot be published: given up, counted as unrenderable.
+                    log.log(logging.DEBUG if alone else logging.ERROR,
+                            "%s: publish raised unexpectedly; giving up on the record", self.name, exc_info=True)
                     render_problems.report(self.name, batch[0][0], [f"{type(exc).__name__}: {exc}"])
                     self._give_up(batch, DispatchError(f"{type(exc).__name__}: {exc}", retryable=False))
                     return
                 log.exception("%s: publish raised unexpectedly; publishing the %d record(s) one by one",
                               self.name, len(batch))
                 for item in batch:
-                    await self._deliver([item])
+                    await self._deliver([item], alone=True)
                 return
             break
         if attempt > 1:
