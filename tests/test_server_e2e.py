@@ -206,6 +206,36 @@ async def test_text_frame_ends_the_connection_with_1003(srv: RunningServer, car:
     assert srv.metric("fleetwire_errors_total", reason="text_frame") == 1
 
 
+async def test_permessage_deflate_offered_by_the_vehicle_is_declined(srv: RunningServer) -> None:
+    """Vehicles drop a server that accepts compression: the 101 names no extension."""
+    cert, key = srv.vehicle_cert(VIN)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", srv.ports.vehicles, ssl=client_context(cert, key, srv.pki.server_ca_cert),
+        server_hostname="localhost",
+    )
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate\r\nUser-Agent: Hermes/1.3.0\r\n\r\n"
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REPLY_TIMEOUT)
+    writer.close()
+    status, *lines = head.decode("latin-1").split("\r\n")
+    assert status.startswith("HTTP/1.1 101 ")
+    headers = {line.split(":", 1)[0].strip().lower() for line in lines if ":" in line}
+    assert "upgrade" in headers and "sec-websocket-extensions" not in headers
+
+    offered = await connect(
+        srv.url, ssl=client_context(cert, key, srv.pki.server_ca_cert), compression="deflate",
+        proxy=None, open_timeout=REPLY_TIMEOUT, close_timeout=1,
+    )
+    assert offered.protocol.extensions == []
+    car = Car(offered, VIN)
+    await car.assert_alive()
+    await car.close()
+
+
 async def test_oversize_message_gets_an_error_and_the_connection_survives(srv: RunningServer, car: Car) -> None:
     data, txid = car.frame("V", b"\0" * 1_000_001)
     assert len(data) > 1_000_000
