@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,25 @@ def test_unknown_keys_and_record_types_warn(fleet_pki: FleetPki) -> None:
     _, warnings = parse_config(data, fleet_pki.directory, env=ENV)
     assert any("kinesis.stream:" in w and "'streams'" in w for w in warnings)
     assert any("kinesis.streams.v" in w and "'V'" in w for w in warnings)
+
+
+@pytest.mark.parametrize(("env", "words"), [({}, "no AWS credentials"),
+                                          ({"AWS_PROFILE": "nowhere"}, "nowhere")])
+async def test_start_without_usable_credentials_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], words: str
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to ask here
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    dispatcher = KinesisDispatcher(KinesisSettings(region=REGION), {"V": "tesla-v"})
+    with pytest.raises(ConfigError) as caught:
+        await dispatcher.start()
+    assert caught.value.key == "kinesis" and words in caught.value.message
+    await dispatcher.close()
 
 
 # -- PutRecords and its partial failures (a fake client) ------------------------------

@@ -38,6 +38,33 @@ def v_record(vin: str = VIN, n: int = 0, record_type: str = "V") -> Record:
 # -- settings ------------------------------------------------------------------------
 
 
+def service_account_file(path: Path) -> Path:
+    """A service account key file as Google Cloud issues them (with a fresh RSA key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": PROJECT, "private_key_id": "0" * 40, "private_key": pem,
+        "client_email": f"fleetwire@{PROJECT}.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }))
+    return path
+
+
+@pytest.mark.parametrize("content", ["{}", "not json", '{"type": "service_account", "private_key": "-----BEGIN'])
+def test_a_credentials_file_that_is_not_one_is_named_and_never_echoed(fleet_pki: FleetPki, tmp_path: Path,
+                                                                       content: str) -> None:
+    key = tmp_path / "key.json"
+    key.write_text(content)
+    error = error_of(fleet_pki, {"gcp_project_id": PROJECT}, {"GOOGLE_APPLICATION_CREDENTIALS": str(key)},
+                     namespace="fleet")
+    assert error.key == "GOOGLE_APPLICATION_CREDENTIALS" and "cannot use" in error.message
+    assert "BEGIN" not in str(error)
+
+
 def parsed(pki: FleetPki, section: Mapping[str, Any], env: Mapping[str, str], **top: Any) -> Any:
     data = server_config_data(pki, {"records": {"V": ["pubsub"], "alerts": ["pubsub"]}, "pubsub": section, **top})
     config, _ = parse_config(data, pki.directory, env=env)
@@ -58,11 +85,16 @@ def test_emulator_or_credentials_file(fleet_pki: FleetPki, tmp_path: Path) -> No
     dispatcher = pubsub.create(config)
     assert dispatcher.topics == {"V": "fleet_V", "alerts": "fleet_alerts"}
     assert dispatcher.path("V") == f"projects/{PROJECT}/topics/fleet_V"
-    key = tmp_path / "key.json"
-    key.write_text("{}")
+    key = service_account_file(tmp_path / "key.json")
     settings = parsed(fleet_pki, {"gcp_project_id": PROJECT}, {"GOOGLE_APPLICATION_CREDENTIALS": str(key)},
                       namespace="fleet").backend("pubsub")
     assert settings.credentials_file == key.resolve() and not settings.emulator_host
+    client = PubsubDispatcher(settings, {"V": "fleet_V"})._new_client()  # builds offline
+    try:
+        assert client.target == "pubsub.googleapis.com:443"
+        assert client._transport._credentials.service_account_email == f"fleetwire@{PROJECT}.iam.gserviceaccount.com"
+    finally:
+        PubsubDispatcher._stop_client(client)
 
 
 @pytest.mark.parametrize(

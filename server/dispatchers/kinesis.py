@@ -244,7 +244,11 @@ class KinesisDispatcher:
             from aiobotocore.session import get_session
 
             session = get_session()
-            if await session.get_credentials() is None:
+            try:
+                credentials = await session.get_credentials()
+            except Exception as exc:  # a profile that is not there, a broken file, a partial set
+                raise ConfigError("kinesis", f"cannot use the AWS credentials: {exc}") from None
+            if credentials is None:
                 raise ConfigError("kinesis", "no AWS credentials found: set AWS_ACCESS_KEY_ID and "
                                   "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials, or run "
                                   "with a pod or instance role")

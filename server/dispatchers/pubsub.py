@@ -23,6 +23,7 @@ import contextlib
 import logging
 import re
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleetwire.server.dispatchers.base import DispatchError, Record
 from fleetwire.server.metadata import metadata
-from fleetwire.strictjson import ConfigError, Reader, show
+from fleetwire.strictjson import ConfigError, Reader, looks_secret, show
 
 if TYPE_CHECKING:
     from fleetwire.server.config import ServerConfig
@@ -39,6 +40,7 @@ log = logging.getLogger("fleetwire.dispatch.pubsub")
 
 EMULATOR_VARIABLE = "PUBSUB_EMULATOR_HOST"
 CREDENTIALS_VARIABLE = "GOOGLE_APPLICATION_CREDENTIALS"
+SCOPES = ("https://www.googleapis.com/auth/pubsub",)
 PUBLISH_PATIENCE_SECONDS = 30.0  # the library's own retries of one Publish call, in all
 ADMIN_TIMEOUT_SECONDS = 5.0  # GetTopic / CreateTopic, which never wait for an outage to end
 # Pub/Sub's own limits: 1,000 messages and 10 MB per Publish request.
@@ -91,7 +93,27 @@ def parse_settings(s: Reader, env: Mapping[str, str], in_use: bool) -> PubsubSet
     if not found:
         raise ConfigError(CREDENTIALS_VARIABLE, f"file not found: {show(credentials)} (set in the environment; "
                           "expected a service account key or other credentials file of Google Cloud)")
+    try:
+        load_credentials(path)
+    except Exception as exc:  # a file of another kind, broken JSON, a key that does not load
+        detail = str(exc)[:200]
+        if looks_secret(detail):
+            detail = "(details not shown)"
+        raise ConfigError(CREDENTIALS_VARIABLE, f"cannot use {path} (set in the environment) as Google Cloud "
+                          f"credentials: {type(exc).__name__}: {detail}") from None
     return PubsubSettings(gcp_project_id=project, credentials_file=path.resolve())
+
+
+def load_credentials(path: Path) -> Any:
+    """The credentials in `path`, loaded as Application Default Credentials load the file
+    named by GOOGLE_APPLICATION_CREDENTIALS (the operator's own file, hence trusted: the
+    library's warning about files from outside sources is silenced, as ADC silences it)."""
+    import google.auth
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        credentials, _ = google.auth.load_credentials_from_file(str(path), scopes=SCOPES)
+    return credentials
 
 
 def topic_name(namespace: str, record_type: str) -> str:
@@ -228,13 +250,12 @@ class PubsubDispatcher:
                 ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", 5000)])
             return pubsub_v1.PublisherClient(batch, transport=PublisherGrpcTransport(channel=channel))
-        import google.auth
-
-        scopes = ["https://www.googleapis.com/auth/pubsub"]
         if self.settings.credentials_file is not None:
-            credentials, _ = google.auth.load_credentials_from_file(str(self.settings.credentials_file), scopes=scopes)
+            credentials = load_credentials(self.settings.credentials_file)
         else:  # settings built in code: the library's own lookup
-            credentials, _ = google.auth.default(scopes=scopes)
+            import google.auth
+
+            credentials, _ = google.auth.default(scopes=SCOPES)
         return pubsub_v1.PublisherClient(batch, credentials=credentials)
 
     async def _ensure_topics(self, paths: Sequence[str]) -> None:
