@@ -246,7 +246,7 @@ class KinesisDispatcher:
             session = get_session()
             try:
                 credentials = await session.get_credentials()
-            except Exception as exc:  # a profile that is not there, a broken file, a partial set
+            except Exception as exc:  # noqa: BLE001 - a profile that is not there, a broken file, a partial set
                 raise ConfigError("kinesis", f"cannot use the AWS credentials: {exc}") from None
             if credentials is None:
                 raise ConfigError("kinesis", "no AWS credentials found: set AWS_ACCESS_KEY_ID and "

@@ -95,7 +95,7 @@ def parse_settings(s: Reader, env: Mapping[str, str], in_use: bool) -> PubsubSet
                           "expected a service account key or other credentials file of Google Cloud)")
     try:
         load_credentials(path)
-    except Exception as exc:  # a file of another kind, broken JSON, a key that does not load
+    except Exception as exc:  # noqa: BLE001 - a file of another kind, broken JSON, a key that does not load
         detail = str(exc)[:200]
         if looks_secret(detail):
             detail = "(details not shown)"
