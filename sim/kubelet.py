@@ -53,6 +53,7 @@ import secrets
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -245,14 +246,14 @@ def volume_files(volume: Mapping[str, Any], secrets_: Mapping[str, Mapping[str, 
     return files
 
 
-def _port_number(port: Any, ports: Mapping[str, int], where: str) -> int | Waiting:
+def _port_number(port: Any, ports: Mapping[str, int]) -> int | None:
+    """A probe's port as a number; None for a name the container does not have (the kubelet
+    starts the container anyway, and the probe fails every time)."""
     if isinstance(port, int):
         return port
     if isinstance(port, str) and port.isdigit():
         return int(port)
-    if port in ports:
-        return ports[str(port)]
-    return Waiting("CreateContainerConfigError", f"{where}: port {port!r} is not a named port of the container")
+    return ports.get(str(port))
 
 
 def _probe(spec: Mapping[str, Any] | None, ports: Mapping[str, int], where: str) -> Probe | Waiting | None:
@@ -262,15 +263,11 @@ def _probe(spec: Mapping[str, Any] | None, ports: Mapping[str, int], where: str)
               "timeout": float(spec.get("timeoutSeconds", 1)), "success_threshold": int(spec.get("successThreshold", 1)),
               "failure_threshold": int(spec.get("failureThreshold", 3))}
     if "httpGet" in spec:
-        port = _port_number(spec["httpGet"].get("port"), ports, where)
-        if isinstance(port, Waiting):
-            return port
+        port = _port_number(spec["httpGet"].get("port"), ports)
         return Probe("http", port, str(spec["httpGet"].get("path", "/")), str(spec["httpGet"].get("scheme", "HTTP")),
                      **timing)  # type: ignore[arg-type]
     if "tcpSocket" in spec:
-        port = _port_number(spec["tcpSocket"].get("port"), ports, where)
-        if isinstance(port, Waiting):
-            return port
+        port = _port_number(spec["tcpSocket"].get("port"), ports)
         return Probe("tcp", port, **timing)  # type: ignore[arg-type]
     if "exec" in spec:
         return Probe("exec", command=tuple(spec["exec"].get("command") or ()), **timing)  # type: ignore[arg-type]
@@ -365,7 +362,7 @@ def plan_pod(deployment: Mapping[str, Any], secrets_: Mapping[str, Mapping[str, 
             return Waiting("NotEmulated", "subPath mounts are not emulated")
         mounts.append(Mount(mount["name"], str(mount["mountPath"]), bool(mount.get("readOnly"))))
     volumes: dict[str, Mapping[str, tuple[bytes, int]] | None] = {}
-    for name in {m.volume for m in mounts}:
+    for name in dict.fromkeys(m.volume for m in mounts):  # in mount order: the first problem is named
         files = volume_files(volumes_spec[name], secrets_, config_maps)
         if isinstance(files, Waiting):
             return files
@@ -650,11 +647,8 @@ class Pod:
     last_reason: str = ""
     volume_updates: int = 0
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    uid: str | None = None
-
-    @property
-    def sockets(self) -> Path:
-        return self.directory / "sockets"
+    sockets: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pod-")))
+    """The sandbox's port sockets: a short path, as a Unix socket's path is at most 107 bytes."""
 
     @property
     def log(self) -> Path:
@@ -711,6 +705,8 @@ class Kubelet:
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(*(self._kill(pod, grace=2.0) for pod in list(self.pods.values())),
                              return_exceptions=True)
+        for pod in self.pods.values():
+            shutil.rmtree(pod.sockets, ignore_errors=True)
         for listeners in self._services.values():
             for server, _port in listeners.values():
                 server.close()
@@ -833,7 +829,7 @@ class Kubelet:
         pod = Pod(name, meta["namespace"], meta["name"], wanted,
                   dict((template.get("metadata") or {}).get("labels") or {}),
                   self.workdir / f"{meta['namespace']}_{name}", json.loads(json.dumps(template)))
-        pod.sockets.mkdir(parents=True)
+        pod.directory.mkdir(parents=True)
         self.pods[name] = pod
         plan = plan_pod(deployment, secrets_, config_maps, name)
         if isinstance(plan, Waiting):
@@ -910,8 +906,8 @@ class Kubelet:
     async def _probe(self, pod: Pod, probe: Probe) -> bool:
         """One probe: through the pod sandbox's socket for the port, as to the pod's IP."""
         try:
-            if probe.action == "exec":
-                return False  # exec probes need a process in the sandbox: not emulated (never passes)
+            if probe.action == "exec" or probe.port is None:
+                return False  # exec probes are not emulated; an unknown port name fails as on a node
             path = pod.sockets / str(probe.port)
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), probe.timeout)
             try:
@@ -942,6 +938,7 @@ class Kubelet:
         with contextlib.suppress(Exception):
             await self._request("DELETE", self._path("/api/v1", "pods", pod.namespace, pod.name))
         shutil.rmtree(pod.directory / "volumes", ignore_errors=True)
+        shutil.rmtree(pod.sockets, ignore_errors=True)
 
     async def _kill(self, pod: Pod, grace: float) -> None:
         pod.terminating = True
@@ -1080,10 +1077,19 @@ class KubeletThread:
         return self
 
     def stop(self) -> None:
+        async def everything() -> None:
+            await self.kubelet.stop()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:  # connections still forwarded by the Services
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
         with contextlib.suppress(Exception):
-            self.call(self.kubelet.stop, timeout=30)
+            self.call(everything, timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def call(self, fn: Callable[[], Any], timeout: float = 10) -> Any:
         """`fn()` on the kubelet's loop (awaited if it returns an awaitable)."""

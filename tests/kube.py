@@ -439,3 +439,33 @@ class ProcessState:
         sys.stdin, sys.stdout, sys.stderr = self.streams
         kopf.set_default_registry(self.registry)
 
+
+
+# ======================================================================================
+# The kubelet stand-in: the cluster's Deployments run as sandboxed local processes
+# ======================================================================================
+
+import pytest  # noqa: E402
+
+from fleetwire.sim.kubelet import Kubelet, KubeletThread  # noqa: E402
+
+
+def node_report(kubelet: Kubelet, lines: int = 30) -> str:
+    """Each pod's state and the tail of its container's output (printed when a wait times out)."""
+    parts = ["--- kubelet stand-in: " + ("; ".join(kubelet.errors[-3:]) or "no API errors") + " ---"]
+    for pod in list(kubelet.pods.values()):
+        tail = pod.log.read_text(errors="replace").splitlines()[-lines:] if pod.log.exists() else []
+        parts.append(f"pod {pod.namespace}/{pod.name}: ready={pod.ready} restarts={pod.restarts} "
+                     f"waiting={pod.waiting} last_exit={pod.last_exit}\n  " + "\n  ".join(tail))
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def kubelet(kube_api: KubeApi, tmp_path: Path) -> Any:
+    """The kubelet stand-in against `kube_api` (import it into a test module to use it):
+    pods of every Deployment run as local processes, Services answer on loopback
+    (`kubelet.address(namespace, service, port)`), Deployment status comes from real probes."""
+    node = KubeletThread(kube_api.url, tmp_path / "node").start()
+    kube_api.diagnostics.append(lambda: node_report(node.kubelet))
+    yield node
+    node.stop()

@@ -1,5 +1,5 @@
-"""`fleetwire demo`: the whole loop (emulated cluster, operator, simulator, server, a CA rotation)
-and the quick server-only demo, run as a user runs them."""
+"""`fleetwire demo`: the whole loop (emulated cluster, operator, simulator, the server's pod run
+by the kubelet stand-in, a CA rotation) and the quick server-only demo, run as a user runs them."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ def test_the_whole_loop_heals_a_ca_rotation_in_under_two_minutes() -> None:
     result, took = demo(timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    steps = ["certificate issued", "vehicles configured: 8 of 10 applied; 2 skipped: missing_key (1), "
-             "unsupported_firmware (1)", "streaming: 8 vehicles", "chain rotation", "new chain issued",
+    steps = ["certificate issued", "ServerReady: 1/1 server replicas ready (pod demo-server-",
+             "by its readiness probe", "Service demo-server port 443 answers on 127.0.0.1:",
+             "vehicles configured: 8 of 10 applied; 2 skipped: missing_key (1), "
+             "unsupported_firmware (1)", "streaming: 8 vehicles", "records through the pod", "chain rotation",
+             "new chain issued", "the pod reloaded it from its mounted Secret (1 ..data swap(s), 0 restarts)",
              "re-pushed the new ca", "fail TLS: cloud_manager_error: x509", "healed without a human",
              "streaming again", "VehiclesConfigured=True (VehiclesSkipped)"]
     positions = [out.find(step) for step in steps]
