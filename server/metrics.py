@@ -24,7 +24,10 @@ class ServerMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.connections_active = Gauge(
-            "fleetwire_connections_active", "Vehicle connections currently open", registry=r
+            "fleetwire_connections_active", "Vehicle connections (sockets) currently open", registry=r
+        )
+        self.connected_vins = Gauge(
+            "fleetwire_connected_vins", "VINs with at least one connection open", registry=r
         )
         self.connections_total = Counter(
             "fleetwire_connections", "Vehicle connections accepted", ["client_type"], registry=r
@@ -35,6 +38,14 @@ class ServerMetrics:
             ["reason"],
             registry=r,
         )
+        self.tls_handshake_failures = Counter(
+            "fleetwire_tls_handshake_failures",
+            "TLS handshakes that failed (scanners, health checks, plain HTTP, unknown client CAs), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in HANDSHAKE_REASONS:  # every reason exported from the start, at 0
+            self.tls_handshake_failures.labels(reason)
         # Counted on every message: plain integers, exported at scrape time by _HotCounters.
         self.records: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
