@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from fleetwire.server.dispatchers.base import Record, render_problems
+from fleetwire.server.handshake import REASONS as HANDSHAKE_REASONS
 
 
 class ServerMetrics:
