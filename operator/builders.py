@@ -24,7 +24,7 @@ from typing import Any
 
 from fleetwire.operator import crd
 from fleetwire.operator.environment import OperatorEnvironment
-from fleetwire.operator.spec import AcmeCertificate, FleetTelemetrySpec, SecretCertificate
+from fleetwire.operator.spec import AcmeCertificate, FleetTelemetrySpec, SecretCertificate, SecretKeyRef
 
 __all__ = [
     "CONFIG_CHECKSUM_ANNOTATION",
@@ -59,6 +59,8 @@ TLS_RELOAD_SECONDS = 5
 CONFIG_DIR = "/etc/fleetwire/config"
 TLS_DIR = "/etc/fleetwire/tls"
 VEHICLE_CA_DIR = "/etc/fleetwire/vehicle-ca"
+# The Secret keys the backends' settings refer to: <SECRETS_DIR>/<secret>/<key>.
+SECRETS_DIR = "/etc/fleetwire/secrets"
 VEHICLE_CA_KEY = "ca.crt"
 CONFIG_CHECKSUM_ANNOTATION = f"{crd.GROUP}/config-checksum"
 _RUN_AS = 65532  # the image's numeric non-root user
@@ -185,7 +187,7 @@ def server_config(spec: FleetTelemetrySpec) -> dict[str, Any]:
     if server.reliable_ack_sources:
         config["reliable_ack_sources"] = dict(server.reliable_ack_sources)
     for name in sorted(server.dispatchers):
-        config[name] = json.loads(json.dumps(dict(server.dispatchers[name])))  # plain, detached copies
+        config[name] = _with_secret_files(server.dispatchers[name])
     if server.rate_limit is not None:
         limit = server.rate_limit
         rate: dict[str, Any] = {"enabled": limit.enabled}
@@ -197,6 +199,65 @@ def server_config(spec: FleetTelemetrySpec) -> dict[str, Any]:
     if server.vins_allow or server.vins_deny:
         config["vins"] = {"allow": list(server.vins_allow), "deny": list(server.vins_deny)}
     return config
+
+
+def secret_file(ref: SecretKeyRef) -> str:
+    """Where the server pod finds one key of a Secret the spec refers to."""
+    return f"{SECRETS_DIR}/{ref.name}/{ref.key}"
+
+
+def _with_secret_files(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain, detached copy of a backend's settings, each credential replaced by the
+    `{"file": path}` of its mounted Secret key, which the server reads at start."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, SecretKeyRef):
+            out[key] = {"file": secret_file(value)}
+        elif isinstance(value, Mapping):
+            out[key] = _with_secret_files(value)
+        else:
+            out[key] = json.loads(json.dumps(value))
+    return out
+
+
+def _secret_refs(settings: Mapping[str, Any]) -> list[SecretKeyRef]:
+    refs: list[SecretKeyRef] = []
+    for value in settings.values():
+        if isinstance(value, SecretKeyRef):
+            refs.append(value)
+        elif isinstance(value, Mapping):
+            refs.extend(_secret_refs(value))
+    return refs
+
+
+def secret_volumes(spec: FleetTelemetrySpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and mounts for the Secret keys the backends' settings name: each Secret once,
+    with only the keys named, at `<SECRETS_DIR>/<secret>/<key>`. The kubelet mounts them;
+    the operator never reads them."""
+    keys: dict[str, set[str]] = {}
+    for settings in spec.server.dispatchers.values():
+        for ref in _secret_refs(settings):
+            keys.setdefault(ref.name, set()).add(ref.key)
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for index, name in enumerate(sorted(keys)):
+        volume = f"credentials-{index}"
+        items = [{"key": key, "path": key} for key in sorted(keys[name])]
+        volumes.append({"name": volume, "secret": {"secretName": name, "items": items, "defaultMode": 0o440}})
+        mounts.append({"name": volume, "mountPath": f"{SECRETS_DIR}/{name}", "readOnly": True})
+    return volumes, mounts
+
+
+def container_env(spec: FleetTelemetrySpec) -> list[dict[str, Any]]:
+    """`spec.server.env` as the container's `env`: credentials by reference only."""
+    env: list[dict[str, Any]] = []
+    for var in spec.server.env:
+        if var.secret is not None:
+            env.append({"name": var.name,
+                        "valueFrom": {"secretKeyRef": {"name": var.secret.name, "key": var.secret.key}}})
+        else:
+            env.append({"name": var.name, "value": var.value})
+    return env
 
 
 def config_checksum(config: Mapping[str, Any]) -> str:
@@ -237,6 +298,11 @@ def deployment(owner: Owner, spec: FleetTelemetrySpec, config: Mapping[str, Any]
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    credential_volumes, credential_mounts = secret_volumes(spec)
+    container["volumeMounts"].extend(credential_mounts)
+    env = container_env(spec)
+    if env:
+        container["env"] = env
     if spec.server.resources:
         container["resources"] = json.loads(json.dumps(dict(spec.server.resources)))
     pod_labels = labels(owner, "server")
@@ -260,6 +326,7 @@ def deployment(owner: Owner, spec: FleetTelemetrySpec, config: Mapping[str, Any]
                         {"name": "tls", "secret": {"secretName": tls_secret, "defaultMode": 0o440}},
                         {"name": "vehicle-ca", "configMap": {"name": names.vehicle_ca}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                        *credential_volumes,
                     ],
                 },
             },

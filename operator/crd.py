@@ -166,9 +166,54 @@ def _certificate_schema() -> dict[str, Any]:
     )
 
 
+# Credentials each backend's settings may hold: the API server refuses them written in place
+# (they would sit in the resource and the server's ConfigMap); a {secretKeyRef} is required.
+CREDENTIAL_KEYS: dict[str, tuple[str, ...]] = {
+    "mqtt": ("password",),
+    "redis": ("password",),
+    "nats": ("password", "token"),
+    "kafka": ("sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem",
+              "sasl.oauthbearer.client.secret"),
+}
+
+
+def _credential_rule(key: str) -> dict[str, str]:
+    value = f"self.{key}" if key.isidentifier() else f"self[{key!r}]"
+    present = f"has(self.{key})" if key.isidentifier() else f"({key!r} in self)"
+    return {
+        "rule": f"!{present} || type({value}) != string || {value} == ''",
+        "message": f"{key} is a credential: give {{secretKeyRef: {{name: <Secret>, key: <key>}}}}, "
+                   "never the value itself",
+    }
+
+
+def _dispatcher_schema(name: str) -> dict[str, Any]:
+    node = _free_object(f"Settings of the {name} dispatcher, as in the server's config.json; a value "
+                        "may be {secretKeyRef: {name, key}}, mounted into the server pod as a file.")
+    if name in CREDENTIAL_KEYS:
+        node["x-kubernetes-validations"] = [_credential_rule(key) for key in CREDENTIAL_KEYS[name]]
+    return node
+
+
+def _env_schema() -> dict[str, Any]:
+    secret_key_ref = _object("One key of a Secret in the resource's namespace.",
+                             {"name": _string("Secret name.", minLength=1), "key": _string("Key.", minLength=1)},
+                             required=["name", "key"])
+    return {
+        "type": "array",
+        "description": "Environment of the server container, e.g. REDIS_PASSWORD or AWS_* for kinesis; "
+                       "credentials only as valueFrom.secretKeyRef.",
+        "items": _object("One variable.", {
+            "name": _string("Variable name.", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"),
+            "value": {"type": "string", "description": "A plain value (not for credentials)."},
+            "valueFrom": _object("Where the value comes from.", {"secretKeyRef": secret_key_ref},
+                                 required=["secretKeyRef"]),
+        }, required=["name"]),
+    }
+
+
 def _server_schema() -> dict[str, Any]:
-    dispatchers = {name: _free_object(f"Settings of the {name} dispatcher, as in the server's "
-                                      "config.json.") for name in DISPATCHERS if name != "logger"}
+    dispatchers = {name: _dispatcher_schema(name) for name in DISPATCHERS if name != "logger"}
     dispatchers["logger"] = _free_object("Settings of the logger dispatcher.")
     vin_list = {"type": "array", "items": _string("VIN.", pattern=VIN_PATTERN)}
     return _object(
@@ -202,6 +247,7 @@ def _server_schema() -> dict[str, Any]:
             ),
             "vins": _object("VINs the server accepts (deny wins; empty allow accepts all).",
                             {"allow": vin_list, "deny": vin_list}),
+            "env": _env_schema(),
         },
     )
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from fleetwire.operator import crd
 from fleetwire.proto import catalog
+from fleetwire.strictjson import SECRET_KEY
 
 __all__ = [
     "FLEET_API_BASE_URLS",
@@ -57,6 +58,7 @@ FLEET_API_BASE_URLS: Mapping[str, str] = MappingProxyType({
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _HOSTNAME = re.compile(crd.HOSTNAME_PATTERN)
 _VIN = re.compile(crd.VIN_PATTERN)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _URL = re.compile(crd.HTTPS_URL_PATTERN)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -88,6 +90,15 @@ class SecretKeyRef:
 
     name: str
     key: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    """One variable of the server container: a plain value, or one key of a Secret."""
+
+    name: str
+    value: str = ""
+    secret: SecretKeyRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +170,8 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class ServerSpec:
-    """The managed server; dispatcher settings pass through to its config.json unchanged."""
+    """The managed server; dispatcher settings pass through to its config.json, credentials
+    as `SecretKeyRef`s that the pod mounts."""
 
     replicas: int = 1
     image: str | None = None
@@ -172,6 +184,7 @@ class ServerSpec:
     rate_limit: RateLimit | None = None
     vins_allow: tuple[str, ...] = ()
     vins_deny: tuple[str, ...] = ()
+    env: tuple[EnvVar, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,7 +507,7 @@ class _Parser:
     def server(self, data: Mapping[str, Any]) -> ServerSpec:
         path = "spec.server"
         self.known(data, path, ["replicas", "image", "resources", "serviceType", "records",
-                                "reliableAckSources", "namespace", "rateLimit", "vins", *crd.DISPATCHERS])
+                                "reliableAckSources", "namespace", "rateLimit", "vins", "env", *crd.DISPATCHERS])
         replicas = self.integer(data, "replicas", path, default=1, minimum=1)
         image = self.string(data, "image", path)
         resources = self.mapping(data.get("resources"), f"{path}.resources")
@@ -503,7 +516,8 @@ class _Parser:
         for name in crd.DISPATCHERS:
             settings = self.mapping(data.get(name), f"{path}.{name}")
             if settings is not None:
-                dispatchers[name] = MappingProxyType(dict(settings))
+                dispatchers[name] = MappingProxyType(self.dispatcher_settings(settings, f"{path}.{name}"))
+        env = self.env(data.get("env"), f"{path}.env")
         records = self.records(data.get("records"), f"{path}.records", dispatchers)
         reliable = self.reliable(data.get("reliableAckSources"), f"{path}.reliableAckSources", records)
         namespace = self.string(data, "namespace", path)
@@ -531,8 +545,68 @@ class _Parser:
             resources=MappingProxyType(dict(resources or {})),
             service_type=service_type or "LoadBalancer", records=records, reliable_ack_sources=reliable,
             dispatchers=MappingProxyType(dispatchers), namespace=namespace, rate_limit=rate_limit,
-            vins_allow=allow, vins_deny=deny,
+            vins_allow=allow, vins_deny=deny, env=env,
         )
+
+    def dispatcher_settings(self, data: Mapping[str, Any], path: str) -> dict[str, Any]:
+        """A backend's settings with every `{secretKeyRef: {name, key}}` read as a `SecretKeyRef`.
+
+        A credential written in place would be readable by anyone who can read the
+        resource, and would land in the server's ConfigMap: it is refused.
+        """
+        settings: dict[str, Any] = {}
+        for key, value in data.items():
+            where = f"{path}.{key}"
+            if isinstance(value, Mapping) and "secretKeyRef" in value:
+                self.known(value, where, ["secretKeyRef"])
+                settings[key] = self.secret_ref(value["secretKeyRef"], f"{where}.secretKeyRef", default_key="")
+                if settings[key] is not None and not settings[key].key:
+                    self.fail(f"{where}.secretKeyRef.key", "required: the key of the Secret that holds the value")
+            elif isinstance(value, Mapping):
+                settings[key] = self.dispatcher_settings(value, where)
+            elif SECRET_KEY.search(str(key)) and value not in ("", None, False):
+                self.fail(where, "a credential is never written in the resource (anyone who can read it, and the "
+                          "server's ConfigMap, would show it): give {secretKeyRef: {name: <Secret>, key: <key>}}")
+            else:
+                settings[key] = value
+        return settings
+
+    def env(self, value: Any, path: str) -> tuple[EnvVar, ...]:
+        """The server container's environment (e.g. REDIS_PASSWORD, AWS_* for kinesis):
+        `{name, value}`, or `{name, valueFrom: {secretKeyRef: {name, key}}}` for credentials."""
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.fail(path, f"must be a list of {{name, value}} or {{name, valueFrom}}, not {_show(value)}")
+            return ()
+        variables: list[EnvVar] = []
+        for index, item in enumerate(value):
+            where = f"{path}[{index}]"
+            entry = self.mapping(item, where)
+            if entry is None:
+                continue
+            self.known(entry, where, ["name", "value", "valueFrom"])
+            name = self.string(entry, "name", where, required=True, pattern=_ENV_NAME,
+                               form="an environment variable name (letters, digits, _)")
+            if name is None:
+                continue
+            if "valueFrom" in entry:
+                source = self.mapping(entry["valueFrom"], f"{where}.valueFrom") or {}
+                self.known(source, f"{where}.valueFrom", ["secretKeyRef"])
+                ref = self.secret_ref(source.get("secretKeyRef"), f"{where}.valueFrom.secretKeyRef", default_key="")
+                if ref is None or not ref.key:
+                    self.fail(f"{where}.valueFrom.secretKeyRef", "required: {name: <Secret>, key: <key>}")
+                    continue
+                variables.append(EnvVar(name, secret=ref))
+            elif SECRET_KEY.search(name):
+                self.fail(f"{where}.value", f"{name} holds a credential: give valueFrom.secretKeyRef instead of a value")
+            else:
+                text = entry.get("value", "")
+                if not isinstance(text, str):
+                    self.fail(f"{where}.value", f"must be a string, not {_show(text)}")
+                    continue
+                variables.append(EnvVar(name, value=text))
+        return tuple(variables)
 
     def records(self, value: Any, path: str, dispatchers: Mapping[str, Any]) -> Mapping[str, tuple[str, ...]]:
         data = self.mapping(value, path)
