@@ -231,8 +231,11 @@ def _server_schema() -> dict[str, Any]:
             },
             "reliableAckSources": {
                 "type": "object",
-                "description": "Record type → the dispatcher whose delivery acknowledges to the vehicle.",
-                "additionalProperties": {"type": "string", "enum": list(DISPATCHERS)},
+                "description": "Record type → the dispatcher whose delivery acknowledges to the vehicle "
+                               "(a backend that stores records: not logger; not for connectivity).",
+                "additionalProperties": {"type": "string", "enum": [d for d in DISPATCHERS if d != "logger"]},
+                "x-kubernetes-validations": [{"rule": "!('connectivity' in self)",
+                                              "message": "connectivity records are never acked"}],
             },
             **dispatchers,
             "namespace": _string("Prefix of topics and keys written by the dispatchers."),

@@ -639,6 +639,10 @@ class _Parser:
             if record_type not in crd.RECORD_TYPES:
                 self.fail(where, f"unknown record type; expected one of {', '.join(crd.RECORD_TYPES)}"
                           + _suggest(str(record_type), crd.RECORD_TYPES))
+            elif record_type == "connectivity":
+                self.fail(where, "connectivity records are produced by the server itself and never acked")
+            elif name == "logger":
+                self.fail(where, "the logger stores nothing, so it cannot confirm records; name a backend")
             elif not isinstance(name, str) or name not in records.get(record_type, ()):
                 self.fail(where, f"must name a dispatcher that spec.server.records.{record_type} lists, "
                           f"not {_show(name)}")

@@ -112,3 +112,4 @@ def test_the_crd_refuses_a_credential_in_place() -> None:
             for value, accepted in ((PASSWORD, False), ("", True), (REF, True)):
                 activation = {"self": celpy.json_to_cel({key: value})}
                 assert all(bool(p.evaluate(activation)) for p in programs) == accepted, (backend, key, value)
+

@@ -425,3 +425,14 @@ def test_desired_vehicle_config_leaves_unset_keys_out() -> None:
 def test_desired_vehicle_config_needs_a_pem_ca() -> None:
     with pytest.raises(ValueError, match="PEM"):
         desired_vehicle_config(parse_spec(minimal()), "not a certificate")
+
+
+@pytest.mark.parametrize(("record_type", "name"), [("V", "logger"), ("connectivity", "mqtt")])
+def test_reliable_ack_sources_follow_the_servers_rules(record_type: str, name: str) -> None:
+    """The spec refuses what the server's own parser refuses, before a pod crash-loops on it."""
+    spec = {"hostname": "telemetry.example.com", "certificate": {"privateCA": {}},
+            "server": {"records": {record_type: ["logger", "mqtt"]}, "reliableAckSources": {record_type: name},
+                       "mqtt": {"broker": "mqtt.example.com:1883"}}}
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec)
+    assert f"spec.server.reliableAckSources.{record_type}" in dict(caught.value.problems)
