@@ -5,7 +5,6 @@ partial failure, a deleted topic and an outage do."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from fleetwire.server.config import ConfigError, parse_config
 from fleetwire.server.dispatchers import pubsub
 from fleetwire.server.dispatchers.base import DispatchError, DispatchQueue, Record
 from fleetwire.server.dispatchers.pubsub import PubsubDispatcher, PubsubSettings
+from google.pubsub_v1 import types
 
 VIN = "5YJ3E1EA7KF000001"
 T0 = 1_700_000_000
@@ -91,7 +91,7 @@ def test_emulator_or_credentials_file(fleet_pki: FleetPki, tmp_path: Path) -> No
     assert settings.credentials_file == key.resolve() and not settings.emulator_host
     client = PubsubDispatcher(settings, {"V": "fleet_V"})._new_client()  # builds offline
     try:
-        assert client.target == "pubsub.googleapis.com:443"
+        assert client.transport._host == "pubsub.googleapis.com:443"
         assert client._transport._credentials.service_account_email == f"fleetwire@{PROJECT}.iam.gserviceaccount.com"
     finally:
         PubsubDispatcher._stop_client(client)
@@ -138,59 +138,73 @@ def test_missing_section_is_named(fleet_pki: FleetPki) -> None:
     assert caught.value.key == "pubsub"
 
 
-# -- confirmation from the library's futures (a fake client) ---------------------------
+# -- Publish requests and their failures (a fake client) ------------------------------
 
 
 class FakePublisher:
-    """Returns concurrent futures settled from another thread; `fail(data)` picks failures."""
+    """Answers Publish like Pub/Sub; `fail(request, call_number)` returns an error to raise."""
 
     def __init__(self, fail: Any = None) -> None:
-        self.fail = fail or (lambda data: None)
+        self.fail = fail or (lambda request, call: None)
+        self.requests: list[Any] = []
         self.published: list[tuple[str, bytes, dict[str, str]]] = []
-        self.pool = concurrent.futures.ThreadPoolExecutor(2)
 
-    def publish(self, topic: str, data: bytes, retry: Any = None, **attrs: str) -> concurrent.futures.Future[str]:
-        def settle() -> str:
-            error = self.fail(data)
-            if error is not None:
-                raise error
-            self.published.append((topic, data, attrs))
-            return str(len(self.published))
-
-        return self.pool.submit(settle)
+    def publish(self, request: Any, retry: Any = None, timeout: Any = None) -> Any:
+        self.requests.append(request)
+        error = self.fail(request, len(self.requests))
+        if error is not None:
+            raise error
+        ids = []
+        for message in request.messages:
+            self.published.append((request.topic, message.data, dict(message.attributes)))
+            ids.append(str(len(self.published)))
+        return types.PublishResponse(message_ids=ids)
 
     def get_topic(self, request: Any, retry: Any = None, timeout: Any = None) -> None:
         return None
 
 
-async def test_only_messages_without_an_id_are_published_again() -> None:
+def fake_dispatcher(client: FakePublisher) -> PubsubDispatcher:
+    return PubsubDispatcher(PubsubSettings(PROJECT, emulator_host="x:1"), {"V": "ns_V", "alerts": "ns_alerts"},
+                            client=client)
+
+
+async def test_one_request_per_topic_and_a_failed_one_alone_is_sent_again() -> None:
     from google.api_core import exceptions
 
     failing = {"on": True}
-    client = FakePublisher(lambda data: exceptions.ServiceUnavailable("down") if failing["on"] and
-                           vehicle_data_pb2.Payload.FromString(data).data[0].value.int_value % 4 == 0 else None)
-    dispatcher = PubsubDispatcher(PubsubSettings(PROJECT, emulator_host="x:1"), {"V": "ns_V"}, client=client)
+    client = FakePublisher(lambda request, call: exceptions.ServiceUnavailable("down")
+                           if failing["on"] and request.topic.endswith("ns_alerts") else None)
+    dispatcher = fake_dispatcher(client)
     await dispatcher.start()
-    batch = [v_record(n=n) for n in range(20)]
+    batch = [v_record(n=n, record_type="V" if n % 3 else "alerts") for n in range(30)]
     with pytest.raises(DispatchError) as caught:
         await dispatcher.publish(batch)
-    assert caught.value.retryable and "5 of 20" in str(caught.value) and "UNAVAILABLE: down" in str(caught.value)
-    assert len(client.published) == 15
+    assert caught.value.retryable and "10 of 30" in str(caught.value) and "UNAVAILABLE: down" in str(caught.value)
+    assert sorted(len(r.messages) for r in client.requests) == [10, 20]
     failing["on"] = False
-    await dispatcher.publish(batch)
+    await dispatcher.publish(batch)  # the queue's retry of the same batch
+    assert [(r.topic.rsplit("/", 1)[1], len(r.messages)) for r in client.requests[2:]] == [("ns_alerts", 10)]
     txids = sorted(attrs["txid"] for _, _, attrs in client.published)
     assert txids == sorted(r.txid for r in batch)  # each exactly once
 
 
-async def test_a_refused_message_fails_the_batch_for_good() -> None:
+async def test_requests_split_at_1000_messages() -> None:
+    client = FakePublisher()
+    dispatcher = fake_dispatcher(client)
+    await dispatcher.start()
+    await dispatcher.publish([v_record(n=n) for n in range(2500)])
+    assert [len(r.messages) for r in client.requests] == [1000, 1000, 500]
+
+
+async def test_a_refused_request_fails_the_batch_for_good() -> None:
     from google.api_core import exceptions
 
-    client = FakePublisher(lambda data: exceptions.InvalidArgument("bad attribute"))
-    dispatcher = PubsubDispatcher(PubsubSettings(PROJECT, emulator_host="x:1"), {"V": "ns_V"}, client=client)
+    dispatcher = fake_dispatcher(FakePublisher(lambda request, call: exceptions.InvalidArgument("bad attribute")))
     await dispatcher.start()
     with pytest.raises(DispatchError) as caught:
         await dispatcher.publish([v_record()])
-    assert not caught.value.retryable
+    assert not caught.value.retryable and "INVALID_ARGUMENT" in str(caught.value)
 
 
 # -- against the stand-in ------------------------------------------------------------
@@ -263,12 +277,10 @@ async def test_a_deleted_topic_is_created_again(standin: PubsubStandIn) -> None:
     assert dispatcher.topics_created == [path, path] and len(standin.messages[path]) == 1
 
 
-@pytest.mark.parametrize("outage", ["UNAVAILABLE", "port closed", "UNAVAILABLE beyond the library's patience"])
+@pytest.mark.parametrize("outage", ["UNAVAILABLE", "port closed"])
 async def test_outage_mid_stream_nothing_acked_then_every_acked_record_arrives(
-    standin: PubsubStandIn, outage: str, monkeypatch: pytest.MonkeyPatch
+    standin: PubsubStandIn, outage: str
 ) -> None:
-    if "patience" in outage:  # the library gives up on its Publish calls: the queue publishes again
-        monkeypatch.setattr(pubsub, "PUBLISH_PATIENCE_SECONDS", 0.3)
     dispatcher = standin_dispatcher(standin)
     queue = DispatchQueue(dispatcher, batch_size=100, retry_initial=0.05, retry_max=0.5)
     await queue.start()
@@ -297,8 +309,7 @@ async def test_outage_mid_stream_nothing_acked_then_every_acked_record_arrives(
         during = len(sent)
         await produce(1.5)
         assert not any(w.done() for _, w in sent[during:]), "acked while Pub/Sub was down"
-        if "patience" in outage:
-            assert queue.failures >= 2
+        assert queue.failures >= 2
         if outage.startswith("UNAVAILABLE"):
             standin.fail(None)
         else:
