@@ -325,7 +325,6 @@ async def test_broker_down_at_start_is_not_fatal_and_nothing_is_confirmed() -> N
 
 
 @needs_tansu
-@pytest.mark.slow
 async def test_broker_killed_mid_stream_loses_no_confirmed_record(tansu: Tansu) -> None:
     """Records stream through a lossless queue while the broker is SIGKILLed and started
     again on the same port and storage: nothing is confirmed while it is down, and an
