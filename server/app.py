@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import ssl
 from collections.abc import Mapping
@@ -18,10 +19,19 @@ from prometheus_client import start_http_server
 from fleetwire.server.config import ConfigError, ServerConfig
 from fleetwire.server.dispatchers.base import Dispatcher, DispatchQueue
 from fleetwire.server.dispatchers.registry import build_queues
+from fleetwire.server.handshake import LOG_INTERVAL_ENV, SUPPRESS_ENV, log_interval, suppress_logging
 from fleetwire.server.metrics import QueueMetrics, ServerMetrics
 from fleetwire.server.session import RateLimit, Route, Router
 from fleetwire.server.tls import CertificateReloader, server_context
-from fleetwire.server.transport import MAX_FRAME_BYTES, ServerState, listener_factory
+from fleetwire.server.transport import (
+    MAX_FRAME_BYTES,
+    HandshakeNoise,
+    ServerState,
+    handshake_exception_handler,
+    listener_factory,
+    unwatch_handshakes,
+    watch_handshakes,
+)
 
 log = logging.getLogger("fleetwire.server")
 # picows logs every connect and disconnect at INFO: at fleet scale that is the busiest
@@ -30,6 +40,8 @@ logging.getLogger("picows").setLevel(logging.WARNING)
 
 # Small on purpose: idle vehicles dominate, and picows grows the buffer when a big frame arrives.
 READ_BUFFER_BYTES = 2048
+# A client that has not finished its TLS (or then its WebSocket) handshake by then is dropped.
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
 
 
 def build_router(config: ServerConfig, queues: Mapping[str, DispatchQueue]) -> Router:
@@ -70,6 +82,8 @@ class TelemetryServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_http: object | None = None
         self._stopped = asyncio.Event()
+        self._watched_port: int | None = None
+        self._loop_handler: tuple[asyncio.AbstractEventLoop, object, object] | None = None
 
     async def start(self) -> Ports:
         cfg = self.config
@@ -80,6 +94,12 @@ class TelemetryServer:
                 "required: fleetwire ships no copy of the vehicles' CAs; name a PEM file holding them "
                 "(the reference server's repository publishes config/files/prod_ca.crt)",
             )
+        try:
+            quiet = suppress_logging(os.environ)
+            interval = log_interval(os.environ)
+        except ValueError as exc:
+            name = LOG_INTERVAL_ENV if LOG_INTERVAL_ENV in str(exc) else SUPPRESS_ENV
+            raise ConfigError(name, str(exc)) from None
         self.ssl_context = server_context(tls.server_cert, tls.server_key, tls.ca_file)
         for queue in self.queues.values():
             await queue.start()
@@ -97,12 +117,13 @@ class TelemetryServer:
             ssl=self.ssl_context,
             max_frame_size=MAX_FRAME_BYTES,
             read_buffer_init_size=READ_BUFFER_BYTES,
-            websocket_handshake_timeout=10,
-            ssl_handshake_timeout=10,
+            websocket_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
             backlog=4096,
         )
         self._servers.append(server)
         vehicles_port = server.sockets[0].getsockname()[1]
+        self._watch_handshakes(vehicles_port, quiet, interval)
         status_port = None
         if cfg.status_port is not None:
             status = await asyncio.start_server(_status_handler, cfg.host, cfg.status_port)
@@ -125,6 +146,17 @@ class TelemetryServer:
             cfg.host, vehicles_port, status_port, metrics_port,
         )
         return self.ports
+
+    def _watch_handshakes(self, port: int, quiet: bool, interval: float) -> None:
+        """Count failed handshakes instead of letting each print a traceback."""
+        noise = HandshakeNoise(self.metrics.tls_handshake_failures, quiet=quiet, interval=interval)
+        if watch_handshakes(port, noise):
+            self._watched_port = port
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+        handler = handshake_exception_handler(previous)
+        loop.set_exception_handler(handler)
+        self._loop_handler = (loop, previous, handler)
 
     async def _watch_certificate(self) -> None:
         assert self.ssl_context is not None
@@ -164,6 +196,14 @@ class TelemetryServer:
                 pass
         timeout = self.config.dispatch.close_timeout_seconds
         await asyncio.gather(*(queue.close(timeout) for queue in self.queues.values()))
+        if self._watched_port is not None:
+            unwatch_handshakes(self._watched_port)
+            self._watched_port = None
+        if self._loop_handler is not None:
+            loop, previous, handler = self._loop_handler
+            if loop.get_exception_handler() is handler:  # unless someone installed another since
+                loop.set_exception_handler(previous)  # type: ignore[arg-type]
+            self._loop_handler = None
         if self._metrics_http is not None:
             self._metrics_http.shutdown()  # type: ignore[attr-defined]
             self._metrics_http.server_close()  # type: ignore[attr-defined]

@@ -2,18 +2,22 @@
 
 One listener per vehicle. It learns who is connecting from the verified client
 certificate, feeds whole binary messages to the session, pauses reading while a
-dispatch queue is over its bound, and reports connects and disconnects.
+dispatch queue is over its bound, and reports connects and disconnects. Handshakes that
+never reach a listener (scanners, health checks, plain HTTP) are counted here too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from picows import (
     WSCloseCode,
@@ -29,11 +33,14 @@ from picows import (
 from fleetwire.server.config import VinPolicy
 from fleetwire.server.dispatchers.base import DispatchQueue
 from fleetwire.server.envelope import MAX_MESSAGE_BYTES, encode_error
+from fleetwire.server.handshake import REASONS, FailureSummary, classify
 from fleetwire.server.identity import Identity, IdentityError, identify
 from fleetwire.server.metrics import ServerMetrics
 from fleetwire.server.session import RateLimit, Router, Session
 
 log = logging.getLogger("fleetwire.server")
+# The message aiofastnet gives the loop's exception handler for a failed handshake.
+HANDSHAKE_FAILED = "SSL handshake failed"
 
 # A frame larger than this closes the connection; up to it, an oversize message still
 # gets an error reply and the connection survives.
@@ -255,3 +262,132 @@ def listener_factory(state: ServerState) -> Callable[[WSUpgradeRequest], object]
         return VehicleListener(state, connection_id, interface)
 
     return factory
+
+
+# -- failed handshakes -----------------------------------------------------------------
+
+
+class HandshakeNoise:
+    """Counts one listener's failed handshakes by reason and logs a summary line at most
+    once per interval (`handshake.FailureSummary` decides when); `quiet` drops the line."""
+
+    def __init__(
+        self, counter: Any, *, quiet: bool, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._counters = {reason: counter.labels(reason) for reason in REASONS}
+        self._quiet = quiet
+        self._summary = FailureSummary(interval)
+        self._clock = clock
+        self._timer: asyncio.TimerHandle | None = None
+
+    def failed(self, exc: BaseException | type[BaseException]) -> None:
+        reason = classify(exc) or "other"  # a bug is shown by the loop's handler, and counted here
+        self._counters[reason].inc()
+        if self._quiet:
+            return
+        due = self._summary.add(reason, self._clock())
+        if self._timer is not None:
+            return
+        if due <= 0:
+            self._log()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(due, self._log)
+
+    def _log(self) -> None:
+        self._timer = None
+        line = self._summary.take(self._clock())
+        if line is not None:
+            log.info("%s", line)
+
+    def close(self) -> None:
+        """Log what is still pending and stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._log()
+
+
+# Local port of a listening socket -> its accounting. A process-wide table because
+# aiofastnet creates the transports; it is keyed by port since accepted sockets share it.
+_WATCHED: dict[int, HandshakeNoise] = {}
+
+
+def watch_handshakes(port: int, noise: HandshakeNoise) -> bool:
+    """Count the failed handshakes of the listener on `port`; False if this aiofastnet
+    offers no way to see them (then they are neither counted nor logged)."""
+    if not _hook_aiofastnet():
+        return False
+    _WATCHED[port] = noise
+    return True
+
+
+def unwatch_handshakes(port: int) -> None:
+    noise = _WATCHED.pop(port, None)
+    if noise is not None:
+        noise.close()
+
+
+def _handshake_ended(transport: Any, exc: BaseException | type[BaseException]) -> None:
+    """A TLS transport closed with `exc`: a failed handshake if it never got a cipher."""
+    if transport.get_extra_info("cipher") is not None:
+        return  # an established connection that ended: the listener saw it
+    if not getattr(transport.get_extra_info("ssl_object"), "server_side", True):
+        return
+    sockname = transport.get_extra_info("sockname")
+    noise = _WATCHED.get(sockname[1]) if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+    if noise is not None:
+        noise.failed(exc)
+
+
+@functools.cache
+def _hook_aiofastnet() -> bool:
+    """Make aiofastnet's server-side TLS transports report how their handshake failed.
+
+    aiofastnet 1.2 tells nobody when a handshake fails with an `OSError` (an unknown
+    client CA, plain HTTP, a reset) and hands the loop's exception handler an exception
+    *class* for an EOF (which the default handler cannot print: a 30-line logging error).
+    The one place that sees every failure with its exception is the transport's final
+    close, so accepted sockets get a subclass that reports it; nothing else changes.
+    """
+    try:
+        from aiofastnet import api_utils
+    except ImportError:
+        return False
+    base = getattr(api_utils, "SSLTransport_Socket", None)
+    if not isinstance(base, type) or not callable(getattr(base, "_finalize_close", None)):
+        log.warning("this aiofastnet version hides failed TLS handshakes: they are not counted")
+        return False
+
+    class CountingSSLTransport(base):  # type: ignore[misc, valid-type]
+        __slots__ = ()  # no per-connection dict: idle vehicles dominate memory
+
+        def _finalize_close(self, exc: Any) -> None:
+            if exc is not None:
+                try:
+                    _handshake_ended(self, exc)
+                except Exception:  # accounting must never keep a socket open
+                    log.exception("counting a failed TLS handshake failed")
+            super()._finalize_close(exc)
+
+    api_utils.SSLTransport_Socket = CountingSSLTransport
+    return True
+
+
+def handshake_exception_handler(
+    previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None,
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """A loop exception handler that drops failed handshakes caused by the network (the
+    transport counted them) and passes everything else on, printable, to `previous`
+    (the loop's default handler when None): bugs stay visible."""
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if exc is not None and context.get("message") == HANDSHAKE_FAILED and classify(exc) is not None:
+            return
+        if isinstance(exc, type) and issubclass(exc, BaseException):
+            context = {**context, "exception": exc()}  # a class has no traceback to print
+        if previous is None:
+            loop.default_exception_handler(context)
+        else:
+            previous(loop, context)
+
+    return handle
