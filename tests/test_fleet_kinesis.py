@@ -9,6 +9,7 @@ fallback — with the VIN of the vehicle's certificate as partition key and in t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -17,11 +18,12 @@ from pathlib import Path
 import pytest
 import uvloop
 from brokers.moto_server import FAKE_CREDENTIALS, MotoServer, moto_server_binary
-from conftest import server_config_data
+from brokers.pubsub import PubsubStandIn
+from conftest import free_port, server_config_data
 from fleetwire.pki import FleetPki, make_test_fleet_pki
 from fleetwire.proto import vehicle_alert_pb2, vehicle_data_pb2, vehicle_error_pb2
 from fleetwire.server.app import TelemetryServer
-from fleetwire.server.config import parse_config
+from fleetwire.server.config import load_config, parse_config
 from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin
 
 ASYNCIO_LOOP_FACTORY = uvloop.new_event_loop  # as `fleetwire serve` runs
@@ -147,3 +149,53 @@ async def test_endpoint_killed_mid_stream_no_ack_until_it_is_back_then_every_ack
     found = Counter(item["PartitionKey"] for item in await asyncio.to_thread(lambda: list(moto.read_stream("tesla-v"))))
     missing = {vin: n - found[vin] for vin, n in after.items() if found[vin] < n}
     assert sum(after.values()) > 0 and missing == {}, f"acked but not in Kinesis: {dict(list(missing.items())[:5])}"
+
+
+async def test_the_reference_integration_config_runs_unchanged_with_kinesis_and_pubsub(
+    tmp_path: Path, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference's own test/integration/config.json (its kafka part aside, another
+    backend's test), with only hosts, ports and certificate paths changed: V records go to
+    kinesis (stream `<namespace>_V`), pubsub (topic `<namespace>_V`) and the logger."""
+    pki: FleetPki = make_test_fleet_pki(tmp_path / "pki")
+    standin = PubsubStandIn().start()
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", standin.host)
+    await asyncio.to_thread(moto.create_stream, "tesla_telemetry_V")
+    reference = {
+        "host": "127.0.0.1", "port": free_port(), "status_port": free_port(),
+        "log_level": "info", "json_log_enable": True, "namespace": "tesla_telemetry",
+        "reliable_ack": True, "reliable_ack_workers": 15,
+        "pubsub": {"gcp_project_id": "test-project-id"},
+        "kinesis": {"override_host": moto.url, "max_retries": 3},
+        "monitoring": {"prometheus_metrics_port": free_port(), "profiler_port": 4269,
+                       "profiling_path": str(tmp_path / "profile")},
+        "rate_limit": {"enabled": True, "message_interval_time": 30, "message_limit": 1000},
+        "records": {"V": ["kinesis", "pubsub", "logger"]},
+        "tls": {"ca_file": str(pki.ca_file), "server_cert": str(pki.server_cert), "server_key": str(pki.server_key)},
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(reference, indent=4))
+    config, _warnings = load_config(path)
+    server = TelemetryServer(config)
+    ports = await server.start()
+    try:
+        vins = [sim_vin(i) for i in range(10)]
+        certs = issue_vehicle_certs(pki.vehicle_ca_cert, pki.vehicle_ca_key, vins, tmp_path / "vehicles")
+        fleet = Fleet(f"wss://127.0.0.1:{ports.vehicles}/", pki.server_ca_cert, certs)
+        assert await fleet.connect() == 10
+        await fleet.stream(rate=5.0, duration=1.0)
+        await fleet.drain(timeout=10)
+        sent = fleet.summary().sent
+        await fleet.close()
+        for _ in range(100):  # no reliable ack here: wait for the queues to empty
+            if all(q.qsize == 0 for q in server.queues.values()):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await server.stop()
+        standin.stop()
+    in_kinesis = await asyncio.to_thread(lambda: list(moto.read_stream("tesla_telemetry_V")))
+    in_pubsub = standin.messages["projects/test-project-id/topics/tesla_telemetry_V"]
+    assert sent > 0 and len(in_kinesis) == sent and len(in_pubsub) == sent
+    assert {r["PartitionKey"] for r in in_kinesis} == set(vins)
+    assert {m.attributes["vin"] for m in in_pubsub} == set(vins)
