@@ -64,12 +64,16 @@ from urllib.parse import urlsplit
 
 from fleetwire.server.dispatchers.base import DispatchError, Record
 from fleetwire.server.metadata import metadata
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.js.api import StorageType
+from nats.js.errors import Error as JetStreamError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from fleetwire.strictjson import ConfigError, Reader, show
 
 if TYPE_CHECKING:
     from fleetwire.server.config import ServerConfig
-    from nats.aio.client import Client
     from nats.aio.msg import Msg
 
 log = logging.getLogger("fleetwire.dispatch.nats")
@@ -534,9 +538,6 @@ class NatsDispatcher:
 
     async def _ensure_streams(self, nc: Client) -> None:
         """Find a stream storing each subject we publish to, or create one over `<namespace>.>`."""
-        from nats.js.errors import Error as JetStreamError
-        from nats.js.errors import NotFoundError
-
         js = nc.jetstream(timeout=self._publish_timeout)
         wanted = [f"{self.namespace}.*.{kind}" for kind in self._kinds]
         name = self.settings.stream or token(self.namespace.replace(".", "_"))
@@ -567,7 +568,7 @@ class NatsDispatcher:
                         f"JetStream stream(s) {', '.join(overlapping)} store part of {self.namespace}.> but not "
                         f"{', '.join(missing)}; extend them or delete them to let fleetwire create one")
                 try:
-                    await js.add_stream(name=name, subjects=[f"{self.namespace}.>"], storage="file")
+                    await js.add_stream(name=name, subjects=[f"{self.namespace}.>"], storage=StorageType.FILE)
                 except JetStreamError as exc:
                     if _attempt == 0:  # created meanwhile by another server: look again
                         log.debug("nats: creating stream %s failed (%s); looking again", name, exc)
@@ -579,8 +580,6 @@ class NatsDispatcher:
             self.last_error = str(exc)
             raise
         except Exception as exc:
-            from nats.js.errors import ServiceUnavailableError
-
             hint = ""
             if isinstance(exc, ServiceUnavailableError):
                 hint = " (is JetStream enabled on the server? for core NATS set nats.jetstream false)"
@@ -591,9 +590,6 @@ class NatsDispatcher:
 
     async def _stream_names(self, nc: Client, filter_subject: str) -> list[str]:
         """Streams whose subjects overlap `filter_subject` (JetStream's STREAM.NAMES)."""
-        from nats.errors import NoRespondersError
-        from nats.js.errors import ServiceUnavailableError
-
         names: list[str] = []
         while True:
             request = json.dumps({"subject": filter_subject, "offset": len(names)}).encode()
@@ -697,8 +693,6 @@ class NatsDispatcher:
 
     async def _connect(self, attempt: _Attempt) -> Client | None:
         """One try at every server; the connected client with its ack subscription, or None."""
-        from nats.aio.client import Client
-
         nc = Client()
         connecting = asyncio.ensure_future(nc.connect(**self._options(attempt)))
         tried = asyncio.ensure_future(attempt.tried_all.wait())
