@@ -21,7 +21,9 @@ retry of the batch does not publish them twice.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import re
 import warnings
@@ -168,6 +170,8 @@ class PubsubDispatcher:
         self._topic_lock = asyncio.Lock()
         self._closed = False
         self._accepted: dict[int, Record] = {}  # records of the batch in progress Pub/Sub holds
+        # gRPC calls block: they run here, never on the loop, nor in the loop's shared default pool.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="pubsub")
         self._message_pb: Any = None
         self._request_pb: Any = None
         self._request_type: Any = None
@@ -195,7 +199,7 @@ class PubsubDispatcher:
         self._request_pb = pubsub_types.PublishRequest.pb()
         self._message_pb = pubsub_types.PubsubMessage.pb()
         if self._client is None:
-            self._client = await asyncio.to_thread(self._new_client)
+            self._client = await self._in_thread(self._new_client)
         try:
             await self._ensure_topics([self.path(t) for t in self.topics])
         except DispatchError as exc:
@@ -236,7 +240,7 @@ class PubsubDispatcher:
                 if path in self._ready:
                     continue
                 try:
-                    created = await asyncio.to_thread(self._ensure_topic, path)
+                    created = await self._in_thread(self._ensure_topic, path)
                 except Exception as exc:
                     self.last_error = _describe(exc)
                     raise DispatchError(f"Pub/Sub topic {path} at {self.endpoint}: {self.last_error}",
@@ -266,7 +270,8 @@ class PubsubDispatcher:
         self._closed = True
         client, self._client = self._client, None
         if client is not None:
-            await asyncio.to_thread(self._stop_client, client)
+            await self._in_thread(self._stop_client, client)
+        self._executor.shutdown(wait=False)
 
     @staticmethod
     def _stop_client(client: Any) -> None:
@@ -274,6 +279,9 @@ class PubsubDispatcher:
         with contextlib.suppress(Exception):
             if transport is not None:
                 transport.close()
+
+    def _in_thread(self, function: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
 
     # -- publishing --------------------------------------------------------------------
 
@@ -331,8 +339,8 @@ class PubsubDispatcher:
         request = self._request_type.wrap(self._request_pb(topic=path, messages=messages))
         self.calls += 1
         try:
-            response = await asyncio.to_thread(self._client.publish, request=request, retry=None,
-                                               timeout=PUBLISH_TIMEOUT_SECONDS)
+            response = await self._in_thread(self._client.publish, request=request, retry=None,
+                                             timeout=PUBLISH_TIMEOUT_SECONDS)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - returned: the batch fails, retried by the queue
