@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 from fleetwire.server.dispatchers.base import DispatchError, Record
 from fleetwire.server.records import RECORD_TYPES
-from fleetwire.strictjson import ConfigError, Reader, show, suggest
+from fleetwire.strictjson import ConfigError, Reader, looks_secret, show, suggest
 
 if TYPE_CHECKING:
     from fleetwire.server.config import ServerConfig
@@ -247,7 +247,9 @@ class KinesisDispatcher:
             try:
                 credentials = await session.get_credentials()
             except Exception as exc:  # noqa: BLE001 - a profile that is not there, a broken file, a partial set
-                raise ConfigError("kinesis", f"cannot use the AWS credentials: {exc}") from None
+                detail = str(exc)[:300]
+                raise ConfigError("kinesis", "cannot use the AWS credentials: "
+                                  + ("(details not shown)" if looks_secret(detail) else detail)) from None
             if credentials is None:
                 raise ConfigError("kinesis", "no AWS credentials found: set AWS_ACCESS_KEY_ID and "
                                   "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials, or run "
