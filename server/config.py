@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetwire.server.dispatchers.registry import BACKENDS, parse_backend_settings, unavailable_reason
-from fleetwire.strictjson import ConfigError, Reader, show, suggest
+from fleetwire.strictjson import ConfigError, Reader, suggest
 
 RECORD_TYPES: tuple[str, ...] = ("V", "alerts", "errors", "connectivity")
 """Record types a vehicle (or the server, for connectivity) produces."""
@@ -76,37 +76,6 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class MqttConfig:
-    """MQTT dispatcher settings; defaults are the reference's."""
-
-    broker: str
-    client_id: str = ""
-    username: str = ""
-    password: str = ""
-    topic_base: str = ""
-    qos: int = 0
-    retained: bool = False
-    connect_timeout_ms: int = 30_000
-    publish_timeout_ms: int = 2_500
-    disconnect_timeout_ms: int = 250
-    connect_retry_interval_ms: int = 10_000
-    keep_alive_seconds: int = 30
-
-    def address(self) -> BrokerAddress:
-        return parse_broker(self.broker)
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """Where the MQTT broker listens: `transport` is "tcp" or "websockets"."""
-
-    host: str
-    port: int
-    tls: bool = False
-    transport: str = "tcp"
-
-
-@dataclass(frozen=True, slots=True)
 class StatsdConfig:
     host: str = ""
     prefix: str = ""
@@ -124,11 +93,6 @@ class MonitoringConfig:
     profiler_host: str = ""
     profiling_path: str = ""
     statsd: StatsdConfig | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LoggerConfig:
-    verbose: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +137,8 @@ class ServerConfig:
     reliable_ack_sources: Mapping[str, str] = field(default_factory=dict)
     transmit_decoded_records: bool = False
     rate_limit: RateLimitConfig = RateLimitConfig()
-    mqtt: MqttConfig | None = None
     backends: Mapping[str, Any] = field(default_factory=dict)
     monitoring: MonitoringConfig = MonitoringConfig()
-    logger: LoggerConfig = LoggerConfig()
     log_level: str = "info"
     json_log_enable: bool = False
     vins: VinPolicy = VinPolicy()
@@ -253,10 +215,6 @@ def parse_config(
         for name in names:
             users.setdefault(name, []).append(record_type)
     backends = parse_backend_settings(root, users, root.env)
-    mqtt = _mqtt(root) if "mqtt" in root.data else None
-    if mqtt is not None and not mqtt.topic_base:
-        warnings.append("mqtt.topic_base: empty, so topics start with '/' (as in the reference server); "
-                        'set it, e.g. "telemetry"')
 
     log_level = root.string("log_level", "info").lower()
     if log_level not in LOG_LEVELS:
@@ -274,46 +232,14 @@ def parse_config(
         reliable_ack_sources=reliable,
         transmit_decoded_records=root.boolean("transmit_decoded_records", False),
         rate_limit=_rate_limit(root),
-        mqtt=mqtt,
         backends=backends,
         monitoring=_monitoring(root),
-        logger=_logger(root),
         log_level=log_level,
         json_log_enable=root.boolean("json_log_enable", False),
         vins=_vins(root),
         dispatch=dispatch,
     )
     return config, warnings
-
-
-def parse_broker(broker: str) -> BrokerAddress:
-    """Read an MQTT broker address: "host:port", or with a scheme (tcp, mqtt, ssl, tls,
-    mqtts, ws, wss) as the reference's client accepts; the port defaults by scheme."""
-    schemes = {
-        "tcp": (False, "tcp", 1883), "mqtt": (False, "tcp", 1883),
-        "ssl": (True, "tcp", 8883), "tls": (True, "tcp", 8883), "mqtts": (True, "tcp", 8883),
-        "ws": (False, "websockets", 80), "wss": (True, "websockets", 443),
-    }
-    expected = "expected \"host:port\" or \"scheme://host:port\" (scheme tcp, mqtt, ssl, tls, mqtts, ws or wss)"
-    scheme, sep, rest = broker.partition("://")
-    if not sep:
-        scheme, rest = "tcp", broker
-    if scheme.lower() not in schemes:
-        raise ConfigError("mqtt.broker", f"{expected}, got {show(broker)}")
-    tls, transport, default_port = schemes[scheme.lower()]
-    rest = rest.split("/", 1)[0]
-    if rest.startswith("["):  # IPv6 literal
-        host, _, tail = rest[1:].partition("]")
-        port_text = tail[1:] if tail.startswith(":") else ""
-    else:
-        host, _, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
-    if not host:
-        raise ConfigError("mqtt.broker", f"{expected}, got {show(broker)}")
-    if not port_text:
-        return BrokerAddress(host, default_port, tls, transport)
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError("mqtt.broker", f"{expected}, got {show(broker)} (bad port {port_text!r})")
-    return BrokerAddress(host, int(port_text), tls, transport)
 
 
 # -- sections ------------------------------------------------------------------------
@@ -412,35 +338,6 @@ def _rate_limit(root: Reader) -> RateLimitConfig:
     )
 
 
-def _mqtt(root: Reader) -> MqttConfig:
-    s = root.section("mqtt")
-    s.known(("broker", "client_id", "username", "password", "topic_base", "qos", "retained",
-             "connect_timeout_ms", "publish_timeout_ms", "disconnect_timeout_ms",
-             "connect_retry_interval_ms", "keep_alive_seconds"))
-    broker = s.string("broker", "")
-    if not broker:
-        raise ConfigError("mqtt.broker", 'missing: expected the broker address, e.g. "localhost:1883"')
-    parse_broker(broker)
-    qos = s.data.get("qos", 0)
-    if type(qos) is not int or qos not in (0, 1, 2):
-        raise ConfigError("mqtt.qos", f"expected an integer 0, 1 or 2, got {show(qos)}")
-    # A zero means "default" in the reference, so it does here too.
-    return MqttConfig(
-        broker=broker,
-        client_id=s.string("client_id", ""),
-        username=s.string("username", ""),
-        password=s.secret("password"),
-        topic_base=s.string("topic_base", "").rstrip("/"),
-        qos=qos,
-        retained=s.boolean("retained", False),
-        connect_timeout_ms=s.integer("connect_timeout_ms", 0, minimum=0) or 30_000,
-        publish_timeout_ms=s.integer("publish_timeout_ms", 0, minimum=0) or 2_500,
-        disconnect_timeout_ms=s.integer("disconnect_timeout_ms", 0, minimum=0) or 250,
-        connect_retry_interval_ms=s.integer("connect_retry_interval_ms", 0, minimum=0) or 10_000,
-        keep_alive_seconds=s.integer("keep_alive_seconds", 0, minimum=0) or 30,
-    )
-
-
 def _monitoring(root: Reader) -> MonitoringConfig:
     s = root.section("monitoring", required=False)
     s.known(("prometheus_metrics_port", "prometheus_metrics_host", "profiler_port", "profiler_host",
@@ -463,12 +360,6 @@ def _monitoring(root: Reader) -> MonitoringConfig:
         profiling_path=s.string("profiling_path", ""),
         statsd=statsd,
     )
-
-
-def _logger(root: Reader) -> LoggerConfig:
-    s = root.section("logger", required=False)
-    s.known(("verbose",))
-    return LoggerConfig(verbose=s.boolean("verbose", False))
 
 
 def _vins(root: Reader) -> VinPolicy:

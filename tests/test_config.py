@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fleetwire.server.config import (
-    BrokerAddress,
     ConfigError,
     ServerConfig,
     load_config,
-    parse_broker,
     parse_config,
 )
+from fleetwire.server.dispatchers.mqtt import BrokerAddress, parse_broker
 
 
 @pytest.fixture
@@ -110,17 +110,18 @@ def test_reference_config_loads_with_every_key(certs: Path) -> None:
     assert config.dispatchers_in_use() == ("logger", "mqtt")
     assert config.rate_limit.enabled and config.rate_limit.message_limit == 1000
     assert config.rate_limit.message_interval_time == 30.0
-    assert config.mqtt is not None and config.mqtt.qos == 1 and config.mqtt.publish_timeout_ms == 1000
-    assert config.mqtt.address() == BrokerAddress("localhost", 1883)
+    mqtt = config.backend("mqtt")
+    assert mqtt.qos == 1 and mqtt.publish_timeout_ms == 1000
+    assert mqtt.address() == BrokerAddress("localhost", 1883)
     redis = config.backend("redis")
     assert redis.addrs == ("redis:6379",) and redis.pool == {"pool_size": 10}
-    assert config.backend("kafka") == {"bootstrap.servers": "kafka:9092", "queue.buffering.max.messages": 1000000}
+    assert config.backend("kafka").properties == {"bootstrap.servers": "kafka:9092", "queue.buffering.max.messages": 1000000}
     assert config.backend("kinesis").streams == {"V": "test_V"}
     assert config.backend("pubsub").gcp_project_id == "test-project-id"
     assert config.backend("zmq").addr == "tcp://*:5284"
     assert config.monitoring.prometheus_metrics_port == 9090
     assert config.monitoring.statsd is not None and config.monitoring.statsd.flush_period == 1000
-    assert config.logger.verbose and config.json_log_enable and config.namespace == "tesla_telemetry"
+    assert config.backend("logger").verbose and config.json_log_enable and config.namespace == "tesla_telemetry"
 
 
 def test_minimal_config_takes_reference_defaults(certs: Path) -> None:
@@ -132,7 +133,7 @@ def test_minimal_config_takes_reference_defaults(certs: Path) -> None:
     assert config.tls.ca_file is None and config.tls.reload_interval_seconds == 10.0
     assert not config.rate_limit.enabled
     assert (config.rate_limit.message_limit, config.rate_limit.message_interval_time) == (1000, 30.0)
-    assert config.mqtt is None and config.log_level == "info"
+    assert "mqtt" not in config.backends and config.log_level == "info"
     assert config.vins.allows("ANYVIN") and config.dispatch.lossy == frozenset()
 
 
@@ -140,9 +141,9 @@ def test_mqtt_zero_values_mean_reference_defaults(certs: Path) -> None:
     data = reference_config()
     data["mqtt"] = {"broker": "tcp://broker:1883", "topic_base": "t", "publish_timeout_ms": 0}
     config, _ = parse_config(data, certs)
-    assert config.mqtt is not None
-    assert (config.mqtt.qos, config.mqtt.publish_timeout_ms, config.mqtt.connect_retry_interval_ms) == (0, 2500, 10000)
-    assert (config.mqtt.keep_alive_seconds, config.mqtt.connect_timeout_ms) == (30, 30000)
+    mqtt = config.backend("mqtt")
+    assert (mqtt.qos, mqtt.publish_timeout_ms, mqtt.connect_retry_interval_ms) == (0, 2500, 10000)
+    assert (mqtt.keep_alive_seconds, mqtt.connect_timeout_ms) == (30, 30000)
 
 
 def test_typo_key_warns_with_suggestion(certs: Path) -> None:
@@ -233,7 +234,8 @@ def test_unknown_dispatcher(certs: Path) -> None:
     assert "unknown dispatcher 'mqt'" in str(error) and "did you mean 'mqtt'?" in str(error)
 
 
-def test_dispatcher_not_in_this_build_fails_only_when_used(certs: Path) -> None:
+def test_dispatcher_not_in_this_build_fails_only_when_used(certs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fleetwire.server.dispatchers.kafka", None)  # a build without it
     data = reference_config()  # has a kafka section, used by no record type: fine
     parse_config(data, certs)
     data["records"]["errors"] = ["kafka"]

@@ -159,11 +159,11 @@ def test_a_credential_can_stay_out_of_the_file(tmp_path: Path) -> None:
     data["records"] = {"V": ["mqtt"]}
     data["mqtt"] = {"broker": "localhost:1883", "password": {"file": "mqtt-password"}}
     config, _ = parse_config(data, tmp_path)
-    assert config.mqtt is not None and config.mqtt.password == "s3cret-from-a-secret"
+    assert config.backend("mqtt").password == "s3cret-from-a-secret"
 
     data["mqtt"]["password"] = {"env": "BROKER_PASSWORD"}
     config, _ = parse_config(data, tmp_path, env={"BROKER_PASSWORD": "from-env"})
-    assert config.mqtt is not None and config.mqtt.password == "from-env"
+    assert config.backend("mqtt").password == "from-env"
 
     error = _error(data, tmp_path)  # parse_config's default env is the process's, without it
     assert error.key == "mqtt.password" and "'BROKER_PASSWORD'" in str(error) and "not set" in str(error)

@@ -14,9 +14,9 @@ import aiomqtt
 import pytest
 from conftest import Mosquitto, MosquittoFactory, free_port
 from fleetwire.proto import vehicle_alert_pb2, vehicle_connectivity_pb2, vehicle_data_pb2, vehicle_error_pb2
-from fleetwire.server.config import MqttConfig
 from fleetwire.server.dispatchers.base import Dispatcher, DispatchError, DispatchQueue, Record
-from fleetwire.server.dispatchers.mqtt import MqttDispatcher, mqtt_messages, value_json
+from fleetwire.server.dispatchers.mqtt import MqttConfig, MqttDispatcher
+from fleetwire.server.mqtt_layout import mqtt_messages, value_json
 
 VIN = "5YJ3E1EA7KF000001"
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z

@@ -95,7 +95,7 @@ def test_the_server_reads_the_credential_from_the_mounted_file(tmp_path: Path) -
         Path(path).write_text("unread by the loader\n")
     Path(mounted["mqtt"]["password"]["file"]).write_text(PASSWORD)  # as the kubelet writes a Secret key
     parsed, _warnings = parse_config(mounted, root)
-    assert parsed.mqtt is not None and parsed.mqtt.password == PASSWORD
+    assert parsed.backend("mqtt").password == PASSWORD
     assert PASSWORD not in json.dumps(config)
 
 

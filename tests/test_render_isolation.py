@@ -34,7 +34,7 @@ from fleetwire.server.dispatchers.base import (
     render_problems,
 )
 from fleetwire.server.dispatchers.logger import LoggerDispatcher
-from fleetwire.server.dispatchers.mqtt import mqtt_messages
+from fleetwire.server.mqtt_layout import mqtt_messages
 from fleetwire.server.metrics import ServerMetrics
 from fleetwire.server.records import decode_record, field_name
 from google.protobuf.message import Message

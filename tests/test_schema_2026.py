@@ -16,7 +16,7 @@ from tesla_protocol.telemetry import vehicle_data_pb2 as theirs
 
 from fleetwire.proto import vehicle_data_pb2
 from fleetwire.server.dispatchers.base import Record
-from fleetwire.server.dispatchers.mqtt import mqtt_messages
+from fleetwire.server.mqtt_layout import mqtt_messages
 from fleetwire.server.records import to_json
 
 VIN = "5YJ3E1EA7KF000001"

@@ -19,12 +19,12 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 from fleetwire.proto import vehicle_data_pb2
-from fleetwire.server.config import ServerConfig
 from fleetwire.server.dispatchers.base import DispatchError, Record, render_problems
 from fleetwire.server.protojson import (
     print_double,
@@ -34,7 +34,11 @@ from fleetwire.server.protojson import (
     unknown_value,
 )
 from fleetwire.server.records import field_name
+from fleetwire.strictjson import Reader
 from google.protobuf.descriptor import FieldDescriptor
+
+if TYPE_CHECKING:
+    from fleetwire.server.config import ServerConfig
 
 _FD = FieldDescriptor
 _Convert = Callable[[Any], Any]
@@ -236,6 +240,21 @@ class LoggerDispatcher:
             self._stream.flush()
 
 
+@dataclass(frozen=True, slots=True)
+class LoggerConfig:
+    verbose: bool = False
+
+
+SECTION_REQUIRED = False
+"""The logger works without a `logger` section."""
+
+
+def parse_settings(s: Reader, env: Mapping[str, str], in_use: bool) -> LoggerConfig:
+    s.known(("verbose",))
+    return LoggerConfig(verbose=s.boolean("verbose", False))
+
+
 def create(config: ServerConfig) -> LoggerDispatcher:
     """The decoded records always; `logger.verbose` adds each `V` value's type."""
-    return LoggerDispatcher(verbose=config.logger.verbose)
+    settings: LoggerConfig = config.backend("logger")
+    return LoggerDispatcher(verbose=settings.verbose)

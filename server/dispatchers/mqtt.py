@@ -1,27 +1,7 @@
-"""The MQTT dispatcher: the reference server's topic layout and payloads, over aiomqtt.
+"""The mqtt backend: records published over aiomqtt in the reference's topic layout.
 
-Topics (`<base>` is `mqtt.topic_base`):
-
-- ``V``: one message per field at ``<base>/<VIN>/v/<Field>``; the payload is the value's
-  JSON: a number, string or boolean; an enum's name; ``{"latitude":..,"longitude":..}``
-  for a location; a door or tire map; ``"HH:MM:SS"`` for a time; null for an invalid value.
-- ``alerts``: per alert name, the latest-started alert at ``<base>/<VIN>/alerts/<name>/current``
-  and all of this record's alerts of that name, as a list, at ``.../alerts/<name>/history``;
-  each alert is ``{"Audiences": [..] | null, "EndedAt"?, "StartedAt"?}``.
-- ``errors``: ``<base>/<VIN>/errors/<name>`` with ``{"Body", "CreatedAt"?, "Tags": {..} | null}``.
-- ``connectivity``: ``<base>/<VIN>/connectivity`` with ``{"ConnectionId", "CreatedAt", "Status"}``.
-
-Timestamps are RFC 3339 in UTC with whole seconds; JSON objects have sorted keys — both
-as the reference writes them. Deliberate differences: a non-finite float is null (the
-reference fails the whole record); `+`, `#` and NUL in a topic segment become `_` (the
-reference's publish would be refused by the broker); a field number newer than the
-schema is published at ``.../v/UnknownField_<n>`` (the reference collapses them all onto
-one empty name) and a value of a variant newer than the schema as
-``{"number": 61, "value": .., "wireType": "varint"}`` (`protojson.unknown_value`; the
-reference publishes nothing); a timestamp beyond year 9999 is
-``{"nanos": .., "seconds": ".."}``. Nothing in a record stops its other messages, nor
-the batch's other records: what cannot be printed is printed raw and counted
-(`base.RenderProblems`).
+The layout (topics and payloads) is `fleetwire.server.mqtt_layout`. Settings are the
+reference's `mqtt` section; a zero means "the reference's default", as there.
 
 `publish` returns once the broker acknowledged every message of the batch (QoS 1 and 2;
 with QoS 0, once written to the socket). A lost connection fails the batch at once with
@@ -33,234 +13,119 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import ssl
-import struct
-import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiomqtt
-from fleetwire.server.config import ConfigError, MqttConfig, ServerConfig
+
 from fleetwire.server.dispatchers.base import DispatchError, Record, render_problems
-from fleetwire.server.protojson import raw_timestamp, render, unknown_value
-from fleetwire.server.records import field_name
-from google.protobuf.descriptor import FieldDescriptor
+from fleetwire.server.mqtt_layout import LAID_OUT, mqtt_messages
+from fleetwire.strictjson import ConfigError, Reader, show
+
+if TYPE_CHECKING:
+    from fleetwire.server.config import ServerConfig
 
 log = logging.getLogger("fleetwire.dispatch.mqtt")
 _client_log = logging.getLogger("fleetwire.dispatch.mqtt.client")  # the MQTT library's own messages
 
-_dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
-_quote: Callable[[str], str] = json.encoder.encode_basestring
-_F32 = struct.Struct("<f")
+
+# -- settings ------------------------------------------------------------------------
 
 
-def _json(value: Any) -> bytes:
-    """Compact JSON with sorted keys; scalars (nearly every V value) skip the encoder."""
-    kind = type(value)
-    if kind is str:
-        return _quote(value).encode()
-    if kind is float or kind is int:
-        return repr(value).encode()
-    if kind is bool:
-        return b"true" if value else b"false"
-    if value is None:
-        return b"null"
-    return _dumps(value).encode()
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """MQTT dispatcher settings; defaults are the reference's."""
 
-# -- payloads (pure) -----------------------------------------------------------------
+    broker: str
+    client_id: str = ""
+    username: str = ""
+    password: str = ""
+    topic_base: str = ""
+    qos: int = 0
+    retained: bool = False
+    connect_timeout_ms: int = 30_000
+    publish_timeout_ms: int = 2_500
+    disconnect_timeout_ms: int = 250
+    connect_retry_interval_ms: int = 10_000
+    keep_alive_seconds: int = 30
 
-
-def _segment(text: str) -> str:
-    """A topic level: wildcards and NUL are not allowed in a published topic."""
-    if "+" in text or "#" in text or "\0" in text:
-        return text.replace("+", "_").replace("#", "_").replace("\0", "_")
-    return text
+    def address(self) -> BrokerAddress:
+        return parse_broker(self.broker)
 
 
-# json_format's Timestamp range; beyond it a time is printed raw.
-_SECONDS_MIN = -62135596800
-_SECONDS_MAX = 253402300799
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where the MQTT broker listens: `transport` is "tcp" or "websockets"."""
+
+    host: str
+    port: int
+    tls: bool = False
+    transport: str = "tcp"
 
 
-def _rfc3339(ts: Any, problems: list[str]) -> Any:
-    seconds = ts.seconds
-    if _SECONDS_MIN <= seconds <= _SECONDS_MAX and 0 <= ts.nanos < 1_000_000_000:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-    problems.append(f"timestamp: seconds {seconds}, nanos {ts.nanos} out of range")
-    return raw_timestamp(ts)
-
-
-def _float32(x: float) -> float | None:
-    """The shortest decimal that is the same float32, as Go prints a float32 (12.3, not
-    12.300000190734863)."""
-    if not math.isfinite(x):
-        return None
-    pack, unpack = _F32.pack, _F32.unpack
-    for digits in (6, 7, 8, 9):
-        candidate = float(f"{x:.{digits}g}")
-        if unpack(pack(candidate))[0] == x:
-            return candidate
-    return x
-
-
-def _double(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
-def _enum_name(fd: FieldDescriptor) -> Callable[[int], Any]:
-    by_number = fd.enum_type.values_by_number
-
-    def name(number: int) -> Any:
-        value = by_number.get(number)
-        return value.name if value is not None else number
-
-    return name
-
-
-def _generic(message: Any) -> dict[str, Any]:
-    """The set fields of a message by their proto names, enums by name (nested alike)."""
-    out: dict[str, Any] = {}
-    for fd, value in message.ListFields():
-        if fd.type == FieldDescriptor.TYPE_ENUM:
-            out[fd.name] = _enum_name(fd)(value)
-        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
-            out[fd.name] = _generic(value)
-        elif fd.type == FieldDescriptor.TYPE_FLOAT:
-            out[fd.name] = _float32(value)
-        elif fd.type == FieldDescriptor.TYPE_DOUBLE:
-            out[fd.name] = _double(value)
-        elif fd.type == FieldDescriptor.TYPE_BYTES:
-            out[fd.name] = value.hex()
-        else:
-            out[fd.name] = value
-    return out
-
-
-_DOOR_KEYS = ("DriverFront", "DriverRear", "PassengerFront", "PassengerRear", "TrunkFront", "TrunkRear")
-
-_SPECIAL: dict[str, Callable[[Any], Any]] = {
-    "location_value": lambda v: {"latitude": _double(v.latitude), "longitude": _double(v.longitude)},
-    "door_value": lambda v: {key: getattr(v, key) for key in _DOOR_KEYS},
-    "time_value": lambda v: f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}",
-    "invalid": lambda v: None,
-}
-
-_converters: dict[FieldDescriptor, Callable[[Any], Any]] = {}
-
-
-def _converter(fd: FieldDescriptor) -> Callable[[Any], Any]:
-    special = _SPECIAL.get(fd.name)
-    if special is not None:
-        return special
-    if fd.type == FieldDescriptor.TYPE_ENUM:
-        return _enum_name(fd)
-    if fd.type == FieldDescriptor.TYPE_MESSAGE:
-        return _generic
-    if fd.type == FieldDescriptor.TYPE_FLOAT:
-        return _float32
-    if fd.type == FieldDescriptor.TYPE_DOUBLE:
-        return _double
-    return lambda v: v
-
-
-def value_json(value: Any) -> Any:
-    """The JSON value the reference publishes for one `telemetry.vehicle_data.Value`."""
-    which = value.WhichOneof("value")
-    if which is None:
-        unknown = unknown_value(value)  # a variant newer than the schema
-        return {} if unknown is None else unknown
-    fd = value.DESCRIPTOR.fields_by_name[which]
-    convert = _converters.get(fd)
-    if convert is None:
-        convert = _converters[fd] = _converter(fd)
-    return convert(getattr(value, which))
-
-
-def _vehicle_data(prefix: str, payload: Any, problems: list[str]) -> list[tuple[str, bytes]]:
-    """Field names are `records.field_name`'s: `UnknownField_<n>` for a number newer than the schema."""
-    values: dict[str, Any] = {}
-    for datum in payload.data:
-        name = field_name(datum.key)
-        try:
-            values[name] = value_json(datum.value)  # a repeated field: the last wins
-        except Exception as exc:  # its protobuf-JSON, which never fails
-            problems.append(f"{name}: {type(exc).__name__}: {exc}")
-            values[name] = render(datum.value)[0]
-    prefix += "/v/"
-    return [(prefix + name, _json(value)) for name, value in values.items()]
-
-
-def _alert(alert: Any, problems: list[str]) -> dict[str, Any]:
-    audience = _enum_name(alert.DESCRIPTOR.fields_by_name["audiences"])
-    out: dict[str, Any] = {"Audiences": [audience(a) for a in alert.audiences] or None}
-    if alert.HasField("started_at"):
-        out["StartedAt"] = _rfc3339(alert.started_at, problems)
-    if alert.HasField("ended_at"):
-        out["EndedAt"] = _rfc3339(alert.ended_at, problems)
-    return out
-
-
-def _alerts(prefix: str, message: Any, problems: list[str]) -> list[tuple[str, bytes]]:
-    history: dict[str, list[Any]] = {}
-    current: dict[str, Any] = {}
-    for alert in message.alerts:
-        history.setdefault(alert.name, []).append(alert)
-        if alert.HasField("started_at"):  # an alert that never started is not current
-            best = current.get(alert.name)
-            started = (alert.started_at.seconds, alert.started_at.nanos)
-            if best is None or started > (best.started_at.seconds, best.started_at.nanos):
-                current[alert.name] = alert
-    out = [(f"{prefix}/alerts/{_segment(name)}/current", _json(_alert(a, problems))) for name, a in current.items()]
-    out += [
-        (f"{prefix}/alerts/{_segment(name)}/history", _json([_alert(a, problems) for a in alerts]))
-        for name, alerts in history.items()
-    ]
-    return out
-
-
-def _errors(prefix: str, message: Any, problems: list[str]) -> list[tuple[str, bytes]]:
-    out = []
-    for error in message.errors:
-        body: dict[str, Any] = {"Body": error.body, "Tags": dict(error.tags) or None}
-        if error.HasField("created_at"):
-            body["CreatedAt"] = _rfc3339(error.created_at, problems)
-        out.append((f"{prefix}/errors/{_segment(error.name)}", _json(body)))
-    return out
-
-
-def _connectivity(prefix: str, message: Any, problems: list[str]) -> list[tuple[str, bytes]]:
-    status = _enum_name(message.DESCRIPTOR.fields_by_name["status"])(message.status)
-    body = {
-        "ConnectionId": message.connection_id,
-        "Status": status,
-        "CreatedAt": _rfc3339(message.created_at, problems),  # unset reads as the epoch, as in the reference
+def parse_broker(broker: str) -> BrokerAddress:
+    """Read an MQTT broker address: "host:port", or with a scheme (tcp, mqtt, ssl, tls,
+    mqtts, ws, wss) as the reference's client accepts; the port defaults by scheme."""
+    schemes = {
+        "tcp": (False, "tcp", 1883), "mqtt": (False, "tcp", 1883),
+        "ssl": (True, "tcp", 8883), "tls": (True, "tcp", 8883), "mqtts": (True, "tcp", 8883),
+        "ws": (False, "websockets", 80), "wss": (True, "websockets", 443),
     }
-    return [(f"{prefix}/connectivity", _json(body))]
+    expected = "expected \"host:port\" or \"scheme://host:port\" (scheme tcp, mqtt, ssl, tls, mqtts, ws or wss)"
+    scheme, sep, rest = broker.partition("://")
+    if not sep:
+        scheme, rest = "tcp", broker
+    if scheme.lower() not in schemes:
+        raise ConfigError("mqtt.broker", f"{expected}, got {show(broker)}")
+    tls, transport, default_port = schemes[scheme.lower()]
+    rest = rest.split("/", 1)[0]
+    if rest.startswith("["):  # IPv6 literal
+        host, _, tail = rest[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if not host:
+        raise ConfigError("mqtt.broker", f"{expected}, got {show(broker)}")
+    if not port_text:
+        return BrokerAddress(host, default_port, tls, transport)
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError("mqtt.broker", f"{expected}, got {show(broker)} (bad port {port_text!r})")
+    return BrokerAddress(host, int(port_text), tls, transport)
 
 
-_BUILDERS: dict[str, Callable[[str, Any, list[str]], list[tuple[str, bytes]]]] = {
-    "V": _vehicle_data,
-    "alerts": _alerts,
-    "errors": _errors,
-    "connectivity": _connectivity,
-}
-
-
-def mqtt_messages(
-    record: Record, topic_base: str, problems: list[str] | None = None
-) -> list[tuple[str, bytes]]:
-    """(topic, payload) pairs the reference publishes for `record`; [] for other record types.
-
-    Never raises for what a record holds: a value that cannot be printed as the reference
-    would is printed raw, and named in `problems`.
-    """
-    build = _BUILDERS.get(record.record_type)
-    if build is None:
-        return []
-    return build(f"{topic_base}/{_segment(record.vin)}", record.message, [] if problems is None else problems)
+def parse_settings(s: Reader, env: Mapping[str, str], in_use: bool) -> MqttConfig:
+    s.known(("broker", "client_id", "username", "password", "topic_base", "qos", "retained",
+             "connect_timeout_ms", "publish_timeout_ms", "disconnect_timeout_ms",
+             "connect_retry_interval_ms", "keep_alive_seconds"))
+    broker = s.string("broker", "")
+    if not broker:
+        raise ConfigError("mqtt.broker", 'missing: expected the broker address, e.g. "localhost:1883"')
+    parse_broker(broker)
+    if not s.string("topic_base", ""):
+        s.warnings.append("mqtt.topic_base: empty, so topics start with '/' (as in the reference server); "
+                          'set it, e.g. "telemetry"')
+    qos = s.data.get("qos", 0)
+    if type(qos) is not int or qos not in (0, 1, 2):
+        raise ConfigError("mqtt.qos", f"expected an integer 0, 1 or 2, got {show(qos)}")
+    # A zero means "default" in the reference, so it does here too.
+    return MqttConfig(
+        broker=broker,
+        client_id=s.string("client_id", ""),
+        username=s.string("username", ""),
+        password=s.secret("password"),
+        topic_base=s.string("topic_base", "").rstrip("/"),
+        qos=qos,
+        retained=s.boolean("retained", False),
+        connect_timeout_ms=s.integer("connect_timeout_ms", 0, minimum=0) or 30_000,
+        publish_timeout_ms=s.integer("publish_timeout_ms", 0, minimum=0) or 2_500,
+        disconnect_timeout_ms=s.integer("disconnect_timeout_ms", 0, minimum=0) or 250,
+        connect_retry_interval_ms=s.integer("connect_retry_interval_ms", 0, minimum=0) or 10_000,
+        keep_alive_seconds=s.integer("keep_alive_seconds", 0, minimum=0) or 30,
+    )
 
 
 # -- the dispatcher ------------------------------------------------------------------
@@ -323,7 +188,7 @@ class MqttDispatcher:
     async def publish(self, batch: Sequence[Record]) -> None:
         messages: list[tuple[str, bytes]] = []
         for record in batch:
-            if record.record_type not in _BUILDERS:
+            if record.record_type not in LAID_OUT:
                 if record.record_type not in self._unknown_types:
                     self._unknown_types.add(record.record_type)
                     log.error("mqtt: records of type %r have no MQTT topic layout; not published", record.record_type)
@@ -477,6 +342,5 @@ class MqttDispatcher:
 
 
 def create(config: ServerConfig) -> MqttDispatcher:
-    if config.mqtt is None:
-        raise ConfigError("mqtt", 'missing: the mqtt dispatcher needs an "mqtt" section with a "broker"')
-    return MqttDispatcher(config.mqtt)
+    settings: MqttConfig = config.backend("mqtt")
+    return MqttDispatcher(settings)

@@ -7,7 +7,8 @@ A backend named ``x`` is the module ``fleetwire.server.dispatchers.x``, which de
   settings, raising `ConfigError` that names the key; `in_use` says whether a record
   type goes to it (files, credentials and the environment are checked only then);
 - ``create(config: ServerConfig) -> Dispatcher``: builds the dispatcher from
-  ``config.backend("x")`` (not started yet).
+  ``config.backend("x")`` (not started yet);
+- ``SECTION_REQUIRED = False`` if it works without a section (then it reads an empty one).
 
 Adding a backend is adding that one module (and its test): this file names them only.
 """
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
 
 BACKENDS: tuple[str, ...] = ("logger", "mqtt", "redis", "kafka", "kinesis", "pubsub", "zmq", "nats")
 """Dispatcher names a configuration may use, as the reference names them (plus nats)."""
-
-# Backends that work without a section of their own in config.json.
-_SECTION_OPTIONAL = frozenset({"logger"})
 
 
 def _module_name(name: str) -> str:
@@ -62,18 +60,18 @@ def parse_backend_settings(
     use to the record types that go to it, whose section must be there unless it needs none."""
     settings: dict[str, Any] = {}
     for name in BACKENDS:
-        if name not in root.data:
-            if name in users and name not in _SECTION_OPTIONAL:
-                raise ConfigError(name, f"missing: records of type {', '.join(users[name])} go to the "
-                                  f"'{name}' dispatcher, which needs a \"{name}\" section")
+        if name not in root.data and name not in users:
             continue
         try:
             module = _load(name)
         except ModuleNotFoundError:
             continue  # reported by `unavailable_reason` if the backend is used
+        if name not in root.data and getattr(module, "SECTION_REQUIRED", True):
+            raise ConfigError(name, f"missing: records of type {', '.join(users[name])} go to the "
+                              f"'{name}' dispatcher, which needs a \"{name}\" section")
         parse = getattr(module, "parse_settings", None)
         if parse is not None:
-            settings[name] = parse(root.section(name), env, name in users)
+            settings[name] = parse(root.section(name, required=False), env, name in users)
     return settings
 
 
