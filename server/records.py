@@ -22,6 +22,7 @@ from fleetwire.proto import (
     vehicle_data_pb2,
     vehicle_error_pb2,
 )
+from fleetwire.proto.record_types import RECORD_TYPES
 from fleetwire.server.protojson import message_to_dict, render
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -42,12 +43,6 @@ __all__ = [
     "to_json",
 ]
 
-RECORD_TYPES: Mapping[str, type[Message]] = MappingProxyType({
-    "V": vehicle_data_pb2.Payload,
-    "alerts": vehicle_alert_pb2.VehicleAlerts,
-    "errors": vehicle_error_pb2.VehicleErrors,
-    "connectivity": vehicle_connectivity_pb2.VehicleConnectivity,
-})
 
 # Fields whose value is a position: older firmware sends them as "(lat N, lon W)" strings.
 LOCATION_FIELDS = frozenset(
@@ -238,8 +233,20 @@ def connectivity_record(
     status: Literal["CONNECTED", "DISCONNECTED"],
     network_interface: str,
     now: float,
+    *,
+    vehicle_txid: str = "",
+    vin_connections: int | None = None,
 ) -> bytes:
-    """Encode the connectivity event the server emits when a vehicle connects or disconnects."""
+    """Encode the connectivity event the server emits when a vehicle connects or disconnects.
+
+    `connection_id` is the server's id of the socket. Three fields beyond Tesla's five
+    (readers of Tesla's schema skip them as unknown fields) say what one socket's event
+    means for the VIN, which may hold several sockets:
+    6 `vehicle_txid` (string): the X-TXID the vehicle sent, which may collide;
+    7 `presence` (enum): 1 ONLINE on the VIN's first socket, 2 OFFLINE when its last
+    closed, 0 (absent) otherwise; 8 `vin_connections` (uint32): the sockets the VIN
+    holds after this event. Without the keyword arguments only Tesla's five are written.
+    """
     try:
         event = _STATUSES[status]
     except KeyError:
@@ -255,7 +262,32 @@ def connectivity_record(
         created_at=Timestamp(seconds=seconds, nanos=nanos),
         network_interface=network_interface,
     )
-    return message.SerializeToString()
+    encoded = message.SerializeToString()
+    if not vehicle_txid and vin_connections is None:
+        return encoded
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while n > 0x7F:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
+        return bytes(out)
+
+    extra = bytearray()
+    if vehicle_txid:
+        txid = vehicle_txid.encode("utf-8", "replace")  # a header: whatever the client sent
+        extra += b"\x32" + varint(len(txid)) + txid  # field 6, length-delimited
+    if vin_connections is not None:
+        if vin_connections < 0:
+            raise ValueError(f"vin_connections must be 0 or more, not {vin_connections}")
+        online = status == "CONNECTED" and vin_connections == 1
+        offline = status == "DISCONNECTED" and vin_connections == 0
+        if online or offline:
+            extra += b"\x38" + varint(1 if online else 2)  # field 7, varint
+        if vin_connections:
+            extra += b"\x40" + varint(vin_connections)  # field 8, varint
+    return encoded + bytes(extra)
 
 
 def to_dict(message: Message) -> dict[str, Any]:

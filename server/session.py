@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from fleetwire.server.dispatchers.base import DispatchQueue, Record
 from fleetwire.server.envelope import FrameError, decode_frame, encode_ack, encode_error
@@ -70,7 +70,7 @@ class Session:
     """Decodes, checks, dispatches and acknowledges one vehicle's messages."""
 
     __slots__ = (
-        "identity", "connection_id", "network_interface", "_router", "_metrics", "_link",
+        "identity", "connection_id", "network_interface", "vehicle_txid", "_router", "_metrics", "_link",
         "_limiter", "_clock", "_vin_bytes", "_sender_bytes",
     )
 
@@ -84,10 +84,12 @@ class Session:
         link: Link,
         rate_limit: RateLimit | None = None,
         clock: Callable[[], float] = time.time,
+        vehicle_txid: str = "",
     ) -> None:
         self.identity = identity
-        self.connection_id = connection_id
+        self.connection_id = connection_id  # the server's id of this socket, unique
         self.network_interface = network_interface
+        self.vehicle_txid = vehicle_txid  # the vehicle's X-TXID: kept, but it can collide
         self._router = router
         self._metrics = metrics
         self._link = link
@@ -100,22 +102,26 @@ class Session:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def opened(self) -> None:
-        self._connectivity("CONNECTED")
+    def opened(self, vin_connections: int | None = None) -> None:
+        """The socket is up; `vin_connections`: the VIN's open sockets, this one included."""
+        self._connectivity("CONNECTED", vin_connections)
 
-    def closed(self) -> None:
-        self._connectivity("DISCONNECTED")
+    def closed(self, vin_connections: int | None = None) -> None:
+        """The socket is down; `vin_connections`: the VIN's sockets still open."""
+        self._connectivity("DISCONNECTED", vin_connections)
 
-    def _connectivity(self, status: str) -> None:
+    def _connectivity(self, status: Literal["CONNECTED", "DISCONNECTED"], vin_connections: int | None) -> None:
         entry = self._router.routes.get("connectivity")
         if entry is None:
             return
         now = self._clock()
         payload = connectivity_record(
-            self.identity.vin, self.connection_id, status, self.network_interface, now
+            self.identity.vin, self.connection_id, status, self.network_interface, now,
+            vehicle_txid=self.vehicle_txid, vin_connections=vin_connections,
         )
         message, payload = decode_record("connectivity", payload, self.identity.vin)
-        self._dispatch("connectivity", entry, self._record("connectivity", b"", payload, message, now, now), None)
+        txid = self.vehicle_txid.encode("utf-8", "replace")
+        self._dispatch("connectivity", entry, self._record("connectivity", txid, payload, message, now, now), None)
 
     # -- messages --------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from picows import (
@@ -36,6 +36,7 @@ from fleetwire.server.envelope import MAX_MESSAGE_BYTES, encode_error
 from fleetwire.server.handshake import REASONS, FailureSummary, classify
 from fleetwire.server.identity import Identity, IdentityError, identify
 from fleetwire.server.metrics import ServerMetrics
+from fleetwire.server.presence import Presence
 from fleetwire.server.session import RateLimit, Router, Session
 
 log = logging.getLogger("fleetwire.server")
@@ -56,16 +57,20 @@ class ServerState:
     vin_policy: VinPolicy
     rate_limit: RateLimit | None
     identify: Callable[[bytes], Identity] = identify
+    presence: Presence = field(default_factory=Presence)
 
 
 class VehicleListener(WSListener):
     """picows listener for one vehicle connection."""
 
-    def __init__(self, state: ServerState, connection_id: str, network_interface: str) -> None:
+    def __init__(
+        self, state: ServerState, connection_id: str, network_interface: str, vehicle_txid: str = ""
+    ) -> None:
         super().__init__()
         self._state = state
         self._connection_id = connection_id
         self._network_interface = network_interface
+        self._vehicle_txid = vehicle_txid
         self._transport: WSTransport | None = None
         self._session: Session | None = None
         self._fragments: list[bytes] | None = None
@@ -145,18 +150,22 @@ class VehicleListener(WSListener):
             self._refuse(transport, "vin_not_allowed", identity.vin)
             return
         self._transport = transport
-        state.metrics.connections_active.inc()
-        state.metrics.connections_total.labels(identity.client_type).inc()
+        metrics = state.metrics
+        metrics.connections_active.inc()
+        metrics.connections_total.labels(identity.client_type).inc()
         self._session = Session(
             identity,
             self._connection_id,
             self._network_interface,
             state.router,
-            state.metrics,
+            metrics,
             self,
             state.rate_limit,
+            vehicle_txid=self._vehicle_txid,
         )
-        self._session.opened()
+        sockets = state.presence.opened(identity.vin)
+        metrics.connected_vins.set(len(state.presence))
+        self._session.opened(sockets)
 
     def _refuse(self, transport: WSTransport, reason: str, vin: str = "") -> None:
         self._state.metrics.refused_total.labels(reason).inc()
@@ -217,8 +226,11 @@ class VehicleListener(WSListener):
         session, self._session = self._session, None
         self._transport = None
         if session is not None:
-            self._state.metrics.connections_active.dec()
-            session.closed()
+            state = self._state
+            state.metrics.connections_active.dec()
+            sockets = state.presence.closed(session.identity.vin)
+            state.metrics.connected_vins.set(len(state.presence))
+            session.closed(sockets)
 
 
 def verified_leaf(ssl_object: object) -> bytes | None:
@@ -257,9 +269,11 @@ def listener_factory(state: ServerState) -> Callable[[WSUpgradeRequest], object]
         if request.path == b"/status":
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(b"mtls ok"), None)
         headers = request.headers
-        connection_id = headers.get("X-TXID") or str(uuid.uuid4())
-        interface = headers.get("X-Network-Interface", "")
-        return VehicleListener(state, connection_id, interface)
+        # The connection id is the server's own: X-TXID comes from the client, and two
+        # sockets of one VIN (Wi-Fi and cellular) may send the same one.
+        return VehicleListener(
+            state, str(uuid.uuid4()), headers.get("X-Network-Interface", ""), headers.get("X-TXID", "")
+        )
 
     return factory
 

@@ -517,17 +517,21 @@ async def test_connectivity_records_on_connect_and_disconnect(running_server: Se
     await car.assert_alive()
     await car.close()
     _, disconnected = await srv.recorder.wait_for(2, "connectivity")
+    connection_id = connected.connection_id
+    uuid.UUID(connection_id)  # the server's own id; the vehicle's X-TXID travels beside it
+    assert connection_id != txid
     for record, status in ((connected, vehicle_connectivity_pb2.CONNECTED),
                            (disconnected, vehicle_connectivity_pb2.DISCONNECTED)):
         message = vehicle_connectivity_pb2.VehicleConnectivity.FromString(record.payload)
         assert (message.vin, message.connection_id, message.status, message.network_interface) == (
-            VIN, txid, status, "cellular"
+            VIN, connection_id, status, "cellular"
         )
-        assert record.connection_id == txid and record.vin == VIN
+        assert (record.connection_id, record.txid, record.vin) == (connection_id, txid, VIN)
 
     anonymous = await Car.connect(srv, OTHER_VIN)
     records = await srv.recorder.wait_for(3, "connectivity")
-    uuid.UUID(records[2].connection_id)  # generated when the vehicle sends no X-TXID
+    uuid.UUID(records[2].connection_id)
+    assert records[2].connection_id != connection_id and records[2].txid == ""  # no X-TXID sent
     # A vehicle cannot fake connectivity events: the topic is acked, never dispatched.
     reply, txid = await anonymous.record("connectivity", records[2].payload)
     assert (reply.kind, reply.txid) == ("ack", txid)
