@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleetwire.proto import catalog
+from fleetwire.proto.record_types import RECORD_TYPES as _RECORD_TYPES
 
 __all__ = [
     "ALERT_TYPES_HINT",
@@ -60,7 +61,7 @@ CHALLENGES = ("http01", "dns01")
 DNS01_PROVIDERS = ("cloudflare",)
 ALERT_TYPES_HINT = "service"
 
-RECORD_TYPES = ("V", "alerts", "errors", "connectivity")
+RECORD_TYPES = tuple(_RECORD_TYPES)
 """Record types the server routes; the server's own configuration check is the final word."""
 DISPATCHERS = ("logger", "mqtt", "redis", "kafka", "kinesis", "pubsub", "zmq", "nats")
 """Dispatcher names the server knows; their settings pass through to its config.json."""

@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleetwire.proto.record_types import RECORD_TYPES
 from fleetwire.server.dispatchers.registry import BACKENDS, parse_backend_settings, unavailable_reason
 from fleetwire.strictjson import ConfigError, Reader, suggest
 
-RECORD_TYPES: tuple[str, ...] = ("V", "alerts", "errors", "connectivity")
-"""Record types a vehicle (or the server, for connectivity) produces."""
 
 KNOWN_DISPATCHERS = BACKENDS
 """Dispatcher names a configuration may use; `registry` says which this build has."""
