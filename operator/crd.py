@@ -19,6 +19,7 @@ from typing import Any
 
 from fleetwire.proto import catalog
 from fleetwire.proto.record_types import RECORD_TYPES as _RECORD_TYPES
+from fleetwire.server.dispatchers.registry import BACKENDS
 
 __all__ = [
     "ALERT_TYPES_HINT",
@@ -63,7 +64,7 @@ ALERT_TYPES_HINT = "service"
 
 RECORD_TYPES = tuple(_RECORD_TYPES)
 """Record types the server routes; the server's own configuration check is the final word."""
-DISPATCHERS = ("logger", "mqtt", "redis", "kafka", "kinesis", "pubsub", "zmq", "nats")
+DISPATCHERS = BACKENDS
 """Dispatcher names the server knows; their settings pass through to its config.json."""
 
 HOSTNAME_PATTERN = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"

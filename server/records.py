@@ -22,6 +22,7 @@ from fleetwire.proto import (
     vehicle_data_pb2,
     vehicle_error_pb2,
 )
+from fleetwire.proto.record_types import RECORD_TYPES
 from fleetwire.server.protojson import message_to_dict, render
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -42,12 +43,6 @@ __all__ = [
     "to_json",
 ]
 
-RECORD_TYPES: Mapping[str, type[Message]] = MappingProxyType({
-    "V": vehicle_data_pb2.Payload,
-    "alerts": vehicle_alert_pb2.VehicleAlerts,
-    "errors": vehicle_error_pb2.VehicleErrors,
-    "connectivity": vehicle_connectivity_pb2.VehicleConnectivity,
-})
 
 # Fields whose value is a position: older firmware sends them as "(lat N, lon W)" strings.
 LOCATION_FIELDS = frozenset(

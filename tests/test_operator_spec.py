@@ -277,8 +277,12 @@ def test_status_documents_every_count_the_reconciler_writes() -> None:
 
 
 def test_server_names_match_the_server() -> None:
-    assert crd.DISPATCHERS == server_config.KNOWN_DISPATCHERS
-    assert crd.RECORD_TYPES == server_config.RECORD_TYPES
+    """The chart's CRD (rendered, checked in) names the server's backends and record types."""
+    rendered = yaml.safe_load((ROOT / "charts/fleetwire/crds/fleettelemetryconfigs.yaml").read_text())
+    server = rendered["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["server"]
+    assert server["properties"]["records"]["additionalProperties"]["items"]["enum"] == list(server_config.KNOWN_DISPATCHERS)
+    assert set(server_config.KNOWN_DISPATCHERS) <= set(server["properties"])
+    assert tuple(crd.RECORD_TYPES) == tuple(server_config.RECORD_TYPES)
 
 
 def test_rendered_chart_crds_are_current() -> None:
