@@ -43,7 +43,9 @@ __all__ = [
     "config_of",
     "fetch_presented_chain",
     "hostname_matches",
+    "refusal",
     "run",
+    "verified_path",
 ]
 
 EXPIRY_WARNING_DAYS = 14
@@ -253,14 +255,47 @@ def _verify_chain(
     than a vehicle's Go verifier (e.g. it wants key identifiers on CAs), so the detail
     names the rule that failed.
     """
-    ip = _ip(hostname)
     try:
-        subject: x509.DNSName | x509.IPAddress = x509.IPAddress(ip) if ip else x509.DNSName(hostname)
-        verifier = PolicyBuilder().store(Store(list(ca))).time(now).build_server_verifier(subject)
-        chain = verifier.verify(leaf, list(intermediates))
+        chain = verified_path(leaf, intermediates, ca, hostname, now)
     except (VerificationError, ValueError) as exc:
         return Check("chain verifies", False, f"against ca for {hostname}: {_clean_error(exc)}")
     return Check("chain verifies", True, " → ".join(_label(c) for c in chain) + " (anchor in ca)")
+
+
+def verified_path(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    ca: Sequence[x509.Certificate],
+    hostname: str,
+    now: dt.datetime,
+) -> list[x509.Certificate]:
+    """The path a vehicle holding `ca` builds from the presented leaf and intermediates.
+
+    Raises `VerificationError` (or `ValueError` for an unusable name or store) when the
+    vehicle would refuse it. The one judgement of "would this `ca` accept this chain",
+    used by `fleetwire check-cert` and by the operator's push and rotation policies.
+    """
+    ip = _ip(hostname)
+    subject: x509.DNSName | x509.IPAddress = x509.IPAddress(ip) if ip else x509.DNSName(hostname)
+    verifier = PolicyBuilder().store(Store(list(ca))).time(now).build_server_verifier(subject)
+    return verifier.verify(leaf, list(intermediates))
+
+
+def refusal(chain_pem: bytes | str, ca_pem: bytes | str, hostname: str, now: dt.datetime) -> str | None:
+    """Why a vehicle holding `ca_pem` refuses the server chain `chain_pem` (leaf first) for
+    `hostname` at `now`, or None when it accepts it: every certificate in `ca` a trust
+    anchor, the presented intermediates used to reach one, the name in subjectAltName."""
+    as_bytes = [v.encode() if isinstance(v, str) else v for v in (chain_pem, ca_pem)]
+    try:
+        chain = x509.load_pem_x509_certificates(as_bytes[0])
+        ca = x509.load_pem_x509_certificates(as_bytes[1])
+    except ValueError as exc:
+        return f"unreadable PEM: {exc}"
+    try:
+        verified_path(chain[0], chain[1:], ca, hostname, now)
+    except (VerificationError, ValueError) as exc:
+        return _clean_error(exc)
+    return None
 
 
 def _ca_checks(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], ca: Sequence[x509.Certificate]) -> list[Check]:

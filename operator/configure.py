@@ -59,7 +59,9 @@ from fleetwire.operator.vehicles import (
     PUSHED,
     SKIPPED,
     VEHICLES_CONFIGURED,
+    Reason,
     VehicleRecord,
+    ca_accepts,
     ca_fingerprint,
     cleared,
     count_too_new,
@@ -71,8 +73,8 @@ from fleetwire.operator.vehicles import (
     observe,
     poll_delay,
     preflight,
+    push_decision,
     push_failed,
-    push_reason_by_fingerprint,
     pushed,
     recheck_passed,
     refused,
@@ -136,15 +138,26 @@ class RecordStore(Protocol):
         """Make `records` durable; `changed` names the VINs whose record differs from the last save."""
         ...
 
+    async def load_bundles(self) -> dict[str, str]:
+        """The `ca` bundles (fingerprint → PEM) the records name: a vehicle's `ca` is judged by
+        what it accepts, so its certificates must survive a restart, once per distinct bundle."""
+        ...
+
+    async def save_bundles(self, bundles: Mapping[str, str]) -> None: ...
+
     @property
     def names(self) -> list[str]:
         """The objects holding the records now (for the status and `fleetwire vehicles`)."""
         ...
 
 
+BUNDLES = -1
+"""The shard index of the `ca` bundles the records name by fingerprint (`<resource>-vehicle-cas`)."""
+
+
 def shard_name(resource: str, index: int) -> str:
-    """The ConfigMap holding shard `index` of a resource's vehicle records."""
-    return f"{resource}-vehicles-{index}"
+    """The ConfigMap holding shard `index` of a resource's vehicle records (`BUNDLES`: the `ca`s)."""
+    return f"{resource}-vehicle-cas" if index == BUNDLES else f"{resource}-vehicles-{index}"
 
 
 def shard_layout(vins: Iterable[str], size: int = SHARD_SIZE) -> list[list[str]]:
@@ -236,6 +249,21 @@ class ShardedRecordStore(ABC):
         self._layout = layout or [[]]
         self._shard_of = {vin: i for i, vins in enumerate(self._layout) for vin in vins}
         return records
+
+    async def load_bundles(self) -> dict[str, str]:
+        found = await self._read(BUNDLES)
+        self._bundles = dict(found or {})
+        return dict(self._bundles)
+
+    async def save_bundles(self, bundles: Mapping[str, str]) -> None:
+        """Write the bundles when they changed (a few per rotation)."""
+        current = getattr(self, "_bundles", None)
+        if current == dict(bundles):
+            return
+        patch: dict[str, str | None] = {**{fp: None for fp in current or {} if fp not in bundles}, **bundles}
+        if current is None or not await self._patch(BUNDLES, patch):
+            await self._create(BUNDLES, dict(bundles))
+        self._bundles = dict(bundles)
 
     async def save(self, records: Mapping[str, VehicleRecord], changed: Collection[str]) -> None:
         if set(records) != set(self._shard_of):
@@ -356,10 +384,14 @@ class Settings:
 
 @dataclass(frozen=True)
 class Inputs:
-    """What a pass needs from outside: the parsed spec and the `ca` the server's chain needs."""
+    """What a pass needs from outside: the parsed spec, the `ca` to push, and the chains
+    (PEM, leaf first) the vehicles' `ca` must accept: the one served and the one staged.
+    Without chains the `ca` is compared by fingerprint (every change of bytes is a push)."""
 
     spec: FleetTelemetrySpec
     ca_pem: str
+    chains: tuple[str, ...] | None = None
+    staged: str | None = None  # the staged chain, whose acceptance gates its promotion
 
 
 class NotReady(Exception):
@@ -380,6 +412,8 @@ class PassResult:
     problem: str | None = None  # a Fleet API failure this pass (also in the condition's message)
     shards: tuple[str, ...] = ()
     too_new: int = 0  # vehicles taking the config whose firmware is too old for some of its fields
+    pushed_codes: Mapping[str, int] = field(default_factory=dict)  # reason code → vehicles pushed in this pass
+    next: Mapping[str, Any] | None = None  # progress towards a staged chain (`status.vehicles.next`)
 
     @property
     def total(self) -> int:
@@ -395,11 +429,43 @@ class PassResult:
             out["caFingerprint"] = self.ca_fingerprint
         if self.shards:
             out["records"] = list(self.shards)
+        if self.next is not None:
+            out["next"] = dict(self.next)
         return out
 
 
 def _rfc3339(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+NEXT_BEHIND_LISTED = 50
+"""VINs still behind a staged chain listed in `status.vehicles.next` (all of them are counted)."""
+
+
+def _chain_ca_fingerprint(pem: str) -> str:
+    try:
+        return ca_fingerprint(pem)
+    except ValueError:
+        return ""
+
+
+class _Judge:
+    """Does the `ca` with this fingerprint accept the chains? Asked once per distinct bundle
+    and pass: a fleet of 10,000 holds a handful of bundles."""
+
+    def __init__(self, bundles: Mapping[str, str], desired_fp: str, chains: tuple[str, ...] | None,
+                 hostname: str, at: dt.datetime) -> None:
+        self.bundles, self.desired_fp, self.chains, self.hostname, self.at = bundles, desired_fp, chains, hostname, at
+        self._answers: dict[str, bool] = {}
+
+    def __call__(self, ca_fp: str) -> bool:
+        if self.chains is None:  # the fingerprint mode
+            return ca_fp == self.desired_fp
+        answer = self._answers.get(ca_fp)
+        if answer is None:
+            pem = self.bundles.get(ca_fp)
+            answer = self._answers[ca_fp] = pem is not None and ca_accepts(pem, self.chains, self.hostname, self.at)
+        return answer
 
 
 @dataclass
@@ -451,6 +517,9 @@ class VehicleReconciler:
         self._fields: frozenset[str] | None = None  # the desired config's fields (None: not seen yet)
         self._firmware_asked: set[str] = set()  # asked `fleet_status` for a firmware this run
         self._firmware_at: dict[str, float] = {}  # next firmware look of a vehicle with fields too new
+        self.bundles: dict[str, str] = {}  # `ca` fingerprint → PEM, for every `ca` pushed or seen held
+        self._judge: _Judge | None = None
+        self._pushed_codes: Counter[str] = Counter()
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -473,7 +542,7 @@ class VehicleReconciler:
                 await report(self.waiting(str(exc), retry))
                 await self.pause(retry, mark)
                 continue
-            result = await self.reconcile(current.spec, current.ca_pem)
+            result = await self.reconcile(current.spec, current.ca_pem, chains=current.chains, staged=current.staged)
             await report(result)
             await self.pause(result.next_in, mark)
 
@@ -504,6 +573,7 @@ class VehicleReconciler:
         """The stored records, read once (the first pass does it; a caller may do it earlier)."""
         if not self._loaded:
             self.records = dict(await self.store.load())
+            self.bundles = dict(await self.store.load_bundles())
             self._loaded = True
             self._last_push = max((r.pushed_at for r in self.records.values() if r.pushed_at), default=None)
             now = self.clock()
@@ -514,9 +584,17 @@ class VehicleReconciler:
                     self._due[vin] = now + self._rng.uniform(0.0, self.settings.drift_every)
         return self.records
 
-    async def reconcile(self, spec: FleetTelemetrySpec, ca_pem: str) -> PassResult:
+    async def reconcile(self, spec: FleetTelemetrySpec, ca_pem: str, *, chains: Sequence[str] | None = None,
+                        staged: str | None = None) -> PassResult:
         """One pass: pre-flight, push, poll, telemetry errors, save. Never raises for a
-        Fleet API failure: it is reported in the result and retried later."""
+        Fleet API failure: it is reported in the result and retried later.
+
+        `chains`: the server chains (leaf first) every vehicle's `ca` must accept; a vehicle is
+        pushed only when the `ca` it was sent refuses one of them. None: any change of the
+        `ca`'s bytes is a push (the behaviour before acceptance was judged). `staged`: the
+        chain waiting to be promoted, whose acceptance by the `ca` each vehicle holds is
+        reported in `PassResult.next`.
+        """
         await self.load()
         self._problem = None
         self._pass_mark = self._woken
@@ -529,18 +607,40 @@ class VehicleReconciler:
         now = self.clock()
         desired = desired_vehicle_config(spec, ca_pem, issued_at=now)
         fingerprints = (fingerprint(desired), ca_fingerprint(ca_pem))
-        reasons = {vin: why for vin in wanted
-                   if (why := push_reason_by_fingerprint(self.records.get(vin), *fingerprints, now))}
+        self.bundles.setdefault(fingerprints[1], desired["ca"])
+        judge = self._judge = _Judge(self.bundles, fingerprints[1], tuple(chains) if chains is not None else None,
+                                     spec.hostname, dt.datetime.fromtimestamp(now, dt.UTC))
+        decisions = {vin: why for vin in wanted if (why := push_decision(
+            record := self.records.get(vin), fingerprints[0], now, record is None or judge(record.ca_fp)))}
         pushed_now: Counter[str] = Counter()
-        if reasons and now >= self._push_retry_at:
-            pushed_now = await self._push(reasons, desired, ca_pem, fingerprints, changed)
+        self._pushed_codes = Counter()
+        if decisions and now >= self._push_retry_at:
+            pushed_now = await self._push(decisions, desired, ca_pem, fingerprints, changed)
         await self._poll(desired, changed)
         if self.records and self.clock() >= self._errors_at:
             await self._read_errors(changed)
         await self.store.save(self.records, changed)
-        return self._result(ca_pem, pushed_now)
+        await self.store.save_bundles(self._live_bundles(fingerprints[1]))
+        return self._result(ca_pem, pushed_now, staged)
 
-    def _result(self, ca_pem: str, pushed_now: Mapping[str, int]) -> PassResult:
+    def _live_bundles(self, desired_fp: str) -> dict[str, str]:
+        """The bundles some record names (or the desired one): the rest are forgotten."""
+        named = {desired_fp} | {fp for r in self.records.values() for fp in (r.ca_fp, r.held_ca_fp) if fp}
+        for fp in [fp for fp in self.bundles if fp not in named]:
+            del self.bundles[fp]
+        return dict(self.bundles)
+
+    def progress(self, staged: str, hostname: str) -> dict[str, Any]:
+        """How far the fleet is towards `staged`: vehicles that can take a config and hold one,
+        how many of them hold a `ca` accepting it, and the first VINs still behind."""
+        judge = _Judge(self.bundles, "", (staged,), hostname, dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+        holding = [r for r in self.records.values() if r.state != SKIPPED and (r.held_ca_fp or (
+            r.state in (APPLIED, FAILING) and r.ca_fp))]
+        behind = sorted(r.vin for r in holding if not judge(r.held_ca_fp or r.ca_fp))
+        return {"fingerprint": _chain_ca_fingerprint(staged), "ready": len(holding) - len(behind),
+                "total": len(holding), "behind": behind[:NEXT_BEHIND_LISTED], "behindCount": len(behind)}
+
+    def _result(self, ca_pem: str, pushed_now: Mapping[str, int], staged: str | None = None) -> PassResult:
         now = self.clock()
         condition = vehicles_condition(self.records.values())
         if self._problem:
@@ -554,9 +654,11 @@ class VehicleReconciler:
         if pending:
             due.append(max(now, self._push_retry_at))
         next_in = min(self.settings.idle, max(0.05, min(due) - now))
+        hostname = self._judge.hostname if self._judge is not None else ""
         return PassResult(counts(self.records.values()), condition, next_in, ca_fingerprint(ca_pem),
                           self._last_push, dict(pushed_now), self._problem, tuple(self.store.names),
-                          count_too_new(self.records.values()))
+                          count_too_new(self.records.values()), dict(self._pushed_codes),
+                          self.progress(staged, hostname) if staged is not None else None)
 
     def _fail(self, what: str, exc: FleetApiError) -> None:
         self._problem = f"{what}: {exc}"
@@ -692,8 +794,10 @@ class VehicleReconciler:
             self._signed = (canonical, sign_telemetry_config(self.signing_key, desired))
         return self._signed[1]
 
-    async def _push(self, reasons: Mapping[str, str], desired: Mapping[str, Any], ca_pem: str,
+    async def _push(self, decisions: Mapping[str, Reason], desired: Mapping[str, Any], ca_pem: str,
                     fingerprints: tuple[str, str], changed: set[str]) -> Counter[str]:
+        """Push to the decided vehicles; the count by message is returned, by code kept in `_pushed_codes`."""
+        reasons = {vin: why.message for vin, why in decisions.items()}
         vins = list(reasons)
         token = self._token(desired) if self.signing_key is not None else None
         size = self.settings.push_batch
@@ -723,6 +827,7 @@ class VehicleReconciler:
                 self._set(pushed(self.records.get(vin), vin, desired, ca_pem, now, skip, fingerprints=fingerprints),
                           changed)
                 done[reasons[vin]] += 1
+                self._pushed_codes[decisions[vin].code] += 1
                 if skip is None:
                     accepted.append(vin)
                 elif skip == "max_configs":  # only a read shows when a slot frees up
@@ -775,7 +880,13 @@ class VehicleReconciler:
             self._due[vin] = self.clock() + self.settings.retry_after_failure
             return
         now = self.clock()
-        new = observe(record, held, desired, now)
+        held_ca = str((held.config or {}).get("ca") or "")
+        ca_ok = None
+        if held_ca and self._judge is not None and self._judge.chains is not None:
+            held_fp = _chain_ca_fingerprint(held_ca)
+            self.bundles.setdefault(held_fp, held_ca)
+            ca_ok = self._judge(held_fp)
+        new = observe(record, held, desired, now, ca_ok=ca_ok)
         self._set(new, changed)
         batch = self._batch_of.get(vin)
         if new.state == PUSHED:  # not synced yet

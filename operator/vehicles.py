@@ -16,6 +16,10 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from fleetwire.operator.certcheck import refusal
 from fleetwire.operator.fleetapi import VehicleConfigState, VehicleInfo
 from fleetwire.operator.reconcile import Condition
 from fleetwire.pki import chain_fingerprint
@@ -62,8 +66,37 @@ def explain(reason: str) -> str:
 
 
 def comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config without what changes on every push (`exp`) or is added by the signer."""
-    return {k: v for k, v in config.items() if k not in ("exp", "iss", "aud")}
+    """A config without what changes on every push (`exp`), what the signer adds, and the
+    `ca`: a `ca` is judged by what it accepts (`ca_accepts`), never by its bytes."""
+    return {k: v for k, v in config.items() if k not in ("exp", "iss", "aud", "ca")}
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """A policy's answer: a stable `code` (status, events, metrics) and a `message` for people."""
+
+    code: str
+    message: str
+
+
+def ca_accepts(ca_pem: str, chains: Iterable[str], hostname: str, at: dt.datetime) -> bool:
+    """Whether a vehicle holding `ca_pem` accepts every chain in `chains` (PEM, leaf first)
+    for `hostname` at `at`: the vehicle's own judgement (`certcheck.refusal`)."""
+    return all(refusal(chain, ca_pem, hostname, at) is None for chain in chains)
+
+
+def ca_union(*bundles: str) -> str:
+    """One `ca` holding every certificate of `bundles` once, in order: what a vehicle needs to
+    accept the chain served now and the one staged to replace it."""
+    seen: set[bytes] = set()
+    out: list[str] = []
+    for bundle in bundles:
+        for cert in x509.load_pem_x509_certificates(bundle.encode()):
+            der = cert.public_bytes(serialization.Encoding.DER)
+            if der not in seen:
+                seen.add(der)
+                out.append(cert.public_bytes(serialization.Encoding.PEM).decode())
+    return "".join(out)
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
@@ -87,6 +120,7 @@ class VehicleRecord:
     reason: str = "new vehicle"
     config_fp: str = ""  # fingerprint of the config last pushed
     ca_fp: str = ""  # fingerprint of the `ca` last pushed
+    held_ca_fp: str = ""  # fingerprint of the `ca` the vehicle was last seen to hold (applied)
     exp: int | None = None  # `exp` of the config last pushed
     pushed_at: float | None = None
     applied_at: float | None = None
@@ -218,33 +252,84 @@ def count_too_new(records: Iterable[VehicleRecord]) -> int:
     return sum(1 for r in records if r.too_new and r.state != SKIPPED)
 
 
-def push_reason(record: VehicleRecord | None, desired: Mapping[str, Any], ca_pem: str, now: float) -> str | None:
-    """Why this vehicle needs the desired config pushed now, or None.
+# -- which vehicles need a push: an ordered chain of policies -------------------------------
 
-    The `ca` is checked before the rest, so that a chain rotation is named as such in the
-    vehicle table and the events: it is the reason operators most need to see.
+NEW_VEHICLE = "new_vehicle"
+CA_REFUSED = "ca_refused"
+DESIRED_CHANGED = "desired_changed"
+EXP_NEAR = "exp_near"
+STILL_PENDING = "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class PushFacts:
+    """What the push policies look at for one vehicle.
+
+    `ca_ok`: the `ca` last pushed to it accepts every chain the server presents now or has
+    staged to present next (by acceptance; or, in the fingerprint mode, equals the desired `ca`).
     """
+
+    record: VehicleRecord
+    desired_fp: str
+    now: float
+    ca_ok: bool
+
+
+def _never_configured(facts: PushFacts) -> Reason | None:
+    record = facts.record
+    if record.ca_fp:
+        return None
+    if record.state == PENDING and record.reason:
+        return Reason(NEW_VEHICLE if record.reason == "new vehicle" else STILL_PENDING, record.reason)
+    return Reason(NEW_VEHICLE, "new vehicle")
+
+
+def _ca_refused(facts: PushFacts) -> Reason | None:
+    return None if facts.ca_ok else Reason(CA_REFUSED, "CA chain changed")
+
+
+def _desired_changed(facts: PushFacts) -> Reason | None:
+    return Reason(DESIRED_CHANGED, "desired config changed") if facts.record.config_fp != facts.desired_fp else None
+
+
+def _exp_near(facts: PushFacts) -> Reason | None:
+    exp = facts.record.exp
+    return Reason(EXP_NEAR, "config expires soon") if exp is not None and exp - facts.now < EXP_RENEW_MARGIN_S else None
+
+
+def _still_pending(facts: PushFacts) -> Reason | None:
+    record = facts.record
+    return Reason(STILL_PENDING, record.reason or "pending") if record.state == PENDING else None
+
+
+PUSH_POLICIES = (_never_configured, _ca_refused, _desired_changed, _exp_near, _still_pending)
+"""In this order: a vehicle the server's chain would lose is named as such first, since it is
+what operators most need to see; `exp` is last, and is where an old root leaves the `ca`."""
+
+
+def push_decision(record: VehicleRecord | None, desired_fp: str, now: float, ca_ok: bool) -> Reason | None:
+    """Why this vehicle needs the desired config pushed now (the first policy that answers), or None."""
+    if record is None:
+        return Reason(NEW_VEHICLE, "new vehicle")
+    if record.state == SKIPPED:
+        return None  # a re-check (fleet_status, or a freed slot seen by `observe`) makes it pending again
+    facts = PushFacts(record, desired_fp, now, ca_ok)
+    for policy in PUSH_POLICIES:
+        found = policy(facts)
+        if found is not None:
+            return found
+    return None
+
+
+def push_reason(record: VehicleRecord | None, desired: Mapping[str, Any], ca_pem: str, now: float) -> str | None:
+    """`push_decision`'s message, the `ca` compared by fingerprint (the mode without a chain to judge)."""
     return push_reason_by_fingerprint(record, fingerprint(desired), ca_fingerprint(ca_pem), now)
 
 
 def push_reason_by_fingerprint(record: VehicleRecord | None, desired_fp: str, ca_fp: str, now: float) -> str | None:
-    """`push_reason` with the fingerprints computed once for a whole fleet (hashing the
-    config with its `ca` per vehicle would dominate a pass over 10,000 vehicles)."""
-    if record is None:
-        return "new vehicle"
-    if record.state == SKIPPED:
-        return None  # a re-check (fleet_status, or a freed slot seen by `observe`) makes it pending again
-    if not record.ca_fp:  # no config was ever accepted for this vehicle
-        return record.reason if record.state == PENDING and record.reason else "new vehicle"
-    if record.ca_fp != ca_fp:
-        return "CA chain changed"
-    if record.config_fp != desired_fp:
-        return "desired config changed"
-    if record.exp is not None and record.exp - now < EXP_RENEW_MARGIN_S:
-        return "config expires soon"
-    if record.state == PENDING:
-        return record.reason or "pending"
-    return None
+    """`push_reason` with the fingerprints computed once for a whole fleet."""
+    found = push_decision(record, desired_fp, now, record is None or record.ca_fp == ca_fp)
+    return found.message if found is not None else None
 
 
 def pushed(record: VehicleRecord | None, vin: str, desired: Mapping[str, Any], ca_pem: str, now: float,
@@ -263,12 +348,14 @@ def pushed(record: VehicleRecord | None, vin: str, desired: Mapping[str, Any], c
     )
 
 
-def observe(record: VehicleRecord, held: VehicleConfigState, desired: Mapping[str, Any], now: float) -> VehicleRecord:
+def observe(record: VehicleRecord, held: VehicleConfigState, desired: Mapping[str, Any], now: float,
+            *, ca_ok: bool | None = None) -> VehicleRecord:
     """The record after reading what the vehicle holds (GET fleet_telemetry_config).
 
-    Applied only when synced, present, equal to the desired config (without `exp`), under
-    the limit and paired: `synced: true` alone also describes a config refused for lack of
-    a slot (config null) and one signed by the wrong key.
+    Applied only when synced, present, equal to the desired config (without `exp` and
+    `ca`), its `ca` accepting the server's chains (`ca_ok`; None: the `ca` equals the
+    desired one), under the limit and paired: `synced: true` alone also describes a config
+    refused for lack of a slot (config null) and one signed by the wrong key.
     """
     if not held.key_paired:
         return replace(record, state=SKIPPED, skip="missing_key", reason=explain("missing_key"))
@@ -280,14 +367,29 @@ def observe(record: VehicleRecord, held: VehicleConfigState, desired: Mapping[st
         return replace(record, state=PUSHED, reason="waiting for the vehicle to sync")
     if held.config is None:
         return replace(record, state=PENDING, reason="the vehicle holds no config for this app")
-    if comparable(held.config) != comparable(desired):
-        if record.state == PUSHED and record.config_fp != fingerprint(desired):
+    held_ca = str(held.config.get("ca") or "")
+    held_fp = _ca_fp_or_empty(held_ca)
+    if held_fp and held_fp != record.held_ca_fp:
+        record = replace(record, held_ca_fp=held_fp)
+    if ca_ok is None:
+        ca_ok = held_fp == _ca_fp_or_empty(str(desired.get("ca") or ""))
+    if comparable(held.config) != comparable(desired) or not ca_ok:
+        if record.state == PUSHED and (record.config_fp != fingerprint(desired) or held_fp != record.ca_fp):
             return record  # an older push is still syncing; the next push brings it up to date
-        return replace(record, state=PENDING, reason="the config on the vehicle differs from the desired one")
+        what = "config" if comparable(held.config) != comparable(desired) else "ca"
+        return replace(record, state=PENDING, reason=f"the {what} on the vehicle differs from the desired one")
     if record.last_error:
         return replace(record, state=FAILING, reason=record.last_error)
     applied_at = record.applied_at if record.state == APPLIED else now
     return replace(record, state=APPLIED, reason=APPLIED_REASON, skip=None, applied_at=applied_at)
+
+
+@lru_cache(maxsize=64)  # a fleet holds a handful of distinct `ca` bundles: parse each once
+def _ca_fp_or_empty(ca_pem: str) -> str:
+    try:
+        return ca_fingerprint(ca_pem) if ca_pem else ""
+    except ValueError:
+        return ""
 
 
 def with_error(record: VehicleRecord, error_name: str, error: str) -> VehicleRecord:
