@@ -6,15 +6,16 @@ Deployment and Services owned by the resource, and conditions that say what happ
 Renewals happen on the operator's timer; a pebble restart (a new root) shows up as a new
 chain fingerprint. Bad input ends in a condition with the reason, never in a crash loop.
 
-What a real cluster does that the emulator does not, and where the tests stand in:
-no Deployment controller reports replicas (ServerReady is "DeploymentApplied" until a
-test writes the Deployment's status, as the controller would); no admission applies the
-CRD schema (a string port reaches the operator, whose own parse_spec refuses it); a
+Where a test takes the `kubelet` fixture, the kubelet stand-in runs the operator's
+Deployment: the server's pod starts with the mounts, environment and probes the operator
+wrote, ServerReady comes from its readiness probe, and a renewed certificate reaches it
+through the mounted Secret's `..data` swap, checked by the certificate the pod serves.
+
+What a real cluster does that the emulator does not, and where the tests stand in: a
 server-side apply is a plain merge here, without field ownership (fields the operator
-stops setting are removed on a cluster, kept here); no kubelet mounts the TLS Secret
-into pods (a test that runs the server writes its files itself); no load balancer gives the
-HTTP-01 Service an address (pebble reaches the operator's responder on loopback, where
-the local DNS resolver points every name).
+stops setting are removed on a cluster, kept here); no load balancer gives the HTTP-01
+Service an address (pebble reaches the operator's responder on loopback, where the local
+DNS resolver points every name).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import datetime as dt
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -38,7 +40,7 @@ from conftest import PEBBLE, KopfRunnerFactory, LocalDns, Pebble, free_port
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from kube import CONFIGMAPS, DEPLOYMENTS, FTC, SECRETS, SERVICES, KubeApi, KubeClient, condition
+from kube import CONFIGMAPS, DEPLOYMENTS, FTC, PODS, SECRETS, SERVICES, KubeApi, KubeClient, condition, kubelet  # noqa: F401
 
 from fleetwire import pki
 from fleetwire.operator import crd
@@ -129,6 +131,33 @@ def report(line: str) -> None:
     print(line, file=sys.__stdout__, flush=True)
 
 
+async def served_leaf(node: Any, name: str) -> x509.Certificate:
+    """The certificate the resource's server pod presents on its vehicle Service's port 443."""
+    address = await node.wait_address(NS, f"{name}-server", 443)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the chain is checked from the Secret
+    _reader, writer = await asyncio.open_connection(*address, ssl=ctx, server_hostname=HOST)
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.close()
+    return x509.load_der_x509_certificate(der)
+
+
+async def serving(node: Any, name: str, serial: int, timeout: float = 20) -> x509.Certificate:
+    """Wait until the pod serves the leaf with `serial` (the server checks its files every few seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            leaf = await served_leaf(node, name)
+            if leaf.serial_number == serial:
+                return leaf
+        except (OSError, LookupError, ssl.SSLError):
+            leaf = None
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the {name} pod serves {leaf and format(leaf.serial_number, 'x')}, "
+                                 f"not {serial:x}, after {timeout:.0f} s")
+        await asyncio.sleep(0.25)
+
+
 def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
     refs = obj["metadata"].get("ownerReferences") or []
     return any(ref["uid"] == owner["metadata"]["uid"] and ref["kind"] == crd.KIND and ref.get("controller")
@@ -169,7 +198,7 @@ def short_lived_pebble(tmp_path: Path, local_dns: LocalDns) -> Any:
 @pytest.mark.slow
 async def test_acme_http01_story_issue_renew_rotate(
     kopf_runner: KopfRunnerFactory, kube: KubeClient, operator_env: pytest.MonkeyPatch,
-    short_lived_pebble: Pebble, local_dns: LocalDns,
+    short_lived_pebble: Pebble, local_dns: LocalDns, kubelet: Any,
 ) -> None:
     acme = short_lived_pebble
     point_at(operator_env, acme)
@@ -213,6 +242,9 @@ async def test_acme_http01_story_issue_renew_rotate(
     assert "CertificateIssued" in [e["reason"] for e in await events(kube, "fleet")]
     deployment = await kube.get(DEPLOYMENTS, "fleet-server", NS)
     template = deployment["spec"]["template"]
+    await kube.wait_for(FTC, "fleet", NS, is_("ServerReady", "True", "Available"), timeout=20)
+    await serving(kubelet, "fleet", leaf.serial_number)
+    (pod,) = kubelet.pods(NS, "fleet-server")
 
     # Renewal at two thirds of the 12 s lifetime, by the timer: new serial, same chain.
     renewed_message = (await wait_event(kube, "fleet", "CertificateRenewed", timeout=30))[0]
@@ -222,8 +254,11 @@ async def test_acme_http01_story_issue_renew_rotate(
     new_leaf = certs(secret_bytes(renewed, "tls.crt"))[0]
     assert new_leaf.serial_number != leaf.serial_number
     assert chain_fingerprint(secret_bytes(renewed, "ca.crt")) == fingerprint
-    # Renewal changed only the Secret: the pod template is untouched, so no pod restarts.
+    # Renewal changed only the Secret: the pod template is untouched, so no pod restarts;
+    # the running pod serves the new leaf once the stand-in has swapped the mounted Secret.
     assert (await kube.get(DEPLOYMENTS, "fleet-server", NS))["spec"]["template"] == template
+    await serving(kubelet, "fleet", new_leaf.serial_number)
+    assert kubelet.pods(NS, "fleet-server") == [pod] and pod.restarts == 0 and pod.volume_updates >= 1
 
     # A restarted pebble has a new root and intermediate: the next renewal brings a new chain.
     acme.restart()
@@ -287,7 +322,7 @@ async def test_a_fresh_order_marker_holds_off_a_second_order(
 
 
 async def test_private_ca_renewal_keeps_the_vehicles_ca(kopf_runner: KopfRunnerFactory, kube: KubeClient,
-                                                        operator_env: pytest.MonkeyPatch) -> None:
+                                                        operator_env: pytest.MonkeyPatch, kubelet: Any) -> None:
     kopf_runner(HANDLERS)
     await vehicle_ca(kube, "private")
     created = await kube.create(ftc("private", {"privateCA": {"validityDays": 30, "leafValidityDays": 7}}))
@@ -308,6 +343,11 @@ async def test_private_ca_renewal_keeps_the_vehicles_ca(kopf_runner: KopfRunnerF
         secret_bytes(tls, "ca.crt"))
     assert {"PrivateCaCreated", "CertificateIssued"} <= {e["reason"] for e in await events(kube, "private")}
     template = (await kube.get(DEPLOYMENTS, "private-server", NS))["spec"]["template"]
+    # ServerReady from the pod's readiness probe, which the stand-in runs as the spec writes it.
+    available = await kube.wait_for(FTC, "private", NS, is_("ServerReady", "True", "Available"), timeout=20)
+    assert available["status"]["server"]["readyReplicas"] == 1
+    await serving(kubelet, "private", leaf.serial_number)
+    (pod,) = kubelet.pods(NS, "private-server")
 
     # A new hostname needs a new leaf: from the same CA, so the vehicles' ca stays.
     await kube.patch(FTC, "private", {"spec": {"hostname": "new.fleetwire.test"}}, NS)
@@ -319,6 +359,10 @@ async def test_private_ca_renewal_keeps_the_vehicles_ca(kopf_runner: KopfRunnerF
     assert moved["status"]["certificate"]["chainFingerprint"] == status["chainFingerprint"]
     assert "same chain" in (await wait_event(kube, "private", "CertificateRenewed"))[0]
     assert (await kube.get(DEPLOYMENTS, "private-server", NS))["spec"]["template"] == template
+    moved_leaf = await serving(kubelet, "private", certs(secret_bytes(renewed, "tls.crt"))[0].serial_number)
+    assert moved_leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == ["new.fleetwire.test"]
+    assert kubelet.pods(NS, "private-server") == [pod] and pod.restarts == 0  # reloaded in place
 
     # A configuration change does roll the server: the checksum in the pod template moves.
     await kube.patch(FTC, "private", {"spec": {"server": {"records": {"V": ["logger"], "alerts": ["logger"]}}}}, NS)
@@ -326,20 +370,24 @@ async def test_private_ca_renewal_keeps_the_vehicles_ca(kopf_runner: KopfRunnerF
     assert rolled["spec"]["template"]["metadata"]["annotations"][CONFIG_CHECKSUM_ANNOTATION] != template[
         "metadata"]["annotations"][CONFIG_CHECKSUM_ANNOTATION]
 
-    # ServerReady follows the replicas the Deployment controller reports.
+    # The stand-in rolls the pod: a new one gets ready, then the old one goes.
     generation = rolled["metadata"]["generation"]
-    await kube.patch_status(DEPLOYMENTS, "private-server", {"observedGeneration": generation, "replicas": 1,
-                                                             "readyReplicas": 0}, NS)
-    await kube.wait_for(FTC, "private", NS, is_("ServerReady", "False", "NotReady"))
-    await kube.patch_status(DEPLOYMENTS, "private-server", {"readyReplicas": 1}, NS)
-    available = await kube.wait_for(FTC, "private", NS, is_("ServerReady", "True", "Available"))
-    assert available["status"]["server"]["readyReplicas"] == 1
+    await kube.wait_for(DEPLOYMENTS, "private-server", NS, lambda d: (d.get("status") or {}).get(
+        "observedGeneration") == generation and d["status"].get("updatedReplicas") == 1
+        and d["status"].get("replicas") == 1 and d["status"].get("readyReplicas") == 1, timeout=20,
+        what="rolled out")
+    (new_pod,) = kubelet.pods(NS, "private-server")
+    assert new_pod.name != pod.name
+    await kube.wait_gone(PODS, pod.name, NS)
+    await kube.wait_for(FTC, "private", NS, is_("ServerReady", "True", "Available"))
 
     # Deleting the resource deletes what it owns.
     await kube.delete(FTC, "private", NS)
     for resource, name in ((SECRETS, "private-ca"), (SECRETS, "private-tls"), (DEPLOYMENTS, "private-server"),
                            (SERVICES, "private-server"), (CONFIGMAPS, "private-server-config")):
-        await kube.wait_gone(resource, name, NS)
+        # kopf keeps its finalizer until the vehicles daemon has stopped (it may take its
+        # 10 s cancellation timeout), so the owner may linger that long.
+        await kube.wait_gone(resource, name, NS, timeout=30)
 
 
 def _issuing_chain() -> tuple[pki.Bundle, pki.Bundle]:
