@@ -1,19 +1,56 @@
-"""The redis backend: records published to Redis channels, as the reference does.
+"""The redis backend: records published to Redis pub/sub channels, as the reference does.
 
-Settings are the reference's `redis` section; durations (`publish_timeout`, the pool's
-timeouts) are Go `time.Duration` values in its JSON, i.e. integer nanoseconds.
+Settings are the reference's `redis` section. Durations (`publish_timeout`, the pool's
+timeouts) are Go `time.Duration` values in its JSON, i.e. integer nanoseconds; 0 means
+the default (5 s to publish, as the reference). `REDIS_PASSWORD` in the environment
+overrides `password`. `tls.server_cert`/`tls.server_key` are the client certificate
+presented to Redis, `tls.ca_file` the CA that Redis' certificate must chain to. Several
+`addrs`, or `cluster_mode`, make a Redis Cluster client (as go-redis' universal client).
+
+Where each record goes (`<ns>_<type>` is `<namespace>_<record_type>`):
+
+- `publish_vin_topics`: ``PUBLISH <ns>_<type>_{<VIN>} payload``;
+- `subscriber_set_prefix` P: the members of the sorted set ``P_<ns>_<type>_{<VIN>}`` are
+  channels to publish to; members whose score (a lease's end, epoch seconds) has passed
+  are removed first (``ZREMRANGEBYSCORE key -inf (now``). Both may be set: the set's
+  channels, then the VIN channel. The braces make a VIN's keys one cluster slot.
+
+The payload is the record's protobuf, or its protobuf-JSON with `transmit_decoded_records`.
+A batch is two pipelined round trips at most (the sets' cleanup and reads, then the
+publishes). Redis pub/sub stores nothing: a confirmation (the reliable ack) means Redis
+accepted every PUBLISH of the batch; a channel nobody listens to at that moment gets
+nothing (counted in `unheard`). A Redis that is down fails the batch with
+`DispatchError`; the queue retries it with back-off and the client reconnects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from fleetwire.strictjson import Reader
+from fleetwire.server.dispatchers.base import DispatchError, Record
+from fleetwire.strictjson import ConfigError, Reader, show
+
+if TYPE_CHECKING:
+    from fleetwire.server.config import ServerConfig
+
+log = logging.getLogger("fleetwire.dispatch.redis")
 
 POOL_KEYS = ("pool_size", "min_idle_conns", "max_idle_conns", "max_active_conns", "read_timeout",
              "write_timeout", "pool_timeout", "conn_max_idle_time", "conn_max_lifetime")
+# Pool settings of go-redis that redis-py's pool has no counterpart for.
+_POOL_IGNORED = ("min_idle_conns", "max_idle_conns", "conn_max_idle_time", "conn_max_lifetime")
+NANOS = 1_000_000_000
+DEFAULT_PUBLISH_TIMEOUT = 5.0  # seconds, the reference's
+DIAL_TIMEOUT = 5.0  # go-redis' DialTimeout
+_CLUSTER_CONCURRENCY = 32  # publishes in flight at once in cluster mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +71,32 @@ class RedisSettings:
     tls: ClientTls | None = None
     override_tls_server_name: bool = False
     pool: Mapping[str, int] = field(default_factory=dict)
-    publish_timeout: int = 0
+    publish_timeout: int = 0  # nanoseconds
     cluster_mode: bool = False
     publish_vin_topics: bool = False
     subscriber_set_prefix: str = ""
+
+    @property
+    def cluster(self) -> bool:
+        return self.cluster_mode or len(self.addrs) > 1
+
+    def seconds(self, nanos: int | None, default: float | None) -> float | None:
+        return default if not nanos else nanos / NANOS
+
+    @property
+    def publish_timeout_s(self) -> float:
+        return self.seconds(self.publish_timeout, DEFAULT_PUBLISH_TIMEOUT) or DEFAULT_PUBLISH_TIMEOUT
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """"host:port" (or "[v6]:port"; the port defaults to 6379) → (host, port)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or "]" in port:
+        host, port = addr, "6379"
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(addr)
+    return host, int(port)
 
 
 def parse_settings(s: Reader, env: Mapping[str, str], in_use: bool) -> RedisSettings:
@@ -50,15 +109,31 @@ def parse_settings(s: Reader, env: Mapping[str, str], in_use: bool) -> RedisSett
         read = t.existing_file if in_use else t.file_path
         tls = ClientTls(read("ca_file", required=False), read("server_cert", required=False),
                         read("server_key", required=False))
+        if (tls.server_cert is None) != (tls.server_key is None):
+            missing = "server_key" if tls.server_key is None else "server_cert"
+            raise ConfigError(t.key(missing), "missing: the client certificate needs both server_cert and server_key")
     pool: dict[str, int] = {}
     if "pool" in s.data:
         p = s.section("pool")
         p.known(POOL_KEYS)
         pool = {k: p.integer(k, 0, minimum=0) for k in POOL_KEYS if k in p.data}
-    return RedisSettings(
-        addrs=tuple(s.string_list("addrs")),
+        for k in _POOL_IGNORED:
+            if pool.get(k):
+                s.warnings.append(f"{p.key(k)}: has no effect here (the Redis client keeps no idle-connection "
+                                  "limits or lifetimes); accepted for compatibility")
+    addrs = tuple(s.string_list("addrs"))
+    for i, addr in enumerate(addrs):
+        try:
+            split_addr(addr)
+        except ValueError:
+            raise ConfigError(f"{s.key('addrs')}[{i}]", f'expected "host:port", got {show(addr)}') from None
+    password = s.secret("password", "")
+    if "REDIS_PASSWORD" in env:
+        password = env["REDIS_PASSWORD"]
+    settings = RedisSettings(
+        addrs=addrs,
         username=s.string("username", ""),
-        password=s.string("password", ""),
+        password=password,
         db=s.integer("db", 0, minimum=0),
         tls=tls,
         override_tls_server_name=s.boolean("override_tls_server_name", False),
@@ -68,3 +143,231 @@ def parse_settings(s: Reader, env: Mapping[str, str], in_use: bool) -> RedisSett
         publish_vin_topics=s.boolean("publish_vin_topics", False),
         subscriber_set_prefix=s.string("subscriber_set_prefix", ""),
     )
+    if in_use:
+        if not addrs:
+            raise ConfigError(s.key("addrs"), 'missing: expected the Redis addresses, e.g. ["redis:6379"]')
+        if not settings.publish_vin_topics and not settings.subscriber_set_prefix:
+            raise ConfigError(s.path, "redis requires publish_vin_topics or subscriber_set_prefix: set "
+                              f'"{s.key("publish_vin_topics")}": true or a "{s.key("subscriber_set_prefix")}", '
+                              "otherwise no record is published")
+        if settings.cluster and settings.db:
+            raise ConfigError(s.key("db"), "a Redis Cluster has database 0 only (cluster_mode or several addrs)")
+    return settings
+
+
+# -- addressing (pure) ---------------------------------------------------------------
+
+
+def vin_channel(namespace: str, record_type: str, vin: str) -> str:
+    """``<namespace>_<record_type>_{<VIN>}``, the reference's per-VIN channel."""
+    return f"{namespace}_{record_type}_{{{vin}}}"
+
+
+def subscriber_set(prefix: str, namespace: str, record_type: str, vin: str) -> str:
+    """``<prefix>_<namespace>_<record_type>_{<VIN>}``: the sorted set of subscriber channels."""
+    return f"{prefix}_{vin_channel(namespace, record_type, vin)}"
+
+
+# -- the client ----------------------------------------------------------------------
+
+
+def _client(settings: RedisSettings) -> Any:
+    """A redis-py asyncio client (cluster or not) for `settings`; connects lazily."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    from redis.asyncio.connection import SSLConnection
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    pool = settings.pool
+    read_timeout = settings.seconds(pool.get("read_timeout"), 3.0)  # go-redis' default ReadTimeout
+    common: dict[str, Any] = {
+        "username": settings.username or None,
+        "password": settings.password or None,
+        "socket_timeout": read_timeout,
+        "socket_connect_timeout": DIAL_TIMEOUT,
+        # One attempt per command: the dispatch queue retries whole batches with back-off.
+        "retry": Retry(NoBackoff(), 0),
+    }
+    size = pool.get("pool_size") or pool.get("max_active_conns")
+    if settings.tls is not None:
+        tls = settings.tls
+        common.update(ssl=True, ssl_ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                      ssl_certfile=str(tls.server_cert) if tls.server_cert else None,
+                      ssl_keyfile=str(tls.server_key) if tls.server_key else None)
+    server_name = split_addr(settings.addrs[0])[0] if settings.override_tls_server_name else None
+
+    class NamedSSLConnection(SSLConnection):
+        """Checks every node's certificate against the first address' host name."""
+
+        def _connection_arguments(self) -> Mapping[str, Any]:
+            return {**super()._connection_arguments(), "server_hostname": server_name}
+
+    if settings.cluster:
+        nodes = [ClusterNode(*split_addr(a)) for a in settings.addrs]
+        client = RedisCluster(startup_nodes=nodes, max_connections=size or 100, **common)
+        if settings.tls is not None and server_name:
+            client.connection_kwargs["connection_class"] = NamedSSLConnection
+        return client
+    host, port = split_addr(settings.addrs[0])
+    kwargs = dict(common)
+    if kwargs.pop("ssl", False):
+        kwargs["connection_class"] = NamedSSLConnection if server_name else SSLConnection
+    pool_timeout = settings.seconds(pool.get("pool_timeout"), (read_timeout or 3.0) + 1.0)
+    connection_pool = aioredis.BlockingConnectionPool(host=host, port=port, db=settings.db, max_connections=size or 50,
+                                                      timeout=pool_timeout, **kwargs)
+    return aioredis.Redis(connection_pool=connection_pool)
+
+
+# -- the dispatcher ------------------------------------------------------------------
+
+
+class RedisDispatcher:
+    """Publishes batches through one Redis client (pipelined)."""
+
+    name = "redis"
+
+    def __init__(self, settings: RedisSettings, namespace: str = "", *, decoded: bool = False,
+                 client: Any = None) -> None:
+        self.settings = settings
+        self.target = ",".join(settings.addrs)
+        self._namespace = namespace
+        self._decoded = decoded
+        self._vin_topics = settings.publish_vin_topics
+        self._prefix = settings.subscriber_set_prefix
+        self._timeout = settings.publish_timeout_s
+        self._cluster = settings.cluster
+        self._client = client
+        self._pinger: asyncio.Task[None] | None = None
+        self._closed = False
+        self._failing_since: float | None = None
+        # state, read by metrics and tests
+        self.messages_published = 0
+        self.unheard = 0  # publishes no subscriber received (pub/sub keeps nothing)
+        self.unheard_txids: deque[str] = deque(maxlen=1000)
+        self.reachable = False
+        self.last_error: str | None = None
+
+    async def start(self) -> None:
+        """Build the client and ping Redis in the background: a Redis that is down now is
+        logged and pinged again with back-off, never fatal."""
+        if self._client is None:
+            self._client = _client(self.settings)
+        if self._pinger is None:
+            self._pinger = asyncio.get_running_loop().create_task(self._ping_until_up(), name="redis-ping")
+
+    async def _ping_until_up(self) -> None:
+        delay = 0.5
+        while not self._closed:
+            try:
+                async with asyncio.timeout(DIAL_TIMEOUT + 1):
+                    await self._client.ping()
+            except Exception as exc:  # any failure: say so once, try again later
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if delay == 0.5:
+                    log.warning("redis: %s does not answer (pinging again with back-off): %s",
+                                self.target, self.last_error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self.reachable = True
+            log.info("redis: connected to %s", self.target)
+            return
+
+    def _payload(self, record: Record) -> bytes:
+        return record.json(self.name) if self._decoded else record.payload
+
+    async def publish(self, batch: Sequence[Record]) -> None:
+        if self._closed or self._client is None:
+            raise DispatchError("the redis dispatcher is closed" if self._closed else "the redis dispatcher "
+                                "is not started", retryable=not self._closed)
+        if not batch:
+            return
+        from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
+
+        try:
+            async with asyncio.timeout(self._timeout):
+                heard = await self._publish(batch)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise self._failure(f"no answer within {self._timeout:g} s", exc) from None
+        except ResponseError as exc:  # a command Redis refuses (WRONGTYPE on a set key, say): no retry mends it
+            raise self._failure(str(exc), exc, retryable=False) from exc
+        except (ConnectionError, RedisError, OSError) as exc:
+            raise self._failure(str(exc) or type(exc).__name__, exc) from exc
+        if self._failing_since is not None:
+            log.info("redis: publishing again after %.1f s", time.monotonic() - self._failing_since)
+            self._failing_since = None
+        self.reachable = True
+        self.messages_published += len(batch)
+        for record, receivers in zip(batch, heard):
+            if not receivers:
+                self.unheard += 1
+                self.unheard_txids.append(record.txid)
+
+    def _failure(self, reason: str, exc: BaseException, retryable: bool = True) -> DispatchError:
+        self.last_error = reason
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        self.reachable = False
+        return DispatchError(f"redis {self.target}: {reason}", retryable=retryable)
+
+    async def _publish(self, batch: Sequence[Record]) -> list[int]:
+        """Publish every record; returns, per record, how many subscribers received it."""
+        namespace, client = self._namespace, self._client
+        channels: list[list[str]] = [[] for _ in batch]
+        if self._prefix:
+            keys = {subscriber_set(self._prefix, namespace, r.record_type, r.vin) for r in batch}
+            ordered = sorted(keys)
+            now = int(time.time())
+            pipe = client.pipeline(transaction=False)
+            for key in ordered:
+                pipe.zremrangebyscore(key, "-inf", f"({now}")
+                pipe.zrange(key, 0, -1)
+            replies = await pipe.execute(raise_on_error=True)
+            members = {key: replies[2 * i + 1] for i, key in enumerate(ordered)}
+            for i, r in enumerate(batch):
+                found = members[subscriber_set(self._prefix, namespace, r.record_type, r.vin)]
+                channels[i] = [m.decode() if isinstance(m, bytes) else m for m in found]
+        if self._vin_topics:
+            for i, r in enumerate(batch):
+                channels[i].append(vin_channel(namespace, r.record_type, r.vin))
+        publishes = [(channel, self._payload(r)) for r, targets in zip(batch, channels) for channel in targets]
+        if not publishes:
+            return [0] * len(batch)
+        if self._cluster:
+            # A cluster pipeline refuses PUBLISH (it has no key to route by): up to
+            # `_CLUSTER_CONCURRENCY` at a time instead, each to a node of the client's choice.
+            replies = []
+            for at in range(0, len(publishes), _CLUSTER_CONCURRENCY):
+                chunk = publishes[at:at + _CLUSTER_CONCURRENCY]
+                replies += await asyncio.gather(*(client.publish(c, p) for c, p in chunk))
+        else:
+            pipe = client.pipeline(transaction=False)
+            for channel, payload in publishes:
+                pipe.publish(channel, payload)
+            replies = await pipe.execute(raise_on_error=True)
+        heard, at = [], 0
+        for targets in channels:
+            n = len(targets)
+            heard.append(sum(replies[at:at + n]))
+            at += n
+        return heard
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        pinger, self._pinger = self._pinger, None
+        if pinger is not None:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                closing = getattr(client, "aclose", None) or client.close
+                await asyncio.wait_for(closing(), 5)
+
+
+def create(config: ServerConfig) -> RedisDispatcher:
+    return RedisDispatcher(config.backend("redis"), config.namespace, decoded=config.transmit_decoded_records)
