@@ -44,6 +44,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(SCRIPT) bench/run_all.py
 	$(SCRIPT) bench/logger.py
+	$(SCRIPT) bench/backends.py
 	$(SCRIPT) bench/repush.py
 
 generate: $(STAMP)
