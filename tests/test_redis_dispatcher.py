@@ -385,3 +385,28 @@ async def test_redis_restart_mid_stream_every_acked_record_was_received(redis_se
     missed = {t for t in confirmed if float(t.removeprefix("tx-")) not in received}
     assert missed <= set(d.unheard_txids), f"confirmed, heard by Redis' count, yet not received: {sorted(missed)[:5]}"
     assert len(missed) <= d.unheard < 100
+
+
+async def test_a_user_without_scripting_publishes_command_by_command(redis_server: RedisServer) -> None:
+    admin = aioredis.Redis.from_url(f"redis://{redis_server.addr}")
+    await admin.execute_command("ACL", "SETUSER", "noscripts", "on", ">pw", "~*", "&*", "+@all", "-@scripting")
+    s = settings({"addrs": [redis_server.addr], "publish_vin_topics": True, "username": "noscripts", "password": "pw"})
+    async with Subscriber(f"redis://{redis_server.addr}") as sub, started(RedisDispatcher(s, "fleet")) as d:
+        await d.publish([record(1), record(2)])
+        await d.publish([record(3)])
+        await sub.wait_for(lambda: len(sub.received) == 3)
+        assert d._script is None
+    await admin.aclose()
+
+
+async def test_after_a_restart_the_script_is_loaded_again(redis_server: RedisServer) -> None:
+    s = settings({"addrs": [redis_server.addr], "publish_vin_topics": True})
+    async with started(RedisDispatcher(s, "fleet")) as d:
+        await d.publish([record(1)])
+        await asyncio.to_thread(redis_server.restart)  # an empty script cache
+        async with Subscriber(f"redis://{redis_server.addr}") as sub:
+            with contextlib.suppress(DispatchError):  # the connection the restart broke
+                await d.publish([record(2)])
+            await d.publish([record(3)])
+            await sub.wait_for(lambda: len(sub.received) >= 1)
+        assert d._script is not None

@@ -16,8 +16,9 @@ Where each record goes (`<ns>_<type>` is `<namespace>_<record_type>`):
   channels, then the VIN channel. The braces make a VIN's keys one cluster slot.
 
 The payload is the record's protobuf, or its protobuf-JSON with `transmit_decoded_records`.
-A batch is two pipelined round trips at most (the sets' cleanup and reads, then the
-publishes). Redis pub/sub stores nothing: a confirmation (the reliable ack) means Redis
+A batch costs two round trips at most: the sets' cleanup and reads (pipelined), then the
+publishes — one short Lua script running every PUBLISH of the batch (pipelined PUBLISHes
+where scripts are refused, concurrent ones in a cluster). Redis pub/sub stores nothing: a confirmation (the reliable ack) means Redis
 accepted every PUBLISH of the batch; a channel nobody listens to at that moment gets
 nothing (counted in `unheard`). A Redis that is down fails the batch with
 `DispatchError`; the queue retries it with back-off and the client reconnects.
@@ -51,6 +52,10 @@ NANOS = 1_000_000_000
 DEFAULT_PUBLISH_TIMEOUT = 5.0  # seconds, the reference's
 DIAL_TIMEOUT = 5.0  # go-redis' DialTimeout
 _CLUSTER_CONCURRENCY = 32  # publishes in flight at once in cluster mode
+# A batch's PUBLISHes as one command: one reply to read instead of one per record (about
+# a third of the client's CPU per record). Subscribers see the same PUBLISHes.
+_PUBLISH_ALL = ("local heard = {} for i = 1, #ARGV, 2 do heard[#heard + 1] = "
+                "redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end return heard")
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +243,7 @@ class RedisDispatcher:
         self._timeout = settings.publish_timeout_s
         self._cluster = settings.cluster
         self._client = client
+        self._script: Any = None
         self._pinger: asyncio.Task[None] | None = None
         self._closed = False
         self._failing_since: float | None = None
@@ -253,6 +259,8 @@ class RedisDispatcher:
         logged and pinged again with back-off, never fatal."""
         if self._client is None:
             self._client = _client(self.settings)
+        if not self._cluster and self._script is None:
+            self._script = self._client.register_script(_PUBLISH_ALL)
         if self._pinger is None:
             self._pinger = asyncio.get_running_loop().create_task(self._ping_until_up(), name="redis-ping")
 
@@ -341,17 +349,38 @@ class RedisDispatcher:
             for at in range(0, len(publishes), _CLUSTER_CONCURRENCY):
                 chunk = publishes[at:at + _CLUSTER_CONCURRENCY]
                 replies += await asyncio.gather(*(client.publish(c, p) for c, p in chunk))
+        elif self._script is not None:
+            replies = await self._publish_by_script(publishes)
         else:
-            pipe = client.pipeline(transaction=False)
-            for channel, payload in publishes:
-                pipe.publish(channel, payload)
-            replies = await pipe.execute(raise_on_error=True)
+            replies = await self._publish_pipelined(publishes)
         heard, at = [], 0
         for targets in channels:
             n = len(targets)
             heard.append(sum(replies[at:at + n]))
             at += n
         return heard
+
+    async def _publish_pipelined(self, publishes: list[tuple[str, bytes]]) -> list[int]:
+        pipe = self._client.pipeline(transaction=False)
+        for channel, payload in publishes:
+            pipe.publish(channel, payload)
+        return list(await pipe.execute(raise_on_error=True))
+
+    async def _publish_by_script(self, publishes: list[tuple[str, bytes]]) -> list[int]:
+        from redis.exceptions import ResponseError
+
+        args: list[Any] = []
+        for channel, payload in publishes:
+            args += (channel, payload)
+        try:
+            return list(await self._script(args=args))
+        except ResponseError as exc:
+            # Scripts refused (an ACL without EVALSHA, a proxy without scripting): PUBLISH
+            # one by one from now on.
+            log.warning("redis: %s refuses the publishing script (%s); publishing command by command",
+                        self.target, exc)
+            self._script = None
+            return await self._publish_pipelined(publishes)
 
     async def close(self) -> None:
         if self._closed:
