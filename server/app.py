@@ -96,10 +96,12 @@ class TelemetryServer:
             )
         try:
             quiet = suppress_logging(os.environ)
+        except ValueError as exc:
+            raise ConfigError(SUPPRESS_ENV, str(exc)) from None
+        try:
             interval = log_interval(os.environ)
         except ValueError as exc:
-            name = LOG_INTERVAL_ENV if LOG_INTERVAL_ENV in str(exc) else SUPPRESS_ENV
-            raise ConfigError(name, str(exc)) from None
+            raise ConfigError(LOG_INTERVAL_ENV, str(exc)) from None
         self.ssl_context = server_context(tls.server_cert, tls.server_key, tls.ca_file)
         for queue in self.queues.values():
             await queue.start()

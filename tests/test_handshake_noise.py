@@ -138,7 +138,7 @@ class _Lines(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a record logging cannot print is what this counts
             self.tracebacks += 1
             return
         if record.exc_info or "Traceback" in text:
@@ -285,6 +285,10 @@ async def test_a_bad_suppression_value_refuses_to_start(
 ) -> None:
     monkeypatch.setenv("SUPPRESS_TLS_HANDSHAKE_ERROR_LOGGING", "yes")
     with pytest.raises(ConfigError, match="SUPPRESS_TLS_HANDSHAKE_ERROR_LOGGING: 'yes' is not a boolean"):
+        await running_server()
+    monkeypatch.delenv("SUPPRESS_TLS_HANDSHAKE_ERROR_LOGGING")
+    monkeypatch.setenv("FLEETWIRE_TLS_HANDSHAKE_LOG_INTERVAL", "soon")
+    with pytest.raises(ConfigError, match="FLEETWIRE_TLS_HANDSHAKE_LOG_INTERVAL: 'soon' is not a positive"):
         await running_server()
 
 
