@@ -65,7 +65,10 @@ def test_a_fractional_float_is_truncated_as_the_reference_does_with_a_warning() 
 def test_defaults_idempotent_acks_all_and_the_user_overrides_them() -> None:
     base = {"bootstrap.servers": "k:9092"}
     assert settings(base).producer_properties() == {
-        "client.id": "fleetwire", "enable.idempotence": True, "acks": "all", "bootstrap.servers": "k:9092"}
+        "client.id": "fleetwire", "enable.idempotence": True, "acks": "all", "linger.ms": 1,
+        "bootstrap.servers": "k:9092"}
+    assert settings({**base, "queue.buffering.max.ms": 20}).producer_properties()["queue.buffering.max.ms"] == 20
+    assert "linger.ms" not in settings({**base, "queue.buffering.max.ms": 20}).producer_properties()
     # A user's own acks=1 cannot go with idempotence: it is left off, not refused.
     props = settings({**base, "acks": 1}).producer_properties()
     assert "enable.idempotence" not in props and props["acks"] == 1
