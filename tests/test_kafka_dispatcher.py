@@ -159,7 +159,11 @@ class FakeProducer:
         return 0
 
     def flush(self, timeout: float) -> int:
+        self.report()
         return 0
+
+    def purge(self, blocking: bool = True) -> None:
+        self.fail_with = confluent_kafka.KafkaError(confluent_kafka.KafkaError._PURGE_QUEUE)
 
 
 @pytest.fixture
@@ -246,6 +250,26 @@ async def test_a_full_local_queue_waits_without_blocking_the_loop(
     with pytest.raises(DispatchError) as caught:
         await dispatcher.publish([record(2)])
     assert not caught.value.retryable
+
+
+async def test_a_fatal_error_replaces_the_producer_and_the_batch_is_retried(
+    fake: tuple[KafkaDispatcher, list[FakeProducer]],
+) -> None:
+    dispatcher, made = fake
+    await dispatcher.start()
+    publishing = asyncio.ensure_future(dispatcher.publish([record(1)]))
+    await asyncio.sleep(0.02)
+    made[0].conf["error_cb"](confluent_kafka.KafkaError(confluent_kafka.KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                                        fatal=True))
+    with pytest.raises(DispatchError) as caught:  # the old producer's records fail, to be retried
+        await asyncio.wait_for(publishing, 2)
+    assert caught.value.retryable and dispatcher.fatal_errors == 1 and len(made) == 2
+    publishing = asyncio.ensure_future(dispatcher.publish([record(1)]))
+    await asyncio.sleep(0.02)
+    made[1].report()
+    await asyncio.wait_for(publishing, 2)
+    assert len(made[1].produced) == 1
+    await dispatcher.close()
 
 
 # -- a real broker -------------------------------------------------------------------

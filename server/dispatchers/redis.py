@@ -6,6 +6,12 @@ the default (5 s to publish, as the reference). `REDIS_PASSWORD` in the environm
 overrides `password`. `tls.server_cert`/`tls.server_key` are the client certificate
 presented to Redis, `tls.ca_file` the CA that Redis' certificate must chain to. Several
 `addrs`, or `cluster_mode`, make a Redis Cluster client (as go-redis' universal client).
+`publish_timeout` bounds a whole batch; `pool.read_timeout` is the socket timeout (3 s by
+default, as go-redis), `pool.pool_size` (or `max_active_conns`) the connections per node
+and `pool.pool_timeout` the wait for a free one; the other pool keys have no counterpart
+in redis-py and only warn when set. `override_tls_server_name` checks every connection's
+certificate against the host of the first address (cluster nodes announce themselves by
+IP; the certificate names the service).
 
 Where each record goes (`<ns>_<type>` is `<namespace>_<record_type>`):
 
@@ -47,7 +53,7 @@ log = logging.getLogger("fleetwire.dispatch.redis")
 POOL_KEYS = ("pool_size", "min_idle_conns", "max_idle_conns", "max_active_conns", "read_timeout",
              "write_timeout", "pool_timeout", "conn_max_idle_time", "conn_max_lifetime")
 # Pool settings of go-redis that redis-py's pool has no counterpart for.
-_POOL_IGNORED = ("min_idle_conns", "max_idle_conns", "conn_max_idle_time", "conn_max_lifetime")
+_POOL_IGNORED = ("min_idle_conns", "max_idle_conns", "write_timeout", "conn_max_idle_time", "conn_max_lifetime")
 NANOS = 1_000_000_000
 DEFAULT_PUBLISH_TIMEOUT = 5.0  # seconds, the reference's
 DIAL_TIMEOUT = 5.0  # go-redis' DialTimeout
@@ -124,8 +130,8 @@ def parse_settings(s: Reader, env: Mapping[str, str], in_use: bool) -> RedisSett
         pool = {k: p.integer(k, 0, minimum=0) for k in POOL_KEYS if k in p.data}
         for k in _POOL_IGNORED:
             if pool.get(k):
-                s.warnings.append(f"{p.key(k)}: has no effect here (the Redis client keeps no idle-connection "
-                                  "limits or lifetimes); accepted for compatibility")
+                s.warnings.append(f"{p.key(k)}: has no effect here (the Redis client has no idle-connection "
+                                  "limits, lifetimes or write timeout); accepted for compatibility")
     addrs = tuple(s.string_list("addrs"))
     for i, addr in enumerate(addrs):
         try:
@@ -212,7 +218,10 @@ def _client(settings: RedisSettings) -> Any:
         nodes = [ClusterNode(*split_addr(a)) for a in settings.addrs]
         client = RedisCluster(startup_nodes=nodes, max_connections=size or 100, **common)
         if settings.tls is not None and server_name:
+            # Nodes are built from these arguments: the startup nodes now, the rest when discovered.
             client.connection_kwargs["connection_class"] = NamedSSLConnection
+            for node in client.startup_nodes:
+                node.connection_class = NamedSSLConnection
         return client
     host, port = split_addr(settings.addrs[0])
     kwargs = dict(common)
