@@ -1,12 +1,78 @@
-"""The zmq backend: a bound PUB socket sending `[<namespace>_<record_type>, payload]`."""
+"""The zmq backend: a bound publishing socket sending `[<namespace>_<record_type>, payload]`.
+
+Settings (the reference's ``"zmq"`` section, plus two of this project)::
+
+    "zmq": {
+      "addr": "tcp://*:5284",                    // bound; tcp://host:port, ipc://path or inproc://name
+      "server_key_json_path": "",                // {"secret": "<z85>", "public": "<z85>"}: CURVE on
+      "allowed_public_keys_json_path": "",       // ["<z85>", ...]: the client keys let in (ZAP)
+      "verbose": false,                          // log the socket's connection events
+      "send_hwm": 10000,                         // messages queued per subscriber before push-back
+      "publish_timeout_ms": 5000                 // how long a full subscriber may push back
+    }
+
+Each record is one two-frame message: the topic `<namespace>_<record_type>` (what a
+subscriber filters on) and the payload, the protobuf record or, with
+`transmit_decoded_records`, its protobuf-JSON. No metadata: the reference sends none.
+
+With a server key the socket is a CURVE server: a client must know the server's public
+key, and with `allowed_public_keys_json_path` only the listed client keys pass the ZAP
+handler. (With a server key and no list, any client that knows the server's public key
+is let in: encryption without client authentication. The reference's handler would let
+no one in, which no one can use.) The key files are checked when the configuration is
+read; errors name the key and the file and never show a key.
+
+Confirmation. ZMQ's PUB has none: a send the socket accepted is all it offers. The
+socket here is an XPUB with `ZMQ_XPUB_NODROP`: a subscriber whose queue holds `send_hwm`
+messages makes the send fail instead of silently dropping the message for that
+subscriber, and `publish` waits (up to `publish_timeout_ms`, then fails the batch for the
+queue to retry) — back-pressure rather than loss. `publish` returns once every record of
+the batch was accepted, i.e. queued in this process for every subscriber of its topic
+connected at that moment. That does not prove a subscriber read it: one that disconnects
+loses what was queued for it, and a server crash loses every queue.
+
+As a `reliable_ack_sources` entry zmq therefore confirms a record only when at least one
+subscriber of its topic is connected (the XPUB socket hears the subscriptions): while no
+one listens, publishing fails and vehicles' acks wait, as for a broker that is down. Not
+a reliable source, it drops records no one subscribes to, as PUB does.
+
+One sender per socket: every send is made by the dispatcher's queue worker, on the event
+loop's thread (the reference shares one socket between connections without a lock and
+crashes under load, "double free or corruption").
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from fleetwire.strictjson import Reader
+import zmq
+import zmq.asyncio
+from fleetwire.server.dispatchers.base import DispatchError, Record
+from zmq.auth import CURVE_ALLOW_ANY
+from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils.monitor import parse_monitor_message
+
+from fleetwire.strictjson import ConfigError, Reader, show
+
+if TYPE_CHECKING:
+    from fleetwire.server.config import ServerConfig
+
+log = logging.getLogger("fleetwire.dispatch.zmq")
+
+Z85_ALPHABET = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+_ADDR = re.compile(r"^(?:tcp://(?P<host>\[[^\]]*\]|[^:/]+):(?P<port>\*|\d+)|ipc://.+|inproc://.+)$")
+
+
+# -- settings ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,14 +81,345 @@ class ZmqSettings:
     server_key_json_path: Path | None = None
     allowed_public_keys_json_path: Path | None = None
     verbose: bool = False
+    send_hwm: int = 10_000
+    publish_timeout_ms: int = 5000
+    # From the key files (read only when zmq is in use); z85 text.
+    server_secret_key: bytes = field(default=b"", repr=False)
+    server_public_key: bytes = b""
+    allowed_public_keys: frozenset[bytes] | None = None
+
+
+def is_z85_key(text: Any) -> bool:
+    """A CURVE key as z85 text: 40 characters of the z85 alphabet (32 bytes)."""
+    return isinstance(text, str) and len(text) == 40 and set(text) <= Z85_ALPHABET
+
+
+def _load_json(path: Path, key: str, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError):
+        # The decoder's message quotes the text near the error: a key's characters.
+        raise ConfigError(key, f"{path} is not JSON; expected {what}") from None
+
+
+def read_server_key(path: Path, key: str) -> tuple[bytes, bytes]:
+    """(secret, public) z85 keys from a `{"secret": "<z85>", "public": "<z85>"}` file,
+    the public key checked against the secret."""
+    expected = '{"secret": "<40 z85 characters>", "public": "<40 z85 characters>"}'
+    data = _load_json(path, key, expected)
+    if not isinstance(data, dict):
+        raise ConfigError(key, f"{path}: expected {expected}")
+    secret, public = data.get("secret"), data.get("public")
+    if not is_z85_key(secret):
+        state = "missing" if secret is None else "not a z85-encoded CURVE key (40 characters)"
+        raise ConfigError(key, f"{path}: \"secret\" is {state}; expected {expected} (not shown: it holds a secret)")
+    derived = zmq.curve_public(secret.encode())
+    if public is None:
+        return secret.encode(), derived
+    if not is_z85_key(public):
+        raise ConfigError(key, f"{path}: \"public\" is not a z85-encoded CURVE key (40 characters)")
+    if public.encode() != derived:
+        raise ConfigError(key, f"{path}: \"public\" is not the public key of \"secret\" (a key pair from "
+                          "zmq.curve_keypair() or zmq_curve_keypair has both)")
+    return secret.encode(), derived
+
+
+def read_allowed_keys(path: Path, key: str) -> frozenset[bytes]:
+    """The z85 client public keys listed in a JSON list."""
+    data = _load_json(path, key, 'a list of z85 public keys ["<40 z85 characters>", ...]')
+    if not isinstance(data, list):
+        raise ConfigError(key, f'{path}: expected a list of z85 public keys ["<40 z85 characters>", ...], '
+                          f"got {show(data) if not isinstance(data, dict) else 'an object'}")
+    if not data:
+        raise ConfigError(key, f"{path}: the list is empty, so no client could connect; list the clients' "
+                          "public keys, or leave allowed_public_keys_json_path empty to let any client in")
+    for n, entry in enumerate(data):
+        if not is_z85_key(entry):
+            raise ConfigError(key, f"{path}: entry {n} is not a z85-encoded CURVE public key (40 characters)")
+    return frozenset(entry.encode() for entry in data)
 
 
 def parse_settings(s: Reader, env: Mapping[str, str], in_use: bool) -> ZmqSettings:
-    s.known(("addr", "server_key_json_path", "allowed_public_keys_json_path", "verbose"))
+    s.known(("addr", "server_key_json_path", "allowed_public_keys_json_path", "verbose", "send_hwm",
+             "publish_timeout_ms"))
+    addr = s.string("addr", "")
+    if in_use and not addr:
+        raise ConfigError(s.key("addr"), 'missing: expected the address to bind, e.g. "tcp://*:5284"')
+    if addr and not _ADDR.match(addr):
+        raise ConfigError(s.key("addr"), 'expected "tcp://<interface>:<port>" (e.g. "tcp://*:5284"), '
+                          f'"ipc://<path>" or "inproc://<name>", got {show(addr)}')
+    match = _ADDR.match(addr) if addr else None
+    if match and match["port"] and match["port"] != "*" and not 0 < int(match["port"]) < 65536:
+        raise ConfigError(s.key("addr"), f"expected a port number from 1 to 65535, got {show(addr)}")
     read = s.existing_file if in_use else s.file_path
+    server_key_path = read("server_key_json_path", required=False)
+    allowed_path = read("allowed_public_keys_json_path", required=False)
+    if allowed_path is not None and server_key_path is None:
+        raise ConfigError(s.key("allowed_public_keys_json_path"), "needs server_key_json_path: client keys are "
+                          "checked by CURVE, which the server's key pair turns on")
+    secret = public = b""
+    allowed: frozenset[bytes] | None = None
+    if in_use and server_key_path is not None:
+        if not zmq.has("curve"):
+            raise ConfigError(s.key("server_key_json_path"), "this build of libzmq has no CURVE support")
+        secret, public = read_server_key(server_key_path, s.key("server_key_json_path"))
+        if allowed_path is not None:
+            allowed = read_allowed_keys(allowed_path, s.key("allowed_public_keys_json_path"))
     return ZmqSettings(
-        addr=s.string("addr", ""),
-        server_key_json_path=read("server_key_json_path", required=False),
-        allowed_public_keys_json_path=read("allowed_public_keys_json_path", required=False),
+        addr=addr,
+        server_key_json_path=server_key_path,
+        allowed_public_keys_json_path=allowed_path,
         verbose=s.boolean("verbose", False),
+        send_hwm=s.integer("send_hwm", 10_000, minimum=1),
+        publish_timeout_ms=s.integer("publish_timeout_ms", 5000, minimum=1),
+        server_secret_key=secret,
+        server_public_key=public,
+        allowed_public_keys=allowed,
     )
+
+
+# -- topics (pure) -----------------------------------------------------------------
+
+
+def topic(namespace: str, record_type: str) -> bytes:
+    """The first frame, as the reference builds it: `<namespace>_<record_type>`."""
+    return f"{namespace}_{record_type}".encode()
+
+
+class Subscriptions:
+    """The topic prefixes subscribers asked for, from the XPUB socket's subscription
+    messages (``\\x01`` + prefix; ``\\x00`` + prefix when the last subscriber of it left)."""
+
+    def __init__(self) -> None:
+        self.prefixes: set[bytes] = set()
+
+    def update(self, message: bytes) -> tuple[bool, bytes] | None:
+        """Apply one subscription message; (subscribed?, prefix), or None if it is none."""
+        if not message or message[0] not in (0, 1):
+            return None
+        prefix = message[1:]
+        if message[0] == 1:
+            self.prefixes.add(prefix)
+            return True, prefix
+        self.prefixes.discard(prefix)
+        return False, prefix
+
+    def wanted(self, topic: bytes) -> bool:
+        """Whether some subscriber receives `topic`."""
+        return any(topic.startswith(prefix) for prefix in self.prefixes)
+
+
+# -- the dispatcher ----------------------------------------------------------------
+
+
+class _AllowedKeys:
+    """The ZAP handler's CURVE check: a client's public key must be listed."""
+
+    def __init__(self, keys: frozenset[bytes]) -> None:
+        self.keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        allowed = key in self.keys
+        if not allowed:
+            log.warning("zmq: refused a CURVE client whose public key is not in allowed_public_keys_json_path")
+        return allowed
+
+
+class ZmqDispatcher:
+    """Publishes records on one bound XPUB socket, from one task (the queue worker)."""
+
+    name = "zmq"
+
+    def __init__(self, settings: ZmqSettings, namespace: str, *, decoded: bool = False,
+                 confirm_subscribers: bool = False) -> None:
+        self.settings = settings
+        self.namespace = namespace
+        self._decoded = decoded
+        self._confirm = confirm_subscribers
+        self._timeout = settings.publish_timeout_ms / 1000
+        self._context: zmq.Context[Any] | None = None
+        self._socket: zmq.Socket[Any] | None = None
+        self._auth: Any = None
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._topics: dict[str, bytes] = {}
+        self._next_bind = 0.0
+        self._fd: int | None = None
+        self.subscriptions = Subscriptions()
+        # state, read by metrics and tests
+        self.endpoint: str | None = None  # the bound address (with the port, if "*" was asked)
+        self.messages_published = 0
+        self.unsubscribed = 0  # records no subscriber wanted (dropped, as PUB does)
+        self.pushed_back = 0  # sends refused by a full subscriber queue, then retried
+        self.last_error: str | None = None
+
+    async def start(self) -> None:
+        """Bind the socket; a bind that fails (an address in use) is logged and retried
+        at the next publish, not fatal."""
+        self._context = zmq.Context()
+        settings = self.settings
+        if settings.server_secret_key:
+            self._auth = AsyncioAuthenticator(self._context, log=logging.getLogger("fleetwire.dispatch.zmq.zap"))
+            self._auth.start()
+            if settings.allowed_public_keys is not None:
+                self._auth.configure_curve_callback("*", _AllowedKeys(settings.allowed_public_keys))
+            else:
+                self._auth.configure_curve("*", CURVE_ALLOW_ANY)
+                log.warning("zmq: CURVE without allowed_public_keys_json_path: any client that knows the "
+                            "server's public key may subscribe")
+        self._try_bind()
+
+    def _socket_for(self) -> zmq.Socket[Any]:
+        assert self._context is not None
+        sock = self._context.socket(zmq.XPUB)
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
+        sock.setsockopt(zmq.SNDHWM, self.settings.send_hwm)
+        sock.setsockopt(zmq.LINGER, 1000)
+        if self.settings.server_secret_key:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self.settings.server_secret_key)
+            sock.setsockopt(zmq.ZAP_DOMAIN, b"*")
+        return sock
+
+    def _try_bind(self) -> bool:
+        if self._socket is not None:
+            return True
+        now = time.monotonic()
+        if now < self._next_bind:
+            return False
+        sock = self._socket_for()
+        try:
+            sock.bind(self.settings.addr)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            self._next_bind = now + 1.0
+            first = self.last_error is None
+            self.last_error = f"cannot bind {self.settings.addr}: {exc.strerror}"
+            if first:
+                log.error("zmq: %s (retrying)", self.last_error)
+            return False
+        self._socket = sock
+        # The socket's FD signals that it has commands to process (a subscriber arrived or
+        # left): hear them as they come, on the loop, instead of at the next publish.
+        self._fd = sock.getsockopt(zmq.FD)
+        asyncio.get_running_loop().add_reader(self._fd, self._hear_subscriptions, sock)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.last_error = None
+        log.info("zmq: publishing on %s%s", self.endpoint, " (CURVE)" if self.settings.server_secret_key else "")
+        if self.settings.verbose:
+            # Made now, not in the task: events before the monitor exists are not reported.
+            monitor = zmq.asyncio.Socket.from_socket(sock.get_monitor_socket())
+            self._monitor_task = asyncio.get_running_loop().create_task(self._monitor(monitor), name="zmq-monitor")
+        return True
+
+    async def close(self) -> None:
+        task, self._monitor_task = self._monitor_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            if self._fd is not None:
+                asyncio.get_running_loop().remove_reader(self._fd)
+                self._fd = None
+            if self.settings.verbose:
+                with contextlib.suppress(Exception):
+                    sock.disable_monitor()
+            sock.close()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        context, self._context = self._context, None
+        if context is not None:
+            await asyncio.to_thread(context.term)  # waits up to LINGER for queued messages
+
+    # -- publishing --------------------------------------------------------------------
+
+    def _hear_subscriptions(self, sock: zmq.Socket[Any]) -> None:
+        """Read the subscription messages waiting on the XPUB socket (never blocks)."""
+        subscriptions = self.subscriptions
+        # EVENTS makes the socket process its pending commands (and re-arms its FD).
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                message = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            change = subscriptions.update(message)
+            if change is not None and self.settings.verbose:
+                log.info("zmq: %s %r", "subscribed:" if change[0] else "unsubscribed:", change[1])
+
+    async def publish(self, batch: Sequence[Record]) -> None:
+        if not batch:
+            return
+        if self._context is None:
+            raise DispatchError("the zmq dispatcher is not started or is closed", retryable=False)
+        if not self._try_bind():
+            raise DispatchError(f"zmq: {self.last_error}")
+        sock = self._socket
+        assert sock is not None
+        self._hear_subscriptions(sock)
+        subscriptions = self.subscriptions
+        topics = self._topics
+        decoded, name = self._decoded, self.name
+        deadline: float | None = None
+        pause = 0.001
+        sent = 0
+        for record in batch:
+            frame = topics.get(record.record_type)
+            if frame is None:
+                frame = topics[record.record_type] = topic(self.namespace, record.record_type)
+            payload = record.json(name) if decoded else record.payload
+            while True:
+                if not subscriptions.wanted(frame):
+                    if self._confirm:
+                        self.messages_published += sent
+                        raise DispatchError(f"zmq: no subscriber of {frame.decode()!r} is connected to "
+                                            f"{self.endpoint}; records wait for one (zmq confirms a reliable "
+                                            "ack only when a subscriber is there to take the record)")
+                    self.unsubscribed += 1
+                    sent -= 1
+                    break
+                try:
+                    sock.send_multipart((frame, payload), zmq.NOBLOCK, copy=len(payload) < 65536)
+                    if deadline is not None:  # progress: the subscriber is reading again
+                        deadline, pause = None, 0.001
+                    break
+                except zmq.Again:
+                    # A subscriber's queue is full (NODROP): wait for it to drain.
+                    self.pushed_back += 1
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + self._timeout
+                    elif now > deadline:
+                        self.messages_published += sent
+                        raise DispatchError(f"zmq: a subscriber of {frame.decode()!r} has not taken a message "
+                                            f"for {self._timeout:g} s (its queue of {self.settings.send_hwm} "
+                                            "is full)") from None
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+                    self._hear_subscriptions(sock)  # the slow subscriber may have left
+            sent += 1
+        self.messages_published += sent
+
+    async def _monitor(self, monitor: zmq.asyncio.Socket) -> None:
+        """`verbose`: log the socket's events (connections, handshakes, refusals)."""
+
+        names = {getattr(zmq, n): n for n in dir(zmq) if n.startswith("EVENT_") and isinstance(getattr(zmq, n), int)}
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                log.info("zmq: socket event %s %s (value %s)", names.get(event["event"], event["event"]),
+                         event["endpoint"].decode(errors="replace"), event["value"])
+        finally:
+            monitor.close(0)
+
+
+def create(config: ServerConfig) -> ZmqDispatcher:
+    settings: ZmqSettings = config.backend("zmq")
+    if not settings.addr:
+        raise ConfigError("zmq.addr", 'missing: expected the address to bind, e.g. "tcp://*:5284"')
+    reliable = "zmq" in config.reliable_ack_sources.values()
+    return ZmqDispatcher(settings, config.namespace, decoded=config.transmit_decoded_records,
+                         confirm_subscribers=reliable)
