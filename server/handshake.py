@@ -47,7 +47,7 @@ _NOT_TLS = frozenset({
     "BAD_RECORD_TYPE", "LENGTH_MISMATCH", "RECORD_LAYER_FAILURE",
 })
 _NO_CERTIFICATE = frozenset({"PEER_DID_NOT_RETURN_A_CERTIFICATE", "NO_CERTIFICATE_RETURNED"})
-_EOF = frozenset({"UNEXPECTED_EOF_WHILE_READING", "SSL_HANDSHAKE_FAILURE", "EOF"})
+_EOF = frozenset({"UNEXPECTED_EOF_WHILE_READING"})
 # X509_V_ERR_* codes that mean "the issuer is not one the server trusts".
 _UNKNOWN_ISSUER_CODES = frozenset({
     2,  # UNABLE_TO_GET_ISSUER_CERT
