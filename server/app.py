@@ -10,8 +10,9 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from picows import ws_create_server
 from prometheus_client import start_http_server
@@ -37,6 +38,8 @@ log = logging.getLogger("fleetwire.server")
 # picows logs every connect and disconnect at INFO: at fleet scale that is the busiest
 # log line of the server, and the server already counts connections in its metrics.
 logging.getLogger("picows").setLevel(logging.WARNING)
+
+ExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
 # Small on purpose: idle vehicles dominate, and picows grows the buffer when a big frame arrives.
 READ_BUFFER_BYTES = 2048
@@ -83,7 +86,10 @@ class TelemetryServer:
         self._metrics_http: object | None = None
         self._stopped = asyncio.Event()
         self._watched_port: int | None = None
-        self._loop_handler: tuple[asyncio.AbstractEventLoop, object, object] | None = None
+        # The loop, its exception handler before ours, and ours: restored on stop.
+        self._loop_handler: (
+            tuple[asyncio.AbstractEventLoop, ExceptionHandler | None, ExceptionHandler] | None
+        ) = None
 
     async def start(self) -> Ports:
         cfg = self.config
@@ -204,7 +210,7 @@ class TelemetryServer:
         if self._loop_handler is not None:
             loop, previous, handler = self._loop_handler
             if loop.get_exception_handler() is handler:  # unless someone installed another since
-                loop.set_exception_handler(previous)  # type: ignore[arg-type]
+                loop.set_exception_handler(previous)
             self._loop_handler = None
         if self._metrics_http is not None:
             self._metrics_http.shutdown()  # type: ignore[attr-defined]
