@@ -124,7 +124,7 @@ async def test_every_acked_record_is_on_its_topic_keyed_by_the_certificates_vin(
 
 
 async def test_transmit_decoded_records_sends_protobuf_json(tmp_path: Path, tansu: Tansu) -> None:
-    fleet, summary, _ = await run_fleet(tmp_path, tansu, vehicles=5, rate=3.0, seconds=1.0,
+    fleet, _summary, _ = await run_fleet(tmp_path, tansu, vehicles=5, rate=3.0, seconds=1.0,
                                         transmit_decoded_records=True)
     acked = acked_txids(fleet)
     messages = await consume_types(tansu, acked)

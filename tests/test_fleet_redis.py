@@ -9,6 +9,7 @@ for vehicles with a subscriber set, on each of the set's channels — with a pay
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -97,7 +98,7 @@ async def test_every_acked_record_reaches_a_subscriber_on_the_reference_channels
     for vin in leased:
         await client.zadd(subscriber_set("subs", "fleet", "V", vin), {f"app_{vin}": now + 600, "expired": now - 5})
     async with Subscriber(f"redis://{redis_server.addr}") as sub:
-        fleet, summary, server = await stream(tmp_path, redis_server, vehicles=50, seconds=3.0)
+        fleet, _summary, server = await stream(tmp_path, redis_server, vehicles=50, seconds=3.0)
         acked = acked_per_channel(fleet)
         expected = sum(acked.values()) + sum(acked[("V", vin)] for vin in leased)
         await sub.wait_for(lambda: len(sub.received) >= expected, timeout=10)
@@ -126,7 +127,7 @@ async def test_every_acked_record_reaches_a_subscriber_on_the_reference_channels
 
 async def test_transmit_decoded_records_publishes_protobuf_json(tmp_path: Path, redis_server: RedisServer) -> None:
     async with Subscriber(f"redis://{redis_server.addr}") as sub:
-        fleet, summary, _ = await stream(tmp_path, redis_server, vehicles=5, seconds=1.0,
+        _fleet, summary, _ = await stream(tmp_path, redis_server, vehicles=5, seconds=1.0,
                                          transmit_decoded_records=True)
         await sub.wait_for(lambda: len(sub.received) >= summary.acked, timeout=10)
     assert len(sub.received) == summary.acked
@@ -145,8 +146,6 @@ async def test_redis_killed_mid_stream_no_ack_until_it_is_back_and_every_acked_r
     end every record is acked, and every acked record reached the subscriber except those
     Redis itself reported as heard by nobody (accepted before our subscriber was back:
     pub/sub keeps nothing), which the dispatcher counts."""
-    import asyncio
-
     pki: FleetPki = make_test_fleet_pki(tmp_path / "pki")
     config, _ = parse_config(
         server_config_data(pki, {

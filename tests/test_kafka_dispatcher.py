@@ -4,6 +4,7 @@ broker (tansu) for delivery, confirmation and a broker killed mid-stream."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from fleetwire.server.dispatchers.base import Dispatcher, DispatchError, Dispatc
 from fleetwire.server.dispatchers.kafka import KafkaDispatcher, KafkaSettings, parse_settings
 from fleetwire.strictjson import ConfigError, Reader
 
-from conftest import server_config_data
+from conftest import free_port, server_config_data
 
 VIN = "5YJ3E1EA7KF000001"
 T0 = 1_700_000_000.25
@@ -311,8 +312,6 @@ def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 20.0) 
 
 
 def _quiet_logger() -> Any:
-    import logging
-
     logger = logging.getLogger("tests.kafka.consumer")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
@@ -336,8 +335,6 @@ async def test_delivers_to_a_real_broker(tansu: Tansu) -> None:
 
 
 async def test_broker_down_at_start_is_not_fatal_and_nothing_is_confirmed() -> None:
-    from conftest import free_port
-
     dispatcher = KafkaDispatcher(settings({"bootstrap.servers": f"127.0.0.1:{free_port()}",
                                            "message.timeout.ms": 1500}), "fleet")
     await dispatcher.start()

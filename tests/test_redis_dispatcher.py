@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import redis.asyncio as aioredis
@@ -27,7 +28,7 @@ from fleetwire.server.dispatchers.redis import (
 )
 from fleetwire.strictjson import ConfigError, Reader
 
-from conftest import free_port, server_config_data
+from conftest import server_config_data
 
 VIN = "5YJ3E1EA7KF000001"
 T0 = 1_700_000_000.0
@@ -152,7 +153,7 @@ class Subscriber:
         self.subscriptions = 0
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Subscriber:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.ensure_future(self._run())
         await asyncio.wait_for(self.subscribed.wait(), 10)
         return self
@@ -323,8 +324,6 @@ async def test_redis_down_at_start_is_not_fatal_then_recovers(tmp_path: Path) ->
 
 
 async def test_a_silent_redis_times_out() -> None:
-    import socket
-
     with socket.socket() as listener:  # accepts, never answers
         listener.bind(("127.0.0.1", 0))
         listener.listen()

@@ -179,7 +179,7 @@ class _Batch:
     """Delivery reports of one batch, counted in the polling thread; the outcome is
     handed to the event loop once: at the first failure or the last success."""
 
-    __slots__ = ("future", "loop", "remaining", "error")
+    __slots__ = ("error", "future", "loop", "remaining")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.loop = loop

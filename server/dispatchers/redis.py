@@ -42,6 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
 from fleetwire.server.dispatchers.base import DispatchError, Record
 from fleetwire.strictjson import ConfigError, Reader, show
 
@@ -184,12 +191,6 @@ def subscriber_set(prefix: str, namespace: str, record_type: str, vin: str) -> s
 
 def _client(settings: RedisSettings) -> Any:
     """A redis-py asyncio client (cluster or not) for `settings`; connects lazily."""
-    import redis.asyncio as aioredis
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
-    from redis.asyncio.connection import SSLConnection
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
     pool = settings.pool
     read_timeout = settings.seconds(pool.get("read_timeout"), 3.0)  # go-redis' default ReadTimeout
     common: dict[str, Any] = {
@@ -279,7 +280,7 @@ class RedisDispatcher:
             try:
                 async with asyncio.timeout(DIAL_TIMEOUT + 1):
                     await self._client.ping()
-            except Exception as exc:  # any failure: say so once, try again later
+            except (rexc.RedisError, OSError, TimeoutError) as exc:  # say so once, try again later
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if delay == 0.5:
                     log.warning("redis: %s does not answer (pinging again with back-off): %s",
@@ -300,23 +301,21 @@ class RedisDispatcher:
                                 "is not started", retryable=not self._closed)
         if not batch:
             return
-        from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
-
         try:
             async with asyncio.timeout(self._timeout):
                 heard = await self._publish(batch)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, rexc.TimeoutError) as exc:
             raise self._failure(f"no answer within {self._timeout:g} s", exc) from None
-        except ResponseError as exc:  # a command Redis refuses (WRONGTYPE on a set key, say): no retry mends it
+        except rexc.ResponseError as exc:  # a command Redis refuses (WRONGTYPE on a set key, say): no retry mends it
             raise self._failure(str(exc), exc, retryable=False) from exc
-        except (ConnectionError, RedisError, OSError) as exc:
+        except (rexc.RedisError, OSError) as exc:
             raise self._failure(str(exc) or type(exc).__name__, exc) from exc
         if self._failing_since is not None:
             log.info("redis: publishing again after %.1f s", time.monotonic() - self._failing_since)
             self._failing_since = None
         self.reachable = True
         self.messages_published += len(batch)
-        for record, receivers in zip(batch, heard):
+        for record, receivers in zip(batch, heard, strict=True):
             if not receivers:
                 self.unheard += 1
                 self.unheard_txids.append(record.txid)
@@ -348,7 +347,7 @@ class RedisDispatcher:
         if self._vin_topics:
             for i, r in enumerate(batch):
                 channels[i].append(vin_channel(namespace, r.record_type, r.vin))
-        publishes = [(channel, self._payload(r)) for r, targets in zip(batch, channels) for channel in targets]
+        publishes = [(channel, self._payload(r)) for r, targets in zip(batch, channels, strict=True) for channel in targets]
         if not publishes:
             return [0] * len(batch)
         if self._cluster:
@@ -376,14 +375,12 @@ class RedisDispatcher:
         return list(await pipe.execute(raise_on_error=True))
 
     async def _publish_by_script(self, publishes: list[tuple[str, bytes]]) -> list[int]:
-        from redis.exceptions import ResponseError
-
         args: list[Any] = []
         for channel, payload in publishes:
             args += (channel, payload)
         try:
             return list(await self._script(args=args))
-        except ResponseError as exc:
+        except rexc.ResponseError as exc:
             # Scripts refused (an ACL without EVALSHA, a proxy without scripting): PUBLISH
             # one by one from now on.
             log.warning("redis: %s refuses the publishing script (%s); publishing command by command",

@@ -11,12 +11,14 @@ and from bench scripts (no pytest here).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 
 def redis_server_binary() -> str | None:
@@ -34,8 +36,6 @@ def _free_port() -> int:
 
 def _cluster_port() -> int:
     """A free port P with P + 10000 free too (the cluster bus), P below 55536."""
-    import random
-
     while True:
         port = random.randint(20000, 45000)
         try:
@@ -151,7 +151,7 @@ class RedisServer:
             proc.kill()
             proc.wait(10)
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -178,7 +178,7 @@ class RedisCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = [subprocess.run([cli, "-p", str(n.port), "cluster", "info"], capture_output=True, text=True,
-                                     timeout=5).stdout for n in self.nodes]
+                                     timeout=5, check=False).stdout for n in self.nodes]
             if all("cluster_state:ok" in s for s in states):
                 return self
             time.sleep(0.1)
@@ -189,7 +189,7 @@ class RedisCluster:
         for node in self.nodes:
             node.kill()
 
-    def __enter__(self) -> RedisCluster:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
