@@ -46,6 +46,8 @@ HANDSHAKE_FAILED = "SSL handshake failed"
 # A frame larger than this closes the connection; up to it, an oversize message still
 # gets an error reply and the connection survives.
 MAX_FRAME_BYTES = 8 * MAX_MESSAGE_BYTES
+# X-TXID is a UUID (36 characters) and X-Network-Interface a word: anything longer is cut.
+MAX_HEADER_CHARS = 128
 
 
 @dataclass
@@ -270,9 +272,13 @@ def listener_factory(state: ServerState) -> Callable[[WSUpgradeRequest], object]
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(b"mtls ok"), None)
         headers = request.headers
         # The connection id is the server's own: X-TXID comes from the client, and two
-        # sockets of one VIN (Wi-Fi and cellular) may send the same one.
+        # sockets of one VIN (Wi-Fi and cellular) may send the same one. Both headers are
+        # kept with the connection and copied into records, so their length is bounded.
         return VehicleListener(
-            state, str(uuid.uuid4()), headers.get("X-Network-Interface", ""), headers.get("X-TXID", "")
+            state,
+            str(uuid.uuid4()),
+            headers.get("X-Network-Interface", "")[:MAX_HEADER_CHARS],
+            headers.get("X-TXID", "")[:MAX_HEADER_CHARS],
         )
 
     return factory

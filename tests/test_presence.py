@@ -153,6 +153,12 @@ async def test_wifi_and_cellular_sockets_of_one_vin_with_a_colliding_txid(
 
 async def test_sockets_of_different_vins_and_a_socket_without_txid(running_server: ServerFactory) -> None:
     srv = await running_server({"records": {"V": ["logger"], "connectivity": ["logger"]}})
+    huge = await _socket(srv, VIN, {"X-TXID": "x" * 5000})
+    [record] = await srv.recorder.wait_for(1, "connectivity")
+    assert record.txid == "x" * 128 and extension(record.payload)[6] == "x" * 128  # a header is bounded
+    await huge.close()
+    await srv.recorder.wait_for(2, "connectivity")
+    srv.recorder.records.clear()
     first = await _socket(srv, VIN, {})
     second = await _socket(srv, OTHER_VIN, {})
     third = await _socket(srv, VIN, {})
