@@ -13,12 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from fleetwire.proto.record_types import RECORD_TYPES
 from fleetwire.server.dispatchers.base import DispatchQueue, Record
 from fleetwire.server.envelope import FrameError, decode_frame, encode_ack, encode_error
 from fleetwire.server.identity import Identity
 from fleetwire.server.metrics import ServerMetrics
 from fleetwire.server.ratelimit import TokenBucket
-from fleetwire.server.records import RECORD_TYPES, RecordError, connectivity_record, decode_record
+from fleetwire.server.records import RecordError, connectivity_record, decode_record
 
 RATE_LIMITED = b"rate limit exceeded"
 SERVER_RECORD_TYPES = frozenset({"connectivity"})
