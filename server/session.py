@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from fleetwire.proto.record_types import RECORD_TYPES
+from fleetwire.proto.record_types import RECORD_TYPES, SERVER_RECORD_TYPES
 from fleetwire.server.dispatchers.base import DispatchQueue, Record
 from fleetwire.server.envelope import FrameError, decode_frame, encode_ack, encode_error
 from fleetwire.server.identity import Identity
@@ -22,7 +22,6 @@ from fleetwire.server.ratelimit import TokenBucket
 from fleetwire.server.records import RecordError, connectivity_record, decode_record
 
 RATE_LIMITED = b"rate limit exceeded"
-SERVER_RECORD_TYPES = frozenset({"connectivity"})
 # Metric label of an unrouted topic: a known record type, else "other". The topic comes
 # from the wire, and every distinct label value would be a new series in every scrape.
 UNROUTED_LABELS: Mapping[bytes, str] = {name.encode(): name for name in RECORD_TYPES}
