@@ -97,6 +97,7 @@ class Tansu:
         deadline = time.monotonic() + timeout
         while not _listening(self.s3_port):  # type: ignore[arg-type]
             if self.store.poll() is not None or time.monotonic() > deadline:
+                _end(self.store, signal.SIGKILL)
                 raise RuntimeError(f"moto did not start; log:\n{(self.workdir / 'moto.log').read_text()[-2000:]}")
             time.sleep(0.05)
         request = urllib.request.Request(f"http://127.0.0.1:{self.s3_port}/{self.BUCKET}", method="PUT")
@@ -123,7 +124,7 @@ class Tansu:
         deadline = time.monotonic() + timeout
         while not _listening(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
+                self.close()  # its store too: no process outlives a failed start
                 raise RuntimeError(f"tansu did not start; log:\n{self.log_tail()}")
             time.sleep(0.02)
         return self
