@@ -54,9 +54,16 @@ kmock 0.8 gaps met while building this emulator, and how it covers each:
     `KopfRunner.__exit__` blocks while joining kopf's thread. → served with aiohttp's
     low-level server from a dedicated thread and loop; the test's loop stays free.
 
-Still not emulated (tests must not rely on them): admission (the CRD schema, its
-defaults and CEL rules are not applied: `parse_spec` repeats them and has its own
-tests), RBAC and authentication, namespace existence, strategic-merge semantics (lists are
+15. No admission. → a custom resource is pruned, defaulted and validated against its CRD's
+    `openAPIV3Schema`, CEL rules included, on create, replace and every patch
+    (`fleetwire.sim.admission`); a refusal is the API server's 422 Status (`reason:
+    Invalid`, `details.causes[].field`). `fieldValidation=Strict` turns pruning into
+    refusal. Built-in objects (Events, ConfigMaps, Secrets, Services, Pods, Deployments,
+    ...) are checked against the official schemas of the oldest Kubernetes the chart
+    supports and the newest one kubernetes-validate knows (`builtin_versions`), strict.
+
+Still not emulated (tests must not rely on them): RBAC and authentication, namespace
+existence, strategic-merge semantics (lists are
 replaced whole, not merged by key), server-side-apply field ownership, delete-collection,
 deleting a CRD's objects with it,
 foreground/orphan deletion, chunked lists (limit/continue), watch bookmarks, the
@@ -92,6 +99,7 @@ import yaml
 from kmock._internal import aiobus, enums, k8s, rendering  # the emulator's extension points
 
 from fleetwire.operator import crd as ftc_crd
+from fleetwire.sim import admission
 
 T = TypeVar("T")
 
@@ -321,6 +329,9 @@ def _content_type(request: rendering.Request) -> str:
 # ======================================================================================
 
 _WRITES = {enums.method.POST, enums.method.PUT, enums.method.PATCH, enums.method.DELETE}
+_BUILTIN_CHECKED = frozenset(r.key for r in (EVENTS, CONFIGMAPS, SECRETS, SERVICES, SERVICE_ACCOUNTS, PODS,
+                                             DEPLOYMENTS, LEASES, NAMESPACES))
+"""Built-in resources whose writes are checked against the official Kubernetes schemas."""
 
 
 @attrs.define(kw_only=True)
@@ -335,6 +346,9 @@ class KubeEmulator(k8s.KubernetesEmulator):
     watch_starts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
     _writes: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     _crd_resources: set[kmock.resource] = attrs.field(factory=set, init=False)
+    _crds: dict[kmock.resource, dict[str, Any]] = attrs.field(factory=dict, init=False)
+    builtin_versions: tuple[str, ...] = attrs.field(default=(admission.OLDEST_KUBERNETES, admission.NEWEST_KUBERNETES))
+    """Kubernetes releases whose official schemas every built-in object written must satisfy."""
 
     # -- declarations ------------------------------------------------------------------
 
@@ -427,6 +441,25 @@ class KubeEmulator(k8s.KubernetesEmulator):
         precondition = (patch.get("metadata") or {}).get("resourceVersion")
         return self._prepare_update(request, info, current, merge_patch(current, patch), precondition)
 
+    def _admit(self, request: rendering.Request, info: kmock.ResourceInfo, obj: dict[str, Any],
+               current: dict[str, Any] | None) -> dict[str, Any]:
+        """The object as stored (a custom resource pruned and defaulted by its CRD's schema), or
+        the API server's 422 (`fleetwire.sim.admission`)."""
+        key = request.resource
+        definition = self._crds.get(key)
+        strict = request.params.get("fieldValidation") == "Strict"
+        if definition is not None:
+            stored, causes = admission.admit(obj, definition, current, strict=strict)
+        elif key in _BUILTIN_CHECKED and self.builtin_versions:
+            stored, causes = obj, admission.builtin_causes(obj, self.builtin_versions)
+        else:
+            return obj
+        if causes:
+            name = str((obj.get("metadata") or {}).get("name", ""))
+            status = admission.invalid_status(info.kind, key.group or "", name, causes)
+            raise k8s.KubernetesError(422, "Invalid", status["message"], status["details"])
+        return stored
+
     @staticmethod
     def _body_object(request: rendering.Request, yaml_ok: bool = False) -> dict[str, Any]:
         body = request.data
@@ -464,9 +497,10 @@ class KubeEmulator(k8s.KubernetesEmulator):
         body.setdefault("kind", info.kind)
         if "status" in info.subresources:
             body.pop("status", None)
-        meta.update(uid=str(uuid.uuid4()), resourceVersion=self._next_revision(), creationTimestamp=_now(),
-                    generation=1)
-        return attrs.evolve(request, namespace=meta.get("namespace"), data=body)
+        body = self._admit(request, info, body, None)
+        body["metadata"].update(uid=str(uuid.uuid4()), resourceVersion=self._next_revision(),
+                                creationTimestamp=_now(), generation=1)
+        return attrs.evolve(request, namespace=body["metadata"].get("namespace"), data=body)
 
     def _prepare_update(self, request: rendering.Request, info: kmock.ResourceInfo, current: dict[str, Any],
                         new: Any, precondition: str | None) -> rendering.Request | dict[str, Any]:
@@ -494,6 +528,10 @@ class KubeEmulator(k8s.KubernetesEmulator):
         meta["resourceVersion"] = current["metadata"].get("resourceVersion")
         if new == current:
             return current
+        new = self._admit(request, info, new, current)
+        meta = new["metadata"]
+        if new == current:
+            return current
         essence = lambda obj: {k: v for k, v in obj.items() if k not in ("metadata", "status")}  # noqa: E731
         if essence(new) != essence(current):
             meta["generation"] = int(current["metadata"].get("generation", 0)) + 1
@@ -514,9 +552,11 @@ class KubeEmulator(k8s.KubernetesEmulator):
 
     def _redeclare_crds(self) -> None:
         wanted: dict[kmock.resource, Resource] = {}
+        self._crds = {}
         for _key, definition in self.live_objects(CRDS.key):
             for resource in Resource.from_crd(definition):
                 wanted[resource.key] = resource
+                self._crds[resource.key] = definition
         for key in self._crd_resources - set(wanted):
             del self.resources[key]
         for resource in wanted.values():

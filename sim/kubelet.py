@@ -969,9 +969,11 @@ class Kubelet:
             state = {"running": {}}
         else:
             state = {"terminated": {"exitCode": pod.last_exit or 0, "reason": pod.last_reason or "Error"}}
-        container = {"name": pod.plan.container if pod.plan else "", "ready": pod.ready,
-                     "restartCount": pod.restarts, "started": running, "state": state,
-                     "image": ((template.get("spec") or {}).get("containers") or [{}])[0].get("image", "")}
+        spec_container = ((template.get("spec") or {}).get("containers") or [{}])[0]
+        image = str(spec_container.get("image", ""))
+        container = {"name": str(spec_container.get("name", "")), "ready": pod.ready,
+                     "restartCount": pod.restarts, "started": running, "state": state, "image": image,
+                     "imageID": f"{image.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"}
         if pod.last_exit is not None:
             container["lastState"] = {"terminated": {"exitCode": pod.last_exit, "reason": pod.last_reason}}
         return {
@@ -993,12 +995,16 @@ class Kubelet:
             key = (pod.namespace, pod.name)
             if self._written.get(key) == obj["status"]:
                 continue
-            if key not in self._written:
-                with contextlib.suppress(RuntimeError):
+            try:
+                if key not in self._written:
                     await self._request("POST", self._path("/api/v1", "pods", pod.namespace), obj,
                                         content_type="application/json")
-            await self._request("PATCH", self._path("/api/v1", "pods", pod.namespace, pod.name, "status"),
-                                {"status": obj["status"]})
+                await self._request("PATCH", self._path("/api/v1", "pods", pod.namespace, pod.name, "status"),
+                                    {"status": obj["status"]})
+            except RuntimeError as exc:  # reported; the Deployment's status is written all the same
+                self.errors.append(repr(exc))
+                del self.errors[:-20]
+                continue
             self._written[key] = obj["status"]
 
     # -- Services --------------------------------------------------------------------------

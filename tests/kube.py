@@ -469,3 +469,17 @@ def kubelet(kube_api: KubeApi, tmp_path: Path) -> Any:
     kube_api.diagnostics.append(lambda: node_report(node.kubelet))
     yield node
     node.stop()
+
+
+def accept_any_spec(kube_api: KubeApi) -> None:
+    """Replace the FleetTelemetryConfig CRD's schema with one that accepts any spec, as the CRD
+    of an older release does (`helm upgrade` never upgrades a chart's CRDs): what the API would
+    refuse then reaches the operator, whose own checks (parse_spec) must catch it."""
+    from fleetwire.operator import crd as ftc_crd
+
+    name = f"{ftc_crd.PLURAL}.{ftc_crd.GROUP}"
+    current = kube_api.get(CRDS, name)
+    for version in current["spec"]["versions"]:
+        version["schema"] = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+    current.pop("status", None)
+    kube_api.request("PUT", CRDS.path(None, name), current)

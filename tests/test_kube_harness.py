@@ -85,8 +85,10 @@ async def test_create_stamps_metadata_and_answers_201(kube_api: KubeApi) -> None
 
 
 async def test_generate_name_conflict_and_unknown_resource(kube: KubeClient) -> None:
-    first = await kube.create({"apiVersion": "v1", "kind": "Event", "metadata": {"generateName": "ev-"}})
-    second = await kube.create({"apiVersion": "v1", "kind": "Event", "metadata": {"generateName": "ev-"}})
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"generateName": "ev-"},
+             "involvedObject": {"kind": "ConfigMap", "namespace": "default", "name": "cm"}}  # required by the API
+    first = await kube.create(event)
+    second = await kube.create(event)
     assert first["metadata"]["name"].startswith("ev-") and first["metadata"]["name"] != second["metadata"]["name"]
     await kube.create(config_map("dup"))
     with pytest.raises(KubeApiError) as conflict:

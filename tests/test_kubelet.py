@@ -288,6 +288,7 @@ async def test_the_operators_deployment_runs_serves_vehicles_and_reloads_a_renew
     stored = await kube.get(PODS, pod.name, NS)
     assert stored["status"]["containerStatuses"][0]["ready"] and stored["metadata"]["labels"][
         "app.kubernetes.io/component"] == "server"
+    assert not kubelet.kubelet.errors  # every Pod and status it wrote passed the official schemas
 
     vehicles = await kubelet.wait_address(NS, "fleet-server", 443)
     assert await stream_one(vehicles, fleet) == 3

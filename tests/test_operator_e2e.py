@@ -14,7 +14,7 @@ import aiohttp
 import kubernetes
 import pytest
 from conftest import KopfRunnerFactory, free_port
-from kube import CLUSTER_KOPF_PEERINGS, FTC, KubeApi, KubeClient, condition
+from kube import CLUSTER_KOPF_PEERINGS, FTC, KubeApi, KubeApiError, KubeClient, accept_any_spec, condition
 
 from fleetwire.operator import crd
 from fleetwire.operator.main import PeeringError, ensure_peering
@@ -47,7 +47,32 @@ async def wait_event(kube: KubeClient, name: str, reason: str) -> None:
     raise AssertionError(f"no {reason} event for {name}: {await reasons(kube, name)}")
 
 
-async def test_spec_valid_condition_follows_the_spec(kopf_runner: KopfRunnerFactory, kube: KubeClient) -> None:
+async def test_the_api_refuses_what_its_schema_refuses(kube: KubeClient) -> None:
+    """The CRD's schema and CEL rules, applied by the emulator as by an API server: a 422 naming the field."""
+    with pytest.raises(KubeApiError) as refused:
+        await kube.create(ftc("fleet", port="443"))
+    assert refused.value.status == 422 and refused.value.reason == "Invalid"
+    assert refused.value.message == ('FleetTelemetryConfig.fleetwire.io "fleet" is invalid: spec.port: Invalid value: '
+                                     '"443": spec.port in body must be of type integer: "string"')
+    assert refused.value.body["details"]["causes"] == [{
+        "reason": "FieldValueTypeInvalid", "field": "spec.port",
+        "message": 'Invalid value: "443": spec.port in body must be of type integer: "string"'}]
+    with pytest.raises(KubeApiError) as cel:
+        await kube.create(ftc("fleet", certificate={"privateCA": {"validityDays": 30, "leafValidityDays": 60}}))
+    assert [c["field"] for c in cel.value.body["details"]["causes"]] == ["spec.certificate.privateCA"]
+    assert "leafValidityDays must not exceed validityDays" in cel.value.message
+    created = await kube.create(ftc("fleet", certificate={"privateCA": {}}, vehicleSpeed=1))
+    assert "vehicleSpeed" not in created["spec"]  # unknown fields are pruned, as the API server does
+    assert created["spec"]["port"] == 443 and created["spec"]["certificate"]["privateCA"]["validityDays"] > 0
+    with pytest.raises(KubeApiError) as patched:
+        await kube.patch(FTC, "fleet", {"spec": {"port": 0}}, "default")
+    assert patched.value.status == 422 and patched.value.body["details"]["causes"][0]["field"] == "spec.port"
+
+
+async def test_spec_valid_condition_follows_the_spec(kopf_runner: KopfRunnerFactory, kube: KubeClient,
+                                                     kube_api: KubeApi) -> None:
+    """Behind a CRD that accepts anything (an older release's), the operator's own checks decide."""
+    accept_any_spec(kube_api)
     kopf_runner(HANDLERS)
     await kube.create(ftc("fleet", port="443"))
     invalid = await kube.wait_for(FTC, "fleet", "default", spec_valid_is("False", 1))
@@ -146,6 +171,7 @@ async def test_fleetwire_operator_command(kube_api: KubeApi, kube: KubeClient, t
         async with aiohttp.ClientSession() as session:
             async with session.get(liveness) as response:
                 assert response.status == 200
+        accept_any_spec(kube_api)  # the API's schema would refuse the typo itself
         await kube.create(ftc("fleet", fields={"VehicleSpede": {"interval_seconds": 10}}))
         invalid = await kube.wait_for(FTC, "fleet", "default", spec_valid_is("False"), timeout=30)
         assert condition(invalid, "SpecValid")["message"] == (  # type: ignore[index]
