@@ -42,7 +42,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from fleetwire import pki
 from fleetwire.pki import chain_fingerprint
-from fleetwire.operator import builders
+from fleetwire.operator import builders, rotation
 from fleetwire.operator.acme_client import (
     AcmeClient,
     AcmeError,
@@ -96,6 +96,8 @@ FINGERPRINT_ANNOTATION = "fleetwire.io/chain-fingerprint"
 NOT_AFTER_ANNOTATION = "fleetwire.io/not-after"
 HOSTNAME_ANNOTATION = "fleetwire.io/hostname"
 REASON_ANNOTATION = "fleetwire.io/issued-because"
+STAGED_AT_ANNOTATION = "fleetwire.io/staged-at"
+PROMOTE_BY_ANNOTATION = "fleetwire.io/promote-by"
 ACCOUNT_KEY = "account.key"
 ACCOUNT_URI_ANNOTATION = "fleetwire.io/acme-account"
 
@@ -366,6 +368,8 @@ class CertificateContext:
     now: dt.datetime
     http01: Callable[[], Awaitable[ChallengeSolver]]
     record_order: Callable[[Mapping[str, Any]], Awaitable[None]]
+    annotations: Mapping[str, str] = field(default_factory=dict)  # the resource's (PROMOTE_ANNOTATION)
+    vehicles: Mapping[str, Any] = field(default_factory=dict)  # `status.vehicles` (its `next`: the fleet's progress)
 
 
 @dataclass(frozen=True)
@@ -377,6 +381,8 @@ class CertificateOutcome:
     status: dict[str, Any]
     secret_name: str
     events: tuple[Event, ...] = ()
+    rotating: Condition | None = None  # CertificateRotating, while a certificate is staged or just promoted
+    promoted: bool = False  # a staged certificate was promoted in this pass
 
 
 class CertificateSource(Protocol):
@@ -389,7 +395,8 @@ class CertificateSource(Protocol):
 
 def _ready(ctx: CertificateContext, mode: str, material: Material, report: Report, secret_name: str,
            renew: dt.datetime | None, *, extra: str = "", events: tuple[Event, ...] = (),
-           keep: Mapping[str, Any] | None = None, reason: str = "CertificateValid") -> CertificateOutcome:
+           keep: Mapping[str, Any] | None = None, reason: str = "CertificateValid",
+           rotating: Condition | None = None, promoted: bool = False) -> CertificateOutcome:
     leaf = material.leaf
     message = (f"{mode}: certificate for {ctx.spec.hostname} valid until {_timestamp(leaf.not_valid_after_utc)}, "
                f"issued by {leaf.issuer.rfc4514_string()}")
@@ -402,7 +409,7 @@ def _ready(ctx: CertificateContext, mode: str, material: Material, report: Repor
         message += f"; {extra}"
     status = {**describe(material, mode, secret_name, renew), **(keep or {})}
     return CertificateOutcome(Condition(CERTIFICATE_READY, "True", reason, message, ctx.generation),
-                              status, secret_name, events)
+                              status, secret_name, events, rotating, promoted)
 
 
 def _not_ready(ctx: CertificateContext, mode: str, reason: str, message: str, secret_name: str, *,
@@ -439,6 +446,120 @@ def _issued_event(hostname: str, reason: str, material: Material, before: Materi
     return Event("Normal", f"Certificate{verb}",
                  f"{verb} the certificate for {hostname} via {source} ({reason}): serial "
                  f"{format(leaf.serial_number, 'x')}, valid until {_timestamp(leaf.not_valid_after_utc)}; {change}")
+
+
+# -- make before break (`fleetwire.operator.rotation`) ---------------------------------
+
+
+def _vehicles_expected(spec: FleetTelemetrySpec) -> bool:
+    return bool(spec.vehicles) and spec.fleet_api is not None
+
+
+async def _staged(ctx: CertificateContext, tls_name: str,
+                  current: Material | None) -> tuple[Material, Mapping[str, str]] | None:
+    """The staged certificate and its annotations, or None. A promoted one stays in its Secret
+    (the same chain as the one served) until the next staging overwrites it, and one that no
+    longer passes the vehicle checks (it expired waiting, the hostname changed) is ignored, so
+    the operator never needs to delete Secrets."""
+    name = rotation.next_secret_name(tls_name)
+    secret = await ctx.api.get("Secret", ctx.owner.namespace, name)
+    if secret is None:
+        return None
+    try:
+        material = material_from_secret(secret, f"{ctx.owner.namespace}/{name}")
+    except CertificateProblem as exc:
+        log.debug("ignoring the unreadable staged certificate in Secret %s/%s: %s", ctx.owner.namespace, name, exc)
+        return None
+    if current is not None and material.chain_pem == current.chain_pem:
+        return None  # promoted already
+    report = check(material, ctx.spec.hostname, ctx.now)
+    if not report.ok:
+        log.debug("ignoring the staged certificate in Secret %s/%s: %s", ctx.owner.namespace, name,
+                  failures_text(report))
+        return None
+    return material, dict((secret.get("metadata") or {}).get("annotations") or {})
+
+
+def _next_status(material: Material, staged_at: dt.datetime, deadline: dt.datetime) -> dict[str, Any]:
+    """`status.certificate.next`."""
+    return {"fingerprint": chain_fingerprint(material.ca_pem), "notAfter": _timestamp(material.leaf.not_valid_after_utc),
+            "stagedAt": _timestamp(staged_at), "promoteBy": _timestamp(deadline),
+            "serialNumber": format(material.leaf.serial_number, "x")}
+
+
+def _waiting(ctx: CertificateContext, mode: str, current: Material, report: Report, tls_name: str,
+             renew: dt.datetime | None, staged: Material, staged_at: dt.datetime, deadline: dt.datetime,
+             events: tuple[Event, ...] = ()) -> CertificateOutcome:
+    """The current certificate keeps serving; CertificateRotating says how far the vehicles are."""
+    progress = ctx.vehicles.get("next") if isinstance(ctx.vehicles, Mapping) else None
+    text = rotation.progress_text(progress, rotation.staged_fingerprint(staged.chain_pem), deadline)
+    rotating = Condition(rotation.CERTIFICATE_ROTATING, "True", "WaitingForVehicles", text, ctx.generation)
+    return _ready(ctx, mode, current, report, tls_name, renew, events=events, rotating=rotating,
+                  extra=f"next certificate staged in Secret {rotation.next_secret_name(tls_name)}: {text}",
+                  keep={"next": _next_status(staged, staged_at, deadline)})
+
+
+async def _install(ctx: CertificateContext, mode: str, tls_name: str, material: Material, report: Report,
+                   reason: str, before: Material | None, before_report: Report | None, source: str,
+                   renew_before: dt.timedelta | None, *, extra: str = "",
+                   events: tuple[Event, ...] = ()) -> CertificateOutcome:
+    """Serve a new certificate at once, or stage it when the vehicles' `ca` would refuse it."""
+    hostname = ctx.spec.hostname
+    usable = before is not None and before_report is not None and before_report.ok
+    decision = rotation.stage_decision(usable, before.ca_pem if before is not None else None, material.chain_pem,
+                                       hostname, ctx.now, _vehicles_expected(ctx.spec))
+    if decision.code == rotation.REFUSED_BY_CA:
+        assert before is not None and before_report is not None
+        deadline = rotation.promote_by(ctx.now, before.leaf.not_valid_after_utc, ctx.spec.rotation)
+        secret = tls_secret(ctx.owner, rotation.next_secret_name(tls_name), material, hostname=hostname, reason=reason)
+        secret["metadata"]["annotations"].update({STAGED_AT_ANNOTATION: _timestamp(ctx.now),
+                                                  PROMOTE_BY_ANNOTATION: _timestamp(deadline)})
+        await ctx.api.apply(secret)
+        event = Event("Normal", "CertificateStaged",
+                      f"staged the certificate for {hostname} via {source} ({reason}) in Secret "
+                      f"{rotation.next_secret_name(tls_name)} [{decision.code}]: {decision.message}; the server keeps "
+                      f"the current one; promoting by {_timestamp(deadline)} at the latest")
+        return _waiting(ctx, mode, before, before_report, tls_name, renew_at(before.leaf, renew_before), material,
+                        ctx.now, deadline, events=(*events, event))
+    await ctx.api.apply(tls_secret(ctx.owner, tls_name, material, hostname=hostname, reason=reason))
+    events = (*events, _issued_event(hostname, reason, material, before, source))
+    if decision.code == rotation.NO_USABLE_CURRENT and before is not None:
+        events = (*events, Event("Warning", "CertificateSwitched", f"[{decision.code}] {decision.message}"))
+    return _ready(ctx, mode, material, report, tls_name, renew_at(material.leaf, renew_before), extra=extra,
+                  events=events)
+
+
+async def _rotate(ctx: CertificateContext, mode: str, tls_name: str, staged: tuple[Material, Mapping[str, str]],
+                  current: Material | None, current_report: Report | None, renew_before: dt.timedelta | None,
+                  events: tuple[Event, ...] = ()) -> CertificateOutcome:
+    """A certificate is staged: promote it (and say why, naming the vehicles left behind), or keep waiting."""
+    material, annotations = staged
+    hostname = ctx.spec.hostname
+    usable = current is not None and current_report is not None and current_report.ok
+    staged_at = _parse_timestamp(annotations.get(STAGED_AT_ANNOTATION)) or ctx.now
+    deadline = _parse_timestamp(annotations.get(PROMOTE_BY_ANNOTATION)) or rotation.promote_by(
+        staged_at, current.leaf.not_valid_after_utc if current is not None else None, ctx.spec.rotation)
+    progress = ctx.vehicles.get("next") if isinstance(ctx.vehicles, Mapping) else None
+    facts = rotation.PromoteFacts(usable, rotation.staged_fingerprint(material.chain_pem), deadline, ctx.now,
+                                  progress if isinstance(progress, Mapping) else None,
+                                  rotation.PROMOTE_ANNOTATION in ctx.annotations, _vehicles_expected(ctx.spec))
+    decision = rotation.promote_decision(facts)
+    if decision is None:
+        assert current is not None and current_report is not None
+        return _waiting(ctx, mode, current, current_report, tls_name, renew_at(current.leaf, renew_before),
+                        material, staged_at, deadline, events)
+    await ctx.api.apply(tls_secret(ctx.owner, tls_name, material, hostname=hostname,
+                                   reason=f"promoted ({decision.code})"))
+    behind = int((facts.progress or {}).get("behindCount", 0) or 0) if decision.code != rotation.VEHICLES_READY else 0
+    message = (f"promoted the staged certificate for {hostname} (serial {format(material.leaf.serial_number, 'x')}, "
+               f"staged at {_timestamp(staged_at)}) [{decision.code}]: {decision.message}")
+    if behind and decision.code != rotation.DEADLINE:
+        message += f"; {rotation.behind_text(facts.progress)}"
+    event = Event("Warning" if behind else "Normal", "CertificatePromoted", message)
+    rotating = Condition(rotation.CERTIFICATE_ROTATING, "False", decision.code,
+                         f"promoted at {_timestamp(ctx.now)}: {decision.message}", ctx.generation)
+    return _ready(ctx, mode, material, check(material, hostname, ctx.now), tls_name,
+                  renew_at(material.leaf, renew_before), events=(*events, event), rotating=rotating, promoted=True)
 
 
 class SecretRefSource:
@@ -492,24 +613,26 @@ class PrivateCaSource:
             except CertificateProblem as exc:
                 return _not_ready(ctx, self.mode, exc.reason, exc.message, names.tls_secret)
         material, report = await _stored(ctx, names.tls_secret)
+        staged = await _staged(ctx, names.tls_secret, material)
+        if staged is not None:
+            return await _rotate(ctx, self.mode, names.tls_secret, staged, material, report, None, tuple(events))
         reason = reissue_reason(material, report, ctx.spec.hostname, ctx.now)
         if reason is None and material is not None and material.ca_pem != ca.cert_pem:
             reason = "the private CA was replaced"
+        left = ca.cert.not_valid_after_utc - ctx.now
+        extra = (f"the private CA expires at {_timestamp(ca.cert.not_valid_after_utc)}, within one leaf lifetime"
+                 if left < dt.timedelta(days=settings.leaf_validity_days) else "")
         if reason is not None:
-            before = material
+            before, before_report = material, report
             material = private_leaf(ca, ctx.spec.hostname, settings.leaf_validity_days, ctx.now)
             report = check(material, ctx.spec.hostname, ctx.now)
             if not report.ok:  # the CA itself cannot make acceptable leaves (e.g. it is about to expire)
                 return _not_ready(ctx, self.mode, "CertificateInvalid",
                                   f"a leaf from the private CA fails checks: {failures_text(report)}",
                                   names.tls_secret, events=tuple(events))
-            await ctx.api.apply(tls_secret(ctx.owner, names.tls_secret, material, hostname=ctx.spec.hostname,
-                                           reason=reason))
-            events.append(_issued_event(ctx.spec.hostname, reason, material, before, "the private CA"))
+            return await _install(ctx, self.mode, names.tls_secret, material, report, reason, before, before_report,
+                                  "the private CA", None, extra=extra, events=tuple(events))
         assert material is not None and report is not None
-        left = ca.cert.not_valid_after_utc - ctx.now
-        extra = (f"the private CA expires at {_timestamp(ca.cert.not_valid_after_utc)}, within one leaf lifetime"
-                 if left < dt.timedelta(days=settings.leaf_validity_days) else "")
         return _ready(ctx, self.mode, material, report, names.tls_secret, renew_at(material.leaf), extra=extra,
                       events=tuple(events))
 
@@ -524,6 +647,9 @@ class AcmeSource:
         assert isinstance(settings, AcmeCertificate)
         names, hostname = Names(ctx.owner.name), ctx.spec.hostname
         material, report = await _stored(ctx, names.tls_secret)
+        staged = await _staged(ctx, names.tls_secret, material)
+        if staged is not None:
+            return await _rotate(ctx, self.mode, names.tls_secret, staged, material, report, settings.renew_before)
         reason = reissue_reason(material, report, hostname, ctx.now, settings.renew_before)
         usable = material is not None and report is not None and report.ok
         if reason is None:
@@ -553,7 +679,8 @@ class AcmeSource:
             fresh = check(issued, hostname, dt.datetime.now(dt.UTC))
             if not fresh.ok:
                 raise AcmeError(f"the CA's certificate fails the vehicle checks: {failures_text(fresh)}")
-            await ctx.api.apply(tls_secret(ctx.owner, names.tls_secret, issued, hostname=hostname, reason=reason))
+            return await _install(ctx, self.mode, names.tls_secret, issued, fresh, reason, material, report,
+                                  f"ACME ({settings.directory_url})", settings.renew_before, extra=root_note)
         except (AcmeError, DnsProviderError, KubeError, OSError, ValueError, CertificateProblem) as exc:
             # ValueError: unreadable rootCertificates or account key, both the user's to fix.
             error = str(exc).rstrip(".")
@@ -571,9 +698,6 @@ class AcmeSource:
             return _not_ready(ctx, self.mode, "AcmeFailed",
                               f"could not {verb} the certificate for {hostname}: {error}; next attempt at "
                               f"{record['nextAttemptAt']}", names.tls_secret, events=(event,), keep={"retry": record})
-        event = _issued_event(hostname, reason, issued, material, f"ACME ({settings.directory_url})")
-        return _ready(ctx, self.mode, issued, fresh, names.tls_secret, renew_at(issued.leaf, settings.renew_before),
-                      extra=root_note, events=(event,))
 
     async def _issue(self, ctx: CertificateContext, settings: AcmeCertificate) -> tuple[Material, str]:
         """Account key from its Secret (created on first use), a solver, one order."""

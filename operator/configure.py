@@ -54,6 +54,7 @@ from fleetwire.operator.signing import sign_telemetry_config
 from fleetwire.operator.spec import FleetTelemetrySpec, desired_vehicle_config
 from fleetwire.operator.vehicles import (
     APPLIED,
+    CA_REFUSED,
     FAILING,
     PENDING,
     PUSHED,
@@ -414,6 +415,7 @@ class PassResult:
     too_new: int = 0  # vehicles taking the config whose firmware is too old for some of its fields
     pushed_codes: Mapping[str, int] = field(default_factory=dict)  # reason code → vehicles pushed in this pass
     next: Mapping[str, Any] | None = None  # progress towards a staged chain (`status.vehicles.next`)
+    refused: tuple[str, ...] = ()  # VINs pushed in this pass because their `ca` refused a chain
 
     @property
     def total(self) -> int:
@@ -520,6 +522,7 @@ class VehicleReconciler:
         self.bundles: dict[str, str] = {}  # `ca` fingerprint → PEM, for every `ca` pushed or seen held
         self._judge: _Judge | None = None
         self._pushed_codes: Counter[str] = Counter()
+        self._refused: list[str] = []  # VINs pushed this pass because their `ca` refused a chain
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -608,12 +611,16 @@ class VehicleReconciler:
         desired = desired_vehicle_config(spec, ca_pem, issued_at=now)
         fingerprints = (fingerprint(desired), ca_fingerprint(ca_pem))
         self.bundles.setdefault(fingerprints[1], desired["ca"])
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        if chains is not None:  # a chain even the desired `ca` refuses (expired) is no vehicle's to fix by a push
+            chains = [c for c in chains if ca_accepts(desired["ca"], [c], spec.hostname, at)]
         judge = self._judge = _Judge(self.bundles, fingerprints[1], tuple(chains) if chains is not None else None,
-                                     spec.hostname, dt.datetime.fromtimestamp(now, dt.UTC))
+                                     spec.hostname, at)
         decisions = {vin: why for vin in wanted if (why := push_decision(
             record := self.records.get(vin), fingerprints[0], now, record is None or judge(record.ca_fp)))}
         pushed_now: Counter[str] = Counter()
         self._pushed_codes = Counter()
+        self._refused = []
         if decisions and now >= self._push_retry_at:
             pushed_now = await self._push(decisions, desired, ca_pem, fingerprints, changed)
         await self._poll(desired, changed)
@@ -637,7 +644,7 @@ class VehicleReconciler:
         holding = [r for r in self.records.values() if r.state != SKIPPED and (r.held_ca_fp or (
             r.state in (APPLIED, FAILING) and r.ca_fp))]
         behind = sorted(r.vin for r in holding if not judge(r.held_ca_fp or r.ca_fp))
-        return {"fingerprint": _chain_ca_fingerprint(staged), "ready": len(holding) - len(behind),
+        return {"chain": _chain_ca_fingerprint(staged), "ready": len(holding) - len(behind),
                 "total": len(holding), "behind": behind[:NEXT_BEHIND_LISTED], "behindCount": len(behind)}
 
     def _result(self, ca_pem: str, pushed_now: Mapping[str, int], staged: str | None = None) -> PassResult:
@@ -658,7 +665,7 @@ class VehicleReconciler:
         return PassResult(counts(self.records.values()), condition, next_in, ca_fingerprint(ca_pem),
                           self._last_push, dict(pushed_now), self._problem, tuple(self.store.names),
                           count_too_new(self.records.values()), dict(self._pushed_codes),
-                          self.progress(staged, hostname) if staged is not None else None)
+                          self.progress(staged, hostname) if staged is not None else None, tuple(self._refused))
 
     def _fail(self, what: str, exc: FleetApiError) -> None:
         self._problem = f"{what}: {exc}"
@@ -828,6 +835,8 @@ class VehicleReconciler:
                           changed)
                 done[reasons[vin]] += 1
                 self._pushed_codes[decisions[vin].code] += 1
+                if decisions[vin].code == CA_REFUSED:
+                    self._refused.append(vin)
                 if skip is None:
                     accepted.append(vin)
                 elif skip == "max_configs":  # only a read shows when a slot frees up

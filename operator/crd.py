@@ -159,11 +159,24 @@ def _certificate_schema() -> dict[str, Any]:
             "message": "leafValidityDays must not exceed validityDays",
         }]},
     )
+    rotation = _object(
+        "How a certificate from a chain the vehicles' `ca` would refuse (a new root, another CA) "
+        "replaces the current one: staged, the vehicles sent a `ca` accepting both, promoted once "
+        "every vehicle holds it, or at the earlier of maxWait after staging and safetyMargin before "
+        "the current certificate expires (the annotation fleetwire.io/promote-next promotes at once).",
+        {
+            "maxWait": _string("Longest wait for the vehicles, e.g. 72h.", pattern=DURATION_PATTERN,
+                               default="72h"),
+            "safetyMargin": _string("Promote at the latest this long before the current certificate "
+                                    "expires, e.g. 12h.", pattern=DURATION_PATTERN, default="12h"),
+        },
+    )
     return _object(
-        "Where the server certificate comes from: exactly one of acme, secretRef, privateCA.",
-        {"acme": acme, "secretRef": secret_ref, "privateCA": private_ca},
+        "Where the server certificate comes from: exactly one of acme, secretRef, privateCA "
+        "(and how a rotation is staged: rotation).",
+        {"acme": acme, "secretRef": secret_ref, "privateCA": private_ca, "rotation": rotation},
         minProperties=1,
-        maxProperties=1,
+        maxProperties=2,
         oneOf=[{"required": [mode]} for mode in CERTIFICATE_MODES],
     )
 
@@ -382,7 +395,18 @@ def _status_schema() -> dict[str, Any]:
                 "type": "object", "description": "The server certificate in use.",
                 "x-kubernetes-preserve-unknown-fields": True,
                 "properties": {"notAfter": _string("Expiry.", format="date-time"),
-                               "notBefore": _string("Start of validity.", format="date-time")},
+                               "notBefore": _string("Start of validity.", format="date-time"),
+                               "next": {
+                                   "type": "object",
+                                   "description": "The staged certificate waiting for the vehicles' `ca`.",
+                                   "x-kubernetes-preserve-unknown-fields": True,
+                                   "properties": {
+                                       "fingerprint": _string("Chain fingerprint of its `ca`."),
+                                       "notAfter": _string("Its expiry.", format="date-time"),
+                                       "stagedAt": _string("When it was staged.", format="date-time"),
+                                       "promoteBy": _string("When it is promoted at the latest.",
+                                                            format="date-time"),
+                                   }}},
             },
             "vehicles": {
                 "type": "object",

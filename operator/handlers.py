@@ -36,6 +36,7 @@ from fleetwire.operator.builders import Names, Owner
 from fleetwire.operator.certificates import CertificateContext, CertificateOutcome, ensure_certificate
 from fleetwire.operator.environment import OperatorEnvironment, from_env
 from fleetwire.operator.http01 import Http01Responder
+from fleetwire.operator.rotation import PROMOTE_ANNOTATION
 from fleetwire.operator.spec import FleetTelemetrySpec
 from fleetwire.operator.kubeapi import KubeError, KubernetesApi, load_configuration
 from fleetwire.operator.reconcile import (
@@ -215,9 +216,11 @@ async def _pass(runtime: Runtime, body: kopf.Body, memory: _Memory, spec: FleetT
                                {"certificate": {"order": dict(order)}})
         memory.certificate["order"] = dict(order)  # so this pass's status patch clears it
 
+    meta = body.get("metadata") or {}
     ctx = CertificateContext(api=api, owner=owner, spec=spec, env=env, previous=memory.certificate,
                              generation=generation, now=dt.datetime.now(dt.UTC), http01=runtime.http01,
-                             record_order=record_order)
+                             record_order=record_order, annotations=dict(meta.get("annotations") or {}),
+                             vehicles=dict((body.get("status") or {}).get("vehicles") or {}))
     outcome = await ensure_certificate(ctx)
     try:
         server, applied = await _apply_server(runtime, owner, spec)
@@ -254,6 +257,10 @@ async def _manage(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kop
             else:
                 conditions += [outcome.condition, Condition(server.type, server.status, server.reason,
                                                             server.message, generation)]
+                if outcome.rotating is not None:  # CertificateRotating, while staged and once promoted
+                    conditions.append(outcome.rotating)
+                if outcome.promoted and PROMOTE_ANNOTATION in (meta.get("annotations") or {}):
+                    patch.metadata.annotations[PROMOTE_ANNOTATION] = None  # it asked for this promotion only
                 events += outcome.events
                 status_patch["certificate"] = _replacing(memory.certificate, outcome.status)
                 status_patch["server"] = _replacing({"http01Service": True} if memory.http01_service else {},

@@ -38,6 +38,7 @@ __all__ = [
     "FleetApiSpec",
     "FleetTelemetrySpec",
     "PrivateCaCertificate",
+    "Rotation",
     "RateLimit",
     "SecretCertificate",
     "SecretKeyRef",
@@ -142,6 +143,19 @@ CertificateSource = AcmeCertificate | SecretCertificate | PrivateCaCertificate
 
 
 @dataclass(frozen=True, slots=True)
+class Rotation:
+    """How long a staged certificate waits for the vehicles to hold a `ca` accepting it.
+
+    Promoted when every vehicle holds one, else at the earlier of `max_wait` after staging
+    and `safety_margin` before the current certificate expires: a parked car syncs when it
+    wakes, which owners report takes hours to a day.
+    """
+
+    max_wait: timedelta = timedelta(hours=72)
+    safety_margin: timedelta = timedelta(hours=12)
+
+
+@dataclass(frozen=True, slots=True)
 class FieldConfig:
     """How often one field is sent, in the vehicles' own key names."""
 
@@ -218,6 +232,7 @@ class FleetTelemetrySpec:
     exp_days: int | None = None
     delivery_policy: str | None = None
     fleet_api: FleetApiSpec | None = None
+    rotation: Rotation = field(default_factory=Rotation)
     warnings: tuple[tuple[str, str], ...] = ()
     """(dotted path, message) of what is accepted but may not behave as hoped, e.g. a
     provisional field: for the user to read beside the SpecValid condition, never a reason to refuse."""
@@ -380,6 +395,7 @@ class _Parser:
         hostname = self.hostname(data.get("hostname"))
         port = self.port(data)
         certificate = self.certificate(data.get("certificate"))
+        rotation = self.rotation(data.get("certificate"))
         server_data = self.mapping(data.get("server"), f"{path}.server")
         server = self.server(server_data) if server_data is not None else ServerSpec()
         vehicles = self.string_list(data, "vehicles", path, pattern=_VIN, form="a VIN (17 letters and digits)")
@@ -398,7 +414,7 @@ class _Parser:
         return FleetTelemetrySpec(
             hostname=hostname, port=port, certificate=certificate, server=server, vehicles=vehicles,
             fields=fields, alert_types=alert_types, exp_days=exp_days, delivery_policy=delivery,
-            fleet_api=fleet_api,
+            fleet_api=fleet_api, rotation=rotation,
         )
 
     def hostname(self, value: Any) -> str | None:
@@ -431,7 +447,7 @@ class _Parser:
         data = self.mapping(value, path)
         if data is None:
             return None
-        self.known(data, path, crd.CERTIFICATE_MODES)
+        self.known(data, path, [*crd.CERTIFICATE_MODES, "rotation"])
         given = [mode for mode in crd.CERTIFICATE_MODES if mode in data]
         if len(given) != 1:
             got = f"got {' and '.join(given)}" if given else "got none"
@@ -446,6 +462,24 @@ class _Parser:
             ref = self.secret_ref(section, f"{path}.secretRef", default_key=None)
             return SecretCertificate(ref.name) if ref else None
         return self.private_ca(section, f"{path}.privateCA")
+
+    def rotation(self, value: Any) -> Rotation:
+        path = "spec.certificate.rotation"
+        section = value.get("rotation") if isinstance(value, Mapping) else None
+        data = self.mapping(section, path) if section is not None else None
+        if data is None:
+            return Rotation()
+        self.known(data, path, ["maxWait", "safetyMargin"])
+        values: dict[str, timedelta] = {}
+        for key, name in (("maxWait", "max_wait"), ("safetyMargin", "safety_margin")):
+            text = self.string(data, key, path)
+            if text is None:
+                continue
+            try:
+                values[name] = parse_duration(text)
+            except ValueError as exc:
+                self.fail(f"{path}.{key}", str(exc))
+        return Rotation(**values)
 
     def acme(self, data: Mapping[str, Any], path: str) -> AcmeCertificate | None:
         self.known(data, path, ["directoryUrl", "email", "challenge", "dns01", "renewBefore",

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleetwire.operator import builders, crd
 from fleetwire.operator.builders import Names, Owner
-from fleetwire.operator.certificates import CertificateProblem, material_from_secret
+from fleetwire.operator.certificates import CertificateProblem, check, material_from_secret
 from fleetwire.operator.configure import (
     Inputs,
     NotReady,
@@ -57,7 +57,8 @@ from fleetwire.operator.fleetapi import AUTH_URL, FleetApiClient, Tokens, TokenS
 from fleetwire.operator.kubeapi import KINDS, KubeError, KubernetesApi, load_configuration
 from fleetwire.operator.reconcile import Condition, find_condition, set_condition
 from fleetwire.operator.spec import FleetTelemetrySpec, SpecError, parse_spec
-from fleetwire.operator.vehicles import VEHICLES_CONFIGURED, ca_fingerprint
+from fleetwire.operator.rotation import next_secret_name
+from fleetwire.operator.vehicles import CA_REFUSED, VEHICLES_CONFIGURED, ca_fingerprint, ca_union
 
 __all__ = ["ConfigMapRecordStore", "SecretTokenStore", "VehicleHandlers", "register"]
 
@@ -208,6 +209,7 @@ class _ResourceVehicles:
         self._client: FleetApiClient | None = None
         self._built: _Credentials | None = None
         self._ca_fp = ""
+        self._staged = False
         self._generation: Any = None
         self._announced: tuple[str, str] | None = None
         self._written: tuple[dict[str, Any], Condition] | None = None  # the status last written
@@ -218,9 +220,10 @@ class _ResourceVehicles:
         self.reconciler.wake()
 
     def certificate_changed(self, secret: Mapping[str, Any]) -> None:
-        """A TLS Secret event: wake when it is this resource's and its `ca` is new."""
+        """A TLS Secret event (the one served, or one staged): wake when its `ca` is new to this daemon."""
         ca = _decoded(secret, "ca.crt")
-        if ca and ca_fingerprint(ca) != self._ca_fp:
+        staged = str((secret.get("metadata") or {}).get("name", "")).endswith("-next")
+        if ca and (staged != self._staged or ca_fingerprint(ca) != self._ca_fp):
             log.info("%s/%s: the server's chain changed; configuring the vehicles now",
                      self.owner.namespace, self.owner.name)
             self.wake()
@@ -284,7 +287,9 @@ class _ResourceVehicles:
         if inputs is None:
             return None
         self._ca_fp = ca_fingerprint(inputs.ca_pem)
-        return await self.reconciler.reconcile(inputs.spec, inputs.ca_pem)
+        self._staged = inputs.staged is not None
+        return await self.reconciler.reconcile(inputs.spec, inputs.ca_pem, chains=inputs.chains,
+                                               staged=inputs.staged)
 
     async def close(self) -> None:
         if self._restoring is not None:
@@ -309,9 +314,9 @@ class _ResourceVehicles:
             return None
         if spec.fleet_api is None:
             raise NotReady("spec.fleetApi is required to configure vehicles")
-        ca_pem = await self._ca(spec)
+        ca_pem, chains, staged = await self._ca(spec)
         await self._fleet_api(spec)
-        return Inputs(spec, ca_pem)
+        return Inputs(spec, ca_pem, chains, staged)
 
     async def _secret(self, name: str, what: str) -> dict[str, Any]:
         secret = await self.api.get("Secret", self.owner.namespace, name)
@@ -319,7 +324,11 @@ class _ResourceVehicles:
             raise NotReady(f"Secret {self.owner.namespace}/{name} ({what}) does not exist")
         return secret
 
-    async def _ca(self, spec: FleetTelemetrySpec) -> str:
+    async def _ca(self, spec: FleetTelemetrySpec) -> tuple[str, tuple[str, ...], str | None]:
+        """The `ca` to push, the chains it must accept, and the staged chain (None: none staged).
+
+        While a certificate is staged (`<tls>-next`), the `ca` holds both chains' certificates, so
+        the server can switch without a vehicle noticing."""
         name = builders.tls_secret_name(self.owner, spec)
         secret = await self.api.get("Secret", self.owner.namespace, name)
         if secret is None:
@@ -329,7 +338,20 @@ class _ResourceVehicles:
             material = material_from_secret(secret, f"{self.owner.namespace}/{name}")
         except CertificateProblem as exc:
             raise NotReady(f"the server certificate cannot be used: {exc.message}") from None
-        return material.ca_pem.decode()
+        ca, chains, staged = material.ca_pem.decode(), (material.chain_pem.decode(),), None
+        next_name = next_secret_name(name)
+        found = await self.api.get("Secret", self.owner.namespace, next_name)
+        if found is not None:
+            try:
+                upcoming = material_from_secret(found, f"{self.owner.namespace}/{next_name}")
+            except CertificateProblem:
+                return ca, chains, None  # the certificate handler ignores it too
+            if upcoming.chain_pem == material.chain_pem or not check(upcoming, spec.hostname,
+                                                                      dt.datetime.now(dt.UTC)).ok:
+                return ca, chains, None  # promoted already, or unusable (expired waiting): nothing staged
+            staged = upcoming.chain_pem.decode()
+            ca, chains = ca_union(ca, upcoming.ca_pem.decode()), (*chains, staged)
+        return ca, chains, staged
 
     async def _fleet_api(self, spec: FleetTelemetrySpec) -> None:
         """Build the Fleet API client (again, when its settings or Secrets changed)."""
@@ -380,12 +402,22 @@ class _ResourceVehicles:
                 "VehiclesSyncing", "WaitingForInputs") else "Normal"
             kopf.event(self.body, type=kind, reason=condition.reason, message=condition.message)
             self._announced = announced
-        rotated = result.pushed.get("CA chain changed")
+        rotated = result.pushed_codes.get(CA_REFUSED)
         if rotated:
-            message = (f"the server's certificate chain changed (ca {result.ca_fingerprint}): the new ca was "
-                       f"pushed to {rotated} vehicle(s)")
+            if result.next is not None:
+                message = (f"a certificate from a new chain is staged: a ca accepting both chains (ca "
+                           f"{result.ca_fingerprint}) was pushed to {rotated} vehicle(s) [{CA_REFUSED}]")
+            else:
+                message = (f"the server's certificate chain changed (ca {result.ca_fingerprint}): the new ca was "
+                           f"pushed to {rotated} vehicle(s) whose ca refuses it [{CA_REFUSED}]")
             kopf.event(self.body, type="Normal", reason="VehiclesRepushed", message=message)
             log.info("%s/%s: %s", self.owner.namespace, self.owner.name, message)
+            if result.next is None and result.refused:
+                shown = ", ".join(result.refused[:20]) + (f" and {len(result.refused) - 20} more"
+                                                          if len(result.refused) > 20 else "")
+                kopf.event(self.body, type="Warning", reason="VehiclesCutOff",
+                           message=f"{len(result.refused)} vehicle(s) hold a ca that refuses the chain the server "
+                                   f"serves and stream nothing until they sync the new one: {shown}")
         await self._write_status(result.status(), condition)
 
     async def _write_status(self, vehicles: dict[str, Any], condition: Condition,
@@ -481,7 +513,8 @@ class VehicleHandlers:
         meta = body.get("metadata") or {}
         instance = (meta.get("labels") or {}).get("app.kubernetes.io/instance")
         vehicles = self.running.get((str(meta.get("namespace")), str(instance)))
-        if vehicles is not None and meta.get("name") == Names(str(instance)).tls_secret:
+        tls = Names(str(instance)).tls_secret
+        if vehicles is not None and meta.get("name") in (tls, next_secret_name(tls)):
             vehicles.certificate_changed(body)
 
     async def resource_event(self, body: kopf.Body, **_: Any) -> None:

@@ -198,15 +198,25 @@ async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
             assert (await client.get_config(vins[0])).synced
         await store_api.close()
 
-        # Replacing the private CA is a new chain: every vehicle gets the new ca, no human step.
+        # Replacing the private CA is a new chain the vehicles' ca refuses: it is staged, every vehicle
+        # gets a ca accepting both chains, and once they all hold it the new certificate is promoted.
         await kube.delete(SECRETS, "fleet-ca", NS)
-        rotated = await kube.wait_for(FTC, "fleet", NS, lambda o: vehicles_status(o).get("caFingerprint") not in (
-            None, ca_fingerprint(ca)) and vehicles_status(o).get("applied") == 10, timeout=30, what="re-push")
+
+        def promoted(o: dict[str, Any]) -> bool:
+            found = condition(o, "CertificateRotating")
+            return found is not None and found["status"] == "False" and found["reason"] == "VehiclesReady"
+
+        rotated = await kube.wait_for(FTC, "fleet", NS, promoted, timeout=30, what="promotion")
         new_ca = base64.b64decode((await kube.get(SECRETS, "fleet-tls", NS))["data"]["ca.crt"]).decode()
-        assert new_ca != ca and vehicles_status(rotated)["caFingerprint"] == ca_fingerprint(new_ca)
-        assert all(sim.vehicle(v).config()["ca"] == new_ca for v in vins[:10])  # type: ignore[index]
+        assert new_ca != ca
+        for v in vins[:10]:
+            held_ca = sim.vehicle(v).config()["ca"]  # type: ignore[index]
+            assert ca in held_ca and new_ca in held_ca  # the old root leaves at a later push (the exp lease)
+        await kube.wait_for(FTC, "fleet", NS, lambda o: vehicles_status(o).get("caFingerprint") == ca_fingerprint(
+            new_ca) and vehicles_status(o).get("applied") == 10, timeout=15, what="applied with the new ca")
         reasons = [e.get("reason") for e in await kube.events(NS, "fleet")]
-        assert "VehiclesRepushed" in reasons
+        assert {"CertificateStaged", "VehiclesRepushed", "CertificatePromoted"} <= set(reasons)
+        assert "next" not in rotated["status"]["certificate"]
 
         # `fleetwire vehicles` prints the table from the ConfigMaps.
         result = await asyncio.to_thread(
