@@ -25,15 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*fleetwire/proto/vehicle_connectivity.proto\x12\x1etelemetry.vehicle_connectivity\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n\x13VehicleConnectivity\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x41\n\x06status\x18\x03 \x01(\x0e\x32\x31.telemetry.vehicle_connectivity.ConnectivityEvent\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11network_interface\x18\x05 \x01(\t*A\n\x11\x43onnectivityEvent\x12\x0b\n\x07UNKNOWN\x10\x00\x12\r\n\tCONNECTED\x10\x01\x12\x10\n\x0c\x44ISCONNECTED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*fleetwire/proto/vehicle_connectivity.proto\x12\x1etelemetry.vehicle_connectivity\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n\x13VehicleConnectivity\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x41\n\x06status\x18\x03 \x01(\x0e\x32\x31.telemetry.vehicle_connectivity.ConnectivityEvent\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11network_interface\x18\x05 \x01(\t\x12\x15\n\x0cvehicle_txid\x18\xe9\x07 \x01(\t\x12;\n\x08presence\x18\xea\x07 \x01(\x0e\x32(.telemetry.vehicle_connectivity.Presence\x12\x18\n\x0fvin_connections\x18\xeb\x07 \x01(\r*A\n\x11\x43onnectivityEvent\x12\x0b\n\x07UNKNOWN\x10\x00\x12\r\n\tCONNECTED\x10\x01\x12\x10\n\x0c\x44ISCONNECTED\x10\x02*M\n\x08Presence\x12\x16\n\x12PRESENCE_UNCHANGED\x10\x00\x12\x13\n\x0fPRESENCE_ONLINE\x10\x01\x12\x14\n\x10PRESENCE_OFFLINE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fleetwire.proto.vehicle_connectivity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONNECTIVITYEVENT']._serialized_start=313
-  _globals['_CONNECTIVITYEVENT']._serialized_end=378
+  _globals['_CONNECTIVITYEVENT']._serialized_start=423
+  _globals['_CONNECTIVITYEVENT']._serialized_end=488
+  _globals['_PRESENCE']._serialized_start=490
+  _globals['_PRESENCE']._serialized_end=567
   _globals['_VEHICLECONNECTIVITY']._serialized_start=112
-  _globals['_VEHICLECONNECTIVITY']._serialized_end=311
+  _globals['_VEHICLECONNECTIVITY']._serialized_end=421
 # @@protoc_insertion_point(module_scope)

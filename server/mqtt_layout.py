@@ -11,7 +11,9 @@ Topics (`<base>` is `mqtt.topic_base`):
   and all of this record's alerts of that name, as a list, at ``.../alerts/<name>/history``;
   each alert is ``{"Audiences": [..] | null, "EndedAt"?, "StartedAt"?}``.
 - ``errors``: ``<base>/<VIN>/errors/<name>`` with ``{"Body", "CreatedAt"?, "Tags": {..} | null}``.
-- ``connectivity``: ``<base>/<VIN>/connectivity`` with ``{"ConnectionId", "CreatedAt", "Status"}``.
+- ``connectivity``: ``<base>/<VIN>/connectivity`` with ``{"ConnectionId", "CreatedAt", "Status"}``,
+  plus, for a VIN that may hold several sockets, ``"Presence"`` (``ONLINE`` on its first socket,
+  ``OFFLINE`` when its last closed), ``"VinConnections"`` and the vehicle's ``"VehicleTxid"``.
 
 Timestamps are RFC 3339 in UTC with whole seconds; JSON objects have sorted keys — both
 as the reference writes them. Deliberate differences: a non-finite float is null (the
@@ -227,7 +229,17 @@ def _connectivity(prefix: str, message: Any, problems: list[str]) -> list[tuple[
         "Status": status,
         "CreatedAt": _rfc3339(message.created_at, problems),  # unset reads as the epoch, as in the reference
     }
+    # fleetwire's additions, for a VIN holding several sockets: absent from records that lack them.
+    if message.vehicle_txid:
+        body["VehicleTxid"] = message.vehicle_txid
+    if message.presence:
+        body["Presence"] = _PRESENCE.get(message.presence, message.presence)
+    if message.presence or message.vin_connections:
+        body["VinConnections"] = message.vin_connections
     return [(f"{prefix}/connectivity", _json(body))]
+
+
+_PRESENCE = {1: "ONLINE", 2: "OFFLINE"}
 
 
 _BUILDERS: dict[str, Callable[[str, Any, list[str]], list[tuple[str, bytes]]]] = {

@@ -239,13 +239,10 @@ def connectivity_record(
 ) -> bytes:
     """Encode the connectivity event the server emits when a vehicle connects or disconnects.
 
-    `connection_id` is the server's id of the socket. Three fields beyond Tesla's five
-    (readers of Tesla's schema skip them as unknown fields) say what one socket's event
-    means for the VIN, which may hold several sockets:
-    6 `vehicle_txid` (string): the X-TXID the vehicle sent, which may collide;
-    7 `presence` (enum): 1 ONLINE on the VIN's first socket, 2 OFFLINE when its last
-    closed, 0 (absent) otherwise; 8 `vin_connections` (uint32): the sockets the VIN
-    holds after this event. Without the keyword arguments only Tesla's five are written.
+    `connection_id` is the server's id of the socket. With `vin_connections` (the sockets
+    the VIN holds after this event) the record also says what the event means for the
+    VIN: `presence` ONLINE on its first socket, OFFLINE when its last closed. These and
+    `vehicle_txid` are fleetwire's fields of the schema; readers of Tesla's skip them.
     """
     try:
         event = _STATUSES[status]
@@ -261,33 +258,17 @@ def connectivity_record(
         status=event,
         created_at=Timestamp(seconds=seconds, nanos=nanos),
         network_interface=network_interface,
+        vehicle_txid=vehicle_txid,
     )
-    encoded = message.SerializeToString()
-    if not vehicle_txid and vin_connections is None:
-        return encoded
-
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while n > 0x7F:
-            out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        out.append(n)
-        return bytes(out)
-
-    extra = bytearray()
-    if vehicle_txid:
-        txid = vehicle_txid.encode("utf-8", "replace")  # a header: whatever the client sent
-        extra += b"\x32" + varint(len(txid)) + txid  # field 6, length-delimited
     if vin_connections is not None:
         if vin_connections < 0:
             raise ValueError(f"vin_connections must be 0 or more, not {vin_connections}")
-        online = status == "CONNECTED" and vin_connections == 1
-        offline = status == "DISCONNECTED" and vin_connections == 0
-        if online or offline:
-            extra += b"\x38" + varint(1 if online else 2)  # field 7, varint
-        if vin_connections:
-            extra += b"\x40" + varint(vin_connections)  # field 8, varint
-    return encoded + bytes(extra)
+        message.vin_connections = vin_connections
+        if status == "CONNECTED" and vin_connections == 1:
+            message.presence = vehicle_connectivity_pb2.PRESENCE_ONLINE
+        elif status == "DISCONNECTED" and vin_connections == 0:
+            message.presence = vehicle_connectivity_pb2.PRESENCE_OFFLINE
+    return message.SerializeToString()
 
 
 def to_dict(message: Message) -> dict[str, Any]:

@@ -60,6 +60,17 @@ class Router:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """One socket as its upgrade request described it (the headers are the client's,
+    bounded by the transport)."""
+
+    connection_id: str  # the server's own id of the socket, unique
+    network_interface: str = ""  # X-Network-Interface: wifi, cellular
+    vehicle_txid: str = ""  # X-TXID: kept, but two sockets of one VIN may send the same
+    client_version: str = ""  # Version: the vehicle client's, for backends' metadata
+
+
 @dataclass(frozen=True)
 class RateLimit:
     limit: int
@@ -70,26 +81,22 @@ class Session:
     """Decodes, checks, dispatches and acknowledges one vehicle's messages."""
 
     __slots__ = (
-        "identity", "connection_id", "network_interface", "vehicle_txid", "_router", "_metrics", "_link",
+        "identity", "peer", "_router", "_metrics", "_link",
         "_limiter", "_clock", "_vin_bytes", "_sender_bytes",
     )
 
     def __init__(
         self,
         identity: Identity,
-        connection_id: str,
-        network_interface: str,
+        peer: Peer,
         router: Router,
         metrics: ServerMetrics,
         link: Link,
         rate_limit: RateLimit | None = None,
         clock: Callable[[], float] = time.time,
-        vehicle_txid: str = "",
     ) -> None:
         self.identity = identity
-        self.connection_id = connection_id  # the server's id of this socket, unique
-        self.network_interface = network_interface
-        self.vehicle_txid = vehicle_txid  # the vehicle's X-TXID: kept, but it can collide
+        self.peer = peer
         self._router = router
         self._metrics = metrics
         self._link = link
@@ -115,12 +122,13 @@ class Session:
         if entry is None:
             return
         now = self._clock()
+        peer = self.peer
         payload = connectivity_record(
-            self.identity.vin, self.connection_id, status, self.network_interface, now,
-            vehicle_txid=self.vehicle_txid, vin_connections=vin_connections,
+            self.identity.vin, peer.connection_id, status, peer.network_interface, now,
+            vehicle_txid=peer.vehicle_txid, vin_connections=vin_connections,
         )
         message, payload = decode_record("connectivity", payload, self.identity.vin)
-        txid = self.vehicle_txid.encode("utf-8", "replace")
+        txid = peer.vehicle_txid.encode("utf-8", "replace")
         self._dispatch("connectivity", entry, self._record("connectivity", txid, payload, message, now, now), None)
 
     # -- messages --------------------------------------------------------------------
@@ -177,11 +185,12 @@ class Session:
             vin=self.identity.vin,
             client_type=self.identity.client_type,
             txid=txid.decode("utf-8", "replace"),
-            connection_id=self.connection_id,
+            connection_id=self.peer.connection_id,
             payload=payload,
             message=message,
             created_at=created,
             received_at=now,
+            client_version=self.peer.client_version,
         )
 
     def _dispatch(

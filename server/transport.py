@@ -37,7 +37,7 @@ from fleetwire.server.handshake import REASONS, FailureSummary, classify
 from fleetwire.server.identity import Identity, IdentityError, identify
 from fleetwire.server.metrics import ServerMetrics
 from fleetwire.server.presence import Presence
-from fleetwire.server.session import RateLimit, Router, Session
+from fleetwire.server.session import Peer, RateLimit, Router, Session
 
 log = logging.getLogger("fleetwire.server")
 # The message aiofastnet gives the loop's exception handler for a failed handshake.
@@ -65,14 +65,10 @@ class ServerState:
 class VehicleListener(WSListener):
     """picows listener for one vehicle connection."""
 
-    def __init__(
-        self, state: ServerState, connection_id: str, network_interface: str, vehicle_txid: str = ""
-    ) -> None:
+    def __init__(self, state: ServerState, peer: Peer) -> None:
         super().__init__()
         self._state = state
-        self._connection_id = connection_id
-        self._network_interface = network_interface
-        self._vehicle_txid = vehicle_txid
+        self._peer = peer
         self._transport: WSTransport | None = None
         self._session: Session | None = None
         self._fragments: list[bytes] | None = None
@@ -155,23 +151,14 @@ class VehicleListener(WSListener):
         metrics = state.metrics
         metrics.connections_active.inc()
         metrics.connections_total.labels(identity.client_type).inc()
-        self._session = Session(
-            identity,
-            self._connection_id,
-            self._network_interface,
-            state.router,
-            metrics,
-            self,
-            state.rate_limit,
-            vehicle_txid=self._vehicle_txid,
-        )
+        self._session = Session(identity, self._peer, state.router, metrics, self, state.rate_limit)
         sockets = state.presence.opened(identity.vin)
         metrics.connected_vins.set(len(state.presence))
         self._session.opened(sockets)
 
     def _refuse(self, transport: WSTransport, reason: str, vin: str = "") -> None:
         self._state.metrics.refused_total.labels(reason).inc()
-        log.warning("refused connection %s%s: %s", self._connection_id, f" (VIN {vin})" if vin else "", reason)
+        log.warning("refused connection %s%s: %s", self._peer.connection_id, f" (VIN {vin})" if vin else "", reason)
         transport.send_close(WSCloseCode.POLICY_VIOLATION, reason.encode())
         transport.disconnect()
 
@@ -272,14 +259,14 @@ def listener_factory(state: ServerState) -> Callable[[WSUpgradeRequest], object]
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(b"mtls ok"), None)
         headers = request.headers
         # The connection id is the server's own: X-TXID comes from the client, and two
-        # sockets of one VIN (Wi-Fi and cellular) may send the same one. Both headers are
+        # sockets of one VIN (Wi-Fi and cellular) may send the same one. The headers are
         # kept with the connection and copied into records, so their length is bounded.
-        return VehicleListener(
-            state,
-            str(uuid.uuid4()),
-            headers.get("X-Network-Interface", "")[:MAX_HEADER_CHARS],
-            headers.get("X-TXID", "")[:MAX_HEADER_CHARS],
-        )
+        return VehicleListener(state, Peer(
+            connection_id=str(uuid.uuid4()),
+            network_interface=headers.get("X-Network-Interface", "")[:MAX_HEADER_CHARS],
+            vehicle_txid=headers.get("X-TXID", "")[:MAX_HEADER_CHARS],
+            client_version=headers.get("Version", "")[:MAX_HEADER_CHARS],
+        ))
 
     return factory
 

@@ -6,7 +6,7 @@ from fleetwire.server.dispatchers.base import DispatchQueue
 from fleetwire.server.envelope import decode_reply, encode_stream
 from fleetwire.server.identity import Identity
 from fleetwire.server.metrics import ServerMetrics
-from fleetwire.server.session import Router, Session
+from fleetwire.server.session import Peer, Router, Session
 from prometheus_client import generate_latest
 
 VIN = "5YJ3E1EA7KF000001"
@@ -36,7 +36,7 @@ def _series(metrics: ServerMetrics, name: str) -> dict[str, float]:
 def test_unrouted_topics_from_the_wire_are_counted_under_a_fixed_set_of_labels() -> None:
     metrics = ServerMetrics()
     link = _Link()
-    session = Session(Identity(VIN, "vehicle_device"), "c1", "wifi", Router({}), metrics, link)
+    session = Session(Identity(VIN, "vehicle_device"), Peer("c1", "wifi"), Router({}), metrics, link)
     topics = [f"junk-{n}".encode() for n in range(20_000)] + [b"alerts", b"V", b"\xff\xfe", b"connectivity"]
     for n, topic in enumerate(topics):
         session.message(encode_stream(str(n).encode(), topic, b"", sender_id=VIN.encode()))

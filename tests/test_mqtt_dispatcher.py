@@ -189,6 +189,21 @@ def test_connectivity() -> None:
     assert created == "1970-01-01T00:00:00Z"
 
 
+def test_connectivity_says_when_the_vin_comes_online_and_goes_offline() -> None:
+    """Several sockets per VIN: the body adds what the event means for the vehicle."""
+    def body(**fields: Any) -> dict[str, Any]:
+        message = vehicle_connectivity_pb2.VehicleConnectivity(vin=VIN, connection_id="c-2", **fields)
+        return json.loads(mqtt_messages(record("connectivity", message), "fleet")[0][1])
+
+    first = body(status=vehicle_connectivity_pb2.CONNECTED, vehicle_txid="car-1", vin_connections=1,
+                 presence=vehicle_connectivity_pb2.PRESENCE_ONLINE)
+    assert (first["Presence"], first["VinConnections"], first["VehicleTxid"]) == ("ONLINE", 1, "car-1")
+    second = body(status=vehicle_connectivity_pb2.CONNECTED, vin_connections=2)
+    assert "Presence" not in second and second["VinConnections"] == 2 and "VehicleTxid" not in second
+    last = body(status=vehicle_connectivity_pb2.DISCONNECTED, presence=vehicle_connectivity_pb2.PRESENCE_OFFLINE)
+    assert (last["Presence"], last["VinConnections"]) == ("OFFLINE", 0)
+
+
 def test_wildcards_in_names_cannot_break_the_topic() -> None:
     message = vehicle_error_pb2.VehicleErrors(vin=VIN)
     message.errors.add(name="a+b#c")

@@ -49,6 +49,10 @@ def test_a_vin_is_online_from_its_first_socket_to_its_last() -> None:
 # -- the record ------------------------------------------------------------------------------
 
 
+# fleetwire's fields of VehicleConnectivity, far above Tesla's five.
+TXID, PRESENCE, CONNECTIONS = 1001, 1002, 1003
+
+
 def extension(payload: bytes) -> dict[int, Any]:
     """Fields above Tesla's five, read off the wire whatever schema the reader has."""
     fields: dict[int, Any] = {}
@@ -74,15 +78,15 @@ def test_the_record_extends_teslas_schema_without_breaking_its_readers() -> None
     assert (tesla.vin, tesla.connection_id, tesla.status, tesla.network_interface) == (
         VIN, "server-id", DISCONNECTED, "wifi"
     )
-    assert extension(raw) == {6: "car-txid", 7: OFFLINE}  # no socket left: field 8 is 0, not sent
+    assert extension(raw) == {TXID: "car-txid", PRESENCE: OFFLINE}  # no socket left: field 8 is 0, not sent
     assert decode_record("connectivity", raw, VIN)[1] is raw  # dispatched as made
 
     first = connectivity_record(VIN, "a", "CONNECTED", "", 1.0, vehicle_txid="t", vin_connections=1)
     second = connectivity_record(VIN, "b", "CONNECTED", "", 1.0, vin_connections=2)
     one_left = connectivity_record(VIN, "b", "DISCONNECTED", "", 1.0, vin_connections=1)
-    assert extension(first) == {6: "t", 7: ONLINE, 8: 1}
-    assert extension(second) == {8: 2}  # presence unchanged: field 7 is 0
-    assert extension(one_left) == {8: 1}
+    assert extension(first) == {TXID: "t", PRESENCE: ONLINE, CONNECTIONS: 1}
+    assert extension(second) == {CONNECTIONS: 2}  # presence unchanged: field 7 is 0
+    assert extension(one_left) == {CONNECTIONS: 1}
     # Without the new arguments the record is exactly Tesla's five fields.
     plain = connectivity_record(VIN, "a", "CONNECTED", "wifi", 1.0)
     assert extension(plain) == {}
@@ -117,7 +121,7 @@ async def test_wifi_and_cellular_sockets_of_one_vin_with_a_colliding_txid(
 ) -> None:
     srv = await running_server({"records": {"V": ["logger"], "connectivity": ["logger"]}})
     txid = str(uuid.uuid4())  # both sockets send the same X-TXID
-    wifi = await _socket(srv, VIN, {"X-TXID": txid, "X-Network-Interface": "wifi"})
+    wifi = await _socket(srv, VIN, {"X-TXID": txid, "X-Network-Interface": "wifi", "Version": "1.3.0"})
     [up_wifi] = await srv.recorder.wait_for(1, "connectivity")
     cellular = await _socket(srv, VIN, {"X-TXID": txid, "X-Network-Interface": "cellular"})
     _, up_cellular = await srv.recorder.wait_for(2, "connectivity")
@@ -126,9 +130,10 @@ async def test_wifi_and_cellular_sockets_of_one_vin_with_a_colliding_txid(
     wifi_id, cellular_id = up_wifi.connection_id, up_cellular.connection_id
     assert wifi_id != cellular_id and txid not in (wifi_id, cellular_id)  # ids are the server's own
     uuid.UUID(wifi_id), uuid.UUID(cellular_id)
-    assert _read(up_wifi) == (wifi_id, CONNECTED, "wifi", {6: txid, 7: ONLINE, 8: 1})
-    assert _read(up_cellular) == (cellular_id, CONNECTED, "cellular", {6: txid, 8: 2})
+    assert _read(up_wifi) == (wifi_id, CONNECTED, "wifi", {TXID: txid, PRESENCE: ONLINE, CONNECTIONS: 1})
+    assert _read(up_cellular) == (cellular_id, CONNECTED, "cellular", {TXID: txid, CONNECTIONS: 2})
     assert up_wifi.txid == up_cellular.txid == txid  # the vehicle's X-TXID, beside the server's id
+    assert (up_wifi.client_version, up_cellular.client_version) == ("1.3.0", "")  # the Version header
 
     await wifi.close()
     await srv.recorder.wait_for(3, "connectivity")
@@ -137,8 +142,8 @@ async def test_wifi_and_cellular_sockets_of_one_vin_with_a_colliding_txid(
     records = await srv.recorder.wait_for(4, "connectivity")
     await _until(srv, sockets=0, vins=0)
     down_wifi, down_cellular = records[2:]
-    assert _read(down_wifi) == (wifi_id, DISCONNECTED, "wifi", {6: txid, 8: 1})
-    assert _read(down_cellular) == (cellular_id, DISCONNECTED, "cellular", {6: txid, 7: OFFLINE})
+    assert _read(down_wifi) == (wifi_id, DISCONNECTED, "wifi", {TXID: txid, CONNECTIONS: 1})
+    assert _read(down_cellular) == (cellular_id, DISCONNECTED, "cellular", {TXID: txid, PRESENCE: OFFLINE})
 
     # Tesla's own schema still reads every record: the extension is skipped, not an error.
     for record in records:
@@ -155,7 +160,7 @@ async def test_sockets_of_different_vins_and_a_socket_without_txid(running_serve
     srv = await running_server({"records": {"V": ["logger"], "connectivity": ["logger"]}})
     huge = await _socket(srv, VIN, {"X-TXID": "x" * 5000})
     [record] = await srv.recorder.wait_for(1, "connectivity")
-    assert record.txid == "x" * 128 and extension(record.payload)[6] == "x" * 128  # a header is bounded
+    assert record.txid == "x" * 128 and extension(record.payload)[TXID] == "x" * 128  # a header is bounded
     await huge.close()
     await srv.recorder.wait_for(2, "connectivity")
     srv.recorder.records.clear()
@@ -165,10 +170,10 @@ async def test_sockets_of_different_vins_and_a_socket_without_txid(running_serve
     await _until(srv, sockets=3, vins=2)
     records = await srv.recorder.wait_for(3, "connectivity")
     assert [r.txid for r in records] == ["", "", ""]  # no X-TXID: nothing beside the server's id
-    assert [extension(r.payload).get(7, UNCHANGED) for r in records] == [ONLINE, ONLINE, UNCHANGED]
+    assert [extension(r.payload).get(PRESENCE, UNCHANGED) for r in records] == [ONLINE, ONLINE, UNCHANGED]
     for ws in (first, second, third):
         await ws.close()
     await _until(srv, sockets=0, vins=0)
     records = await srv.recorder.wait_for(6, "connectivity")
-    offline = [r.vin for r in records[3:] if extension(r.payload).get(7) == OFFLINE]
+    offline = [r.vin for r in records[3:] if extension(r.payload).get(PRESENCE) == OFFLINE]
     assert sorted(offline) == [VIN, OTHER_VIN]

@@ -409,4 +409,7 @@ def test_to_json_other_records() -> None:
         "status": "CONNECTED",
         "createdAt": "1970-01-01T00:00:01.500Z",
         "networkInterface": "cellular",
+        "vehicleTxid": "",
+        "presence": "PRESENCE_UNCHANGED",
+        "vinConnections": 0,
     }
