@@ -62,8 +62,14 @@ kmock 0.8 gaps met while building this emulator, and how it covers each:
     ...) are checked against the official schemas of the oldest Kubernetes the chart
     supports and the newest one kubernetes-validate knows (`builtin_versions`), strict.
 
-Still not emulated (tests must not rely on them): RBAC and authentication, namespace
-existence, strategic-merge semantics (lists are
+16. No RBAC. → with a `policy` (`fleetwire.sim.rbac.Policy`, e.g. from the chart's rendered
+    Role/ClusterRole and bindings), every request from the operator's user agents is
+    authorized as that ServiceAccount (verb, group, resource/subresource, namespace; a
+    server-side apply that creates needs create too); without a grant it is a 403 Status,
+    and recorded in `denials`.
+
+Still not emulated (tests must not rely on them): authentication (identity is the user
+agent), namespace existence, strategic-merge semantics (lists are
 replaced whole, not merged by key), server-side-apply field ownership, delete-collection,
 deleting a CRD's objects with it,
 foreground/orphan deletion, chunked lists (limit/continue), watch bookmarks, the
@@ -75,6 +81,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -99,9 +106,12 @@ import yaml
 from kmock._internal import aiobus, enums, k8s, rendering  # the emulator's extension points
 
 from fleetwire.operator import crd as ftc_crd
-from fleetwire.sim import admission
+from fleetwire.sim import admission, rbac
 
 T = TypeVar("T")
+
+OPERATOR_USER_AGENTS = ("kopf/", "fleetwire-operator/")
+"""kopf's own client and `fleetwire.operator.kubeapi`: the requests RBAC attributes to the operator."""
 
 # ======================================================================================
 # Resources
@@ -349,6 +359,11 @@ class KubeEmulator(k8s.KubernetesEmulator):
     _crds: dict[kmock.resource, dict[str, Any]] = attrs.field(factory=dict, init=False)
     builtin_versions: tuple[str, ...] = attrs.field(default=(admission.OLDEST_KUBERNETES, admission.NEWEST_KUBERNETES))
     """Kubernetes releases whose official schemas every built-in object written must satisfy."""
+    policy: rbac.Policy | None = attrs.field(default=None)
+    """RBAC for the requests `identify` attributes to the policy's ServiceAccount (None: no RBAC)."""
+    operator_user_agents: tuple[str, ...] = attrs.field(default=OPERATOR_USER_AGENTS)
+    denials: list[rbac.Access] = attrs.field(factory=list, init=False)
+    """Every request refused with 403, in order."""
 
     # -- declarations ------------------------------------------------------------------
 
@@ -390,7 +405,64 @@ class KubeEmulator(k8s.KubernetesEmulator):
 
     # -- writes --------------------------------------------------------------------------
 
+    def identify(self, request: rendering.Request) -> str | None:
+        """Who sent the request: the policy's ServiceAccount for the operator's user agents (kopf's
+        client and `fleetwire.operator.kubeapi`), None (unrestricted) for tests, kubectl, kubelet."""
+        if self.policy is None:
+            return None
+        headers = {key.lower(): value for key, value in (request.headers or {}).items()}
+        return self.policy.user if headers.get("user-agent", "").startswith(self.operator_user_agents) else None
+
+    def _forbidden(self, request: rendering.Request) -> aiohttp.web.StreamResponse | None:
+        """The 403 the API server answers when the ServiceAccount has no grant for the request."""
+        if self.policy is None or request.resource is None or not request.resource.plural:
+            return None  # discovery is open to every authenticated client
+        if self.identify(request) != self.policy.user:
+            return None
+        key = request.resource
+        namespace = request.namespace if self.info(key) is None or self.info(key).namespaced else None
+        access = rbac.access_of(request.method.value, key.group or "", key.plural or "", request.subresource,
+                                namespace, request.name, request.params)
+        wanted = [access]
+        if (access.verb == "patch" and _content_type(request) == "application/apply-patch+yaml"
+                and self.live(key, request.namespace, request.name) is None):
+            wanted.append(dataclasses.replace(access, verb="create"))
+        for item in wanted:
+            denial = self.policy.denial(item)
+            if denial is not None:
+                self.denials.append(item)
+                return aiohttp.web.json_response(
+                    {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": denial,
+                     "reason": "Forbidden", "details": {"name": request.name or "", "group": key.group or "",
+                                                        "kind": key.plural}, "code": 403}, status=403)
+        return None
+
+    async def serve_namespace_collection(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """GET /api/v1/namespaces, which kmock cannot parse (it takes `namespaces` for the start of
+        a namespaced path): the list, or a watch that stays silent until its timeout; RBAC applies."""
+        watch = raw.query.get("watch") in ("true", "1")
+        user_agent = raw.headers.get("User-Agent", "")
+        if self.policy is not None and user_agent.startswith(self.operator_user_agents):
+            access = rbac.Access("watch" if watch else "list", "", "namespaces")
+            denial = self.policy.denial(access)
+            if denial is not None:
+                self.denials.append(access)
+                return aiohttp.web.json_response(
+                    {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": denial,
+                     "reason": "Forbidden", "details": {"kind": "namespaces"}, "code": 403}, status=403)
+        items = [obj for _key, obj in self.live_objects(NAMESPACES.key)]
+        if not watch:
+            return aiohttp.web.json_response({"apiVersion": "v1", "kind": "NamespaceList",
+                                              "metadata": {"resourceVersion": str(self.revision)}, "items": items})
+        response = aiohttp.web.StreamResponse()
+        await response.prepare(raw)
+        await asyncio.sleep(float(raw.query.get("timeoutSeconds") or 60))
+        return response
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        forbidden = self._forbidden(request)
+        if forbidden is not None:
+            return forbidden
         if request.resource is None or request.method not in _WRITES:
             return await super()._handle(request)
         async with self._writes:
@@ -765,8 +837,13 @@ class KubeApi:
         for resource in self._resources:
             emulator.declare(resource)
         self._stop = asyncio.Event()
+        async def handler(raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+            if raw.method == "GET" and raw.path.rstrip("/") == "/api/v1/namespaces":
+                return await emulator.serve_namespace_collection(raw)
+            return await emulator(raw)
+
         async with emulator:
-            server = aiohttp.web.Server(emulator, access_log=None)
+            server = aiohttp.web.Server(handler, access_log=None)
             listener = await asyncio.get_running_loop().create_server(server, "127.0.0.1", 0)
             self.port = int(listener.sockets[0].getsockname()[1])
             self._emulator = emulator
@@ -784,6 +861,16 @@ class KubeApi:
             return fn(emulator)
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    def enforce(self, policy: rbac.Policy | None) -> None:
+        """Authorize the operator's requests with `policy` from now on (None: no RBAC)."""
+        def set_policy(emu: KubeEmulator) -> None:
+            emu.policy = policy
+        self.call(set_policy)
+
+    def denials(self) -> list[rbac.Access]:
+        """The requests refused with 403 so far."""
+        return self.call(lambda emu: list(emu.denials))
 
     def watchers(self, resource: Resource) -> int:
         """How many watch requests for `resource` the emulator has served so far."""

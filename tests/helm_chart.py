@@ -95,9 +95,11 @@ def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def render(helm: Path, values: Mapping[str, Any] | None = None, *, release: str = "fleetwire",
-           namespace: str = "fleetwire", include_crds: bool = False, work_dir: Path) -> list[dict[str, Any]]:
-    """`helm template` of the chart with `values`; the rendered objects (empty documents dropped)."""
-    args = ["template", release, str(CHART), "--namespace", namespace]
+           namespace: str = "fleetwire", include_crds: bool = False, work_dir: Path,
+           chart: Path = CHART) -> list[dict[str, Any]]:
+    """`helm template` of the chart (or a copy of it) with `values`; the rendered objects
+    (empty documents dropped)."""
+    args = ["template", release, str(chart), "--namespace", namespace]
     if include_crds:
         args.append("--include-crds")
     if values:

@@ -483,3 +483,80 @@ def accept_any_spec(kube_api: KubeApi) -> None:
         version["schema"] = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
     current.pop("status", None)
     kube_api.request("PUT", CRDS.path(None, name), current)
+
+
+# ======================================================================================
+# RBAC: the operator's requests authorized as the chart's ServiceAccount
+# ======================================================================================
+
+from fleetwire.sim.rbac import Access, Policy  # noqa: E402
+
+CLUSTER_WIDE, ONE_NAMESPACE = "cluster-wide", "one-namespace"
+_RENDERED: dict[str, list[dict[str, Any]]] = {}
+TOLERATED_DENIALS = {ONE_NAMESPACE: {("list", "", "namespaces"), ("watch", "", "namespaces"),
+                                     ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
+                                     ("watch", "apiextensions.k8s.io", "customresourcedefinitions")}}
+"""Refusals kopf expects when it serves one namespace: it probes cluster-scoped lists, logs a
+warning, and serves the namespace (see charts/fleetwire/templates/rbac.yaml)."""
+
+
+def chart_policy(mode: str, work_dir: Path, namespace: str = "default", chart: Path | None = None) -> Policy:
+    """What `helm template` of the chart (or of a copy at `chart`) grants the operator's
+    ServiceAccount: every namespace (a ClusterRole) or `namespace` only (watchNamespace: a Role there)."""
+    import helm_chart
+
+    key = f"{mode}:{chart}"
+    if key not in _RENDERED:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        helm = helm_chart.find_helm(work_dir / "helm-cache")
+        values = {} if mode == CLUSTER_WIDE else {"watchNamespace": namespace}
+        _RENDERED[key] = helm_chart.render(helm, values, work_dir=work_dir, chart=chart or helm_chart.CHART)
+    objects = _RENDERED[key]
+    deployment = next(o for o in objects if o.get("kind") == "Deployment")
+    return Policy.from_objects(objects, deployment["metadata"]["namespace"],
+                               deployment["spec"]["template"]["spec"]["serviceAccountName"])
+
+
+def unexpected_denials(denials: Sequence[Access], mode: str) -> list[str]:
+    tolerated = TOLERATED_DENIALS.get(mode, set())
+    return sorted({" ".join(a.triple) + (f" (namespace {a.namespace})" if a.namespace else " (cluster)")
+                   for a in denials if a.triple not in tolerated})
+
+
+class OperatorRbac:
+    """The chart's RBAC enforced on the operator's requests; `check()` fails on any 403."""
+
+    def __init__(self, kube_api: KubeApi, work_dir: Path) -> None:
+        self.kube_api = kube_api
+        self.work_dir = work_dir
+        self.mode: str | None = None
+
+    def enforce(self, mode: str = CLUSTER_WIDE, *, policy: Policy | None = None) -> Policy:
+        self.mode = mode
+        policy = policy or chart_policy(mode, self.work_dir)
+        self.kube_api.enforce(policy)
+        return policy
+
+    def check(self) -> None:
+        if self.mode is None:
+            return
+        found = unexpected_denials(self.kube_api.denials(), self.mode)
+        if found:
+            raise AssertionError(f"the operator was refused (403) with the chart's RBAC ({self.mode}): {found}; "
+                                 "grant what it needs in charts/fleetwire/templates/rbac.yaml")
+
+
+@pytest.fixture
+def operator_rbac(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The operator runs as the chart's ServiceAccount (cluster-wide RBAC unless the test calls
+    `operator_rbac.enforce(ONE_NAMESPACE)`): a request without a grant is a 403, as on a cluster,
+    and fails the test at its end. Skipped (no RBAC) where helm cannot run."""
+    import helm_chart
+
+    rbac = OperatorRbac(kube_api, tmp_path_factory.getbasetemp() / "chart-rbac")
+    try:
+        rbac.enforce(CLUSTER_WIDE)
+    except helm_chart.HelmUnavailable:
+        rbac.mode = None
+    yield rbac
+    rbac.check()

@@ -52,6 +52,7 @@ from kube import (  # noqa: F401 - kubelet is a fixture
     accept_any_spec,
     condition,
     kubelet,
+    operator_rbac,
 )
 
 from fleetwire import pki
@@ -174,6 +175,13 @@ def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
     refs = obj["metadata"].get("ownerReferences") or []
     return any(ref["uid"] == owner["metadata"]["uid"] and ref["kind"] == crd.KIND and ref.get("controller")
                for ref in refs)
+
+
+@pytest.fixture(autouse=True)
+def as_the_charts_service_account(operator_rbac: Any) -> Any:
+    """Every story runs the operator with the chart's RBAC: a request without a grant is a 403
+    and fails the test."""
+    return operator_rbac
 
 
 @pytest.fixture

@@ -14,12 +14,28 @@ import aiohttp
 import kubernetes
 import pytest
 from conftest import KopfRunnerFactory, free_port
-from kube import CLUSTER_KOPF_PEERINGS, FTC, KubeApi, KubeApiError, KubeClient, accept_any_spec, condition
+from kube import (  # noqa: F401 - operator_rbac is a fixture
+    CLUSTER_KOPF_PEERINGS,
+    FTC,
+    KubeApi,
+    KubeApiError,
+    KubeClient,
+    accept_any_spec,
+    condition,
+    operator_rbac,
+)
 
 from fleetwire.operator import crd
 from fleetwire.operator.main import PeeringError, ensure_peering
 
 HANDLERS = "fleetwire.operator.handlers"
+
+
+@pytest.fixture(autouse=True)
+def as_the_charts_service_account(operator_rbac: Any) -> Any:
+    """The operator runs with the chart's cluster-wide RBAC: a request without a grant is a 403
+    and fails the test."""
+    return operator_rbac
 
 
 def ftc(name: str, **spec: Any) -> dict[str, Any]:
