@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -60,6 +61,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from picows import ws_connect
 
+from fleetwire.operator.certcheck import refusal
 from fleetwire.operator.signing import SignatureError, iss_claim, public_point, sign_telemetry_config, verify_token
 from fleetwire.pki import Bundle, load_bundle, make_ca, make_vehicle_cert, write_bundle
 from fleetwire.proto import vehicle_data_pb2
@@ -71,7 +73,10 @@ __all__ = [
     "AppSlot",
     "BLACKHOLE",
     "FleetApiSimulator",
+    "LongTailSync",
+    "Reconnects",
     "SimVehicle",
+    "TlsLog",
     "VehicleState",
     "run_cli",
 ]
@@ -243,6 +248,90 @@ class SimVehicle:
 
 
 # --------------------------------------------------------------------------------------
+# Slow cars: when a vehicle syncs a pushed config, and when it reconnects on its own
+# --------------------------------------------------------------------------------------
+
+
+class LongTailSync:
+    """A vehicle's delay from a push to the config taking effect, drawn per push (seconds).
+
+    Awake cars (`awake_share` of them) sync in seconds to minutes (log-normal, median 30 s);
+    parked ones when they next wake, hours later (log-normal, median 4 h, up to a day), as
+    owners report "a few hours to almost a full day". `time_factor` scales every draw
+    (1/3600: an hour takes a second), so tests and benchmarks keep the shape in seconds.
+    """
+
+    def __init__(self, time_factor: float = 1.0, *, awake_share: float = 0.6, seed: int = 0) -> None:
+        self.time_factor, self.awake_share = time_factor, awake_share
+        self._rng = random.Random(seed)
+
+    def __call__(self, vin: str) -> float:
+        rng = self._rng
+        if rng.random() < self.awake_share:
+            seconds = min(600.0, max(2.0, rng.lognormvariate(math.log(30.0), 1.0)))
+        else:
+            seconds = min(86_400.0, max(1800.0, rng.lognormvariate(math.log(4 * 3600.0), 0.8)))
+        return seconds * self.time_factor
+
+
+class Reconnects:
+    """When a connected vehicle drops and dials again on its own (radio drops, sleep and
+    wake-ups): exponential gaps with mean `mean` seconds (2 h by default), scaled by `time_factor`."""
+
+    def __init__(self, time_factor: float = 1.0, *, mean: float = 7200.0, seed: int = 1) -> None:
+        self.time_factor, self.mean = time_factor, mean
+        self._rng = random.Random(seed)
+
+    def __call__(self, vin: str) -> float:
+        return self._rng.expovariate(1.0 / self.mean) * self.time_factor
+
+
+@dataclass
+class TlsLog:
+    """Every TLS failure of every vehicle, with its time, and the outages they make: from a
+    vehicle's first refused handshake to its next accepted one (it streams nothing meanwhile)."""
+
+    failures: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    outages: dict[str, list[list[float | None]]] = field(default_factory=dict)
+
+    def failed(self, vin: str, text: str, at: float) -> None:
+        self.failures.setdefault(vin, []).append((at, text))
+        spans = self.outages.setdefault(vin, [])
+        if not spans or spans[-1][1] is not None:
+            spans.append([at, None])
+
+    def connected(self, vin: str, at: float) -> None:
+        spans = self.outages.get(vin)
+        if spans and spans[-1][1] is None:
+            spans[-1][1] = at
+
+    @property
+    def count(self) -> int:
+        return sum(len(f) for f in self.failures.values())
+
+    @property
+    def vehicles(self) -> set[str]:
+        return set(self.failures)
+
+    def lost_seconds(self, now: float, *, since: float = 0.0) -> float:
+        """Vehicle-seconds without streaming because of TLS failures after `since` (open outages end at `now`)."""
+        total = 0.0
+        for spans in self.outages.values():
+            for start, end in spans:
+                assert start is not None
+                total += max(0.0, (end if end is not None else now) - max(start, since))
+        return total
+
+    def cut_off(self) -> set[str]:
+        """Vehicles whose last handshake was refused (still not streaming)."""
+        return {vin for vin, spans in self.outages.items() if spans and spans[-1][1] is None}
+
+
+def _is_tls_failure(text: str) -> bool:
+    return text.startswith(("x509:", "remote error: tls", "tls:"))
+
+
+# --------------------------------------------------------------------------------------
 # The simulator
 # --------------------------------------------------------------------------------------
 
@@ -258,8 +347,15 @@ class FleetApiSimulator:
     callable domain → PEM, or a URL template with `{domain}`). `vehicle_ca` issues each
     streaming vehicle's client certificate (the ingest server must trust it). `hosts`
     maps a config's hostname (or "hostname:port") to the loopback address to dial, or to
-    `BLACKHOLE`. Times: `sync_delay` until a pushed config applies; `time_scale`
-    multiplies the configured field intervals (0.01: 1 s becomes 10 ms). Capacity:
+    `BLACKHOLE`. Times: `sync_delay` until a pushed config applies (seconds, or a callable
+    VIN → seconds drawn per push such as `LongTailSync`); `reconnect_every` (VIN → seconds,
+    e.g. `Reconnects`) when a connected vehicle drops and dials again on its own; `time_scale`
+    multiplies the configured field intervals (0.01: 1 s becomes 10 ms). Every refused
+    handshake is in `tls` (`TlsLog`: per vehicle, with its time). Vehicles beyond
+    `max_streaming` still judge the server when `presented_chain` is given (the chain the
+    server presents now): at each of their reconnects they verify it against the `ca` they
+    hold exactly as a connecting car would (`certcheck.refusal`), without a socket, so a
+    fleet of 10,000 can be watched through a rotation. Capacity:
     `max_streaming` caps the vehicles that connect, `max_connecting` the handshakes in
     flight (certificate issuance and TLS are CPU work on the simulator's loop).
     """
@@ -283,7 +379,9 @@ class FleetApiSimulator:
         hosts: Mapping[str, str | tuple[str, int] | None] | None = None,
         max_configs: int = 3,
         report_max_configs: bool = False,
-        sync_delay: float = 0.0,
+        sync_delay: float | Callable[[str], float] = 0.0,
+        reconnect_every: Callable[[str], float] | None = None,
+        presented_chain: Callable[[], str | bytes] | None = None,
         access_token_ttl: float = 8 * 3600,
         rate_limit: tuple[float, float] | None = None,
         vehicle_rate_limit: tuple[float, float] | None = None,
@@ -321,6 +419,11 @@ class FleetApiSimulator:
         self.max_configs = max_configs
         self.report_max_configs = report_max_configs
         self.sync_delay = sync_delay
+        self.reconnect_every = reconnect_every
+        self.presented_chain = presented_chain
+        self.tls = TlsLog()
+        self._judged: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._judge_cache: dict[tuple[int, int, int], str | None] = {}
         self.access_token_ttl = access_token_ttl
         self.rate_limit = rate_limit
         self.vehicle_rate_limit = vehicle_rate_limit
@@ -416,6 +519,9 @@ class FleetApiSimulator:
             for streamer in self._streamers_of(vin):
                 connected += streamer.car is not None and streamer.car.connected
                 streamer.wake()
+            for client_id in self.apps:
+                if (vin, client_id) in self._judged:
+                    self._judge_soon(vin, client_id, 0.0)
         return connected
 
     def inject_failures(self, status: int = 503, count: int = 1) -> None:
@@ -491,6 +597,9 @@ class FleetApiSimulator:
 
     async def stop(self) -> None:
         self._closing = True
+        for handle in self._judged.values():
+            handle.cancel()
+        self._judged.clear()
         for state in self._vehicles.values():
             for slot in (state.apps or {}).values():
                 if slot.timer is not None:
@@ -850,10 +959,11 @@ class FleetApiSimulator:
         if slot.timer is not None:
             slot.timer.cancel()
             slot.timer = None
-        if self.sync_delay <= 0:
+        delay = self.sync_delay(state.vin) if callable(self.sync_delay) else self.sync_delay
+        if delay <= 0:
             self._apply(state.vin, client_id)
         else:
-            slot.timer = asyncio.get_running_loop().call_later(self.sync_delay, self._apply, state.vin, client_id)
+            slot.timer = asyncio.get_running_loop().call_later(delay, self._apply, state.vin, client_id)
 
     def _apply(self, vin: str, client_id: str) -> None:
         """The vehicle receives the pending config: it takes it, refuses it over the limit
@@ -926,10 +1036,46 @@ class FleetApiSimulator:
         if self._closing or self._usable(vin, client_id) is None:
             return
         if self.max_streaming is not None and len(self._streamers) >= self.max_streaming:
+            if self.presented_chain is not None:  # it still meets the server: judged, without a socket
+                self._judge_soon(vin, client_id, 0.0)
             return  # the first `max_streaming` vehicles to get a usable config are the ones that stream
         streamer = _Streamer(vin, client_id)
         self._streamers[(vin, client_id)] = streamer
         streamer.task = asyncio.get_running_loop().create_task(self._drive(streamer), name=f"vehicle {vin}")
+
+    def _judge_soon(self, vin: str, client_id: str, delay: float) -> None:
+        key = (vin, client_id)
+        handle = self._judged.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+        self._judged[key] = asyncio.get_running_loop().call_later(delay, self._judge, vin, client_id)
+
+    def _judge(self, vin: str, client_id: str) -> None:
+        """A vehicle without a socket meets the server: the handshake's verdict, as the car reaches it."""
+        self._judged.pop((vin, client_id), None)
+        config = self._usable(vin, client_id)
+        if self._closing or config is None or self.presented_chain is None:
+            return
+        chain = self.presented_chain()
+        chain_text = chain.decode() if isinstance(chain, bytes) else chain
+        ca = str(config["ca"])
+        now = time.time()
+        key = (hash(chain_text), hash(ca), int(now // 60))
+        if key not in self._judge_cache:
+            if len(self._judge_cache) > 256:
+                self._judge_cache.clear()
+            refused = refusal(chain_text, ca, str(config["hostname"]), dt.datetime.now(dt.UTC))
+            self._judge_cache[key] = None if refused is None else f"x509: {refused}"
+        verdict = self._judge_cache[key]
+        if verdict is not None:
+            self.tls.failed(vin, verdict, now)
+            self._record_error(vin, client_id, "cloud_manager_error", verdict, config)
+            low, high = self.reconnect_delay
+            self._judge_soon(vin, client_id, high)
+            return
+        self.tls.connected(vin, now)
+        if self.reconnect_every is not None:
+            self._judge_soon(vin, client_id, self.reconnect_every(vin))
 
     async def _pause(self, streamer: _Streamer, seconds: float) -> None:
         """Sleep, cut short by `wake()` (a new config must not wait for a backoff)."""
@@ -961,15 +1107,22 @@ class FleetApiSimulator:
                         car = await self._dial(streamer, config)
                 except _DialError as exc:
                     self._record_error(vin, client_id, "cloud_manager_error", str(exc), config)
+                    if _is_tls_failure(str(exc)):
+                        self.tls.failed(vin, str(exc), time.time())
                     failures += 1
                     await self._pause(streamer, self._backoff(failures))
                     continue
                 streamer.car = car
                 streamer.connects += 1
+                self.tls.connected(vin, time.time())
                 failures = 0
+                drop = (asyncio.get_running_loop().call_later(self.reconnect_every(vin), streamer.wake)
+                        if self.reconnect_every is not None else None)
                 try:
                     await self._stream(streamer, car, config)
                 finally:
+                    if drop is not None:
+                        drop.cancel()
                     streamer.car = None
                     await car.close()
                 if not streamer.woken and not self._closing:  # the server hung up
