@@ -314,20 +314,22 @@ class ZmqDispatcher:
         return True
 
     async def close(self) -> None:
-        task, self._monitor_task = self._monitor_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         sock, self._socket = self._socket, None
+        task, self._monitor_task = self._monitor_task, None
         if sock is not None:
             if self._fd is not None:
                 asyncio.get_running_loop().remove_reader(self._fd)
                 self._fd = None
-            if self.settings.verbose:
-                with contextlib.suppress(Exception):
+            if task is not None:
+                # While the monitor's reader is still connected: its last event would
+                # block forever on a monitor socket already closed.
+                with contextlib.suppress(zmq.ZMQError):
                     sock.disable_monitor()
             sock.close()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
