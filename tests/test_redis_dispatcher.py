@@ -394,7 +394,7 @@ async def test_a_user_without_scripting_publishes_command_by_command(redis_serve
         await d.publish([record(1), record(2)])
         await d.publish([record(3)])
         await sub.wait_for(lambda: len(sub.received) == 3)
-        assert d._script is None
+        assert not d.scripted
     await admin.aclose()
 
 
@@ -408,4 +408,14 @@ async def test_after_a_restart_the_script_is_loaded_again(redis_server: RedisSer
                 await d.publish([record(2)])
             await d.publish([record(3)])
             await sub.wait_for(lambda: len(sub.received) >= 1)
-        assert d._script is not None
+        assert d.scripted
+
+
+def test_the_script_command_is_packed_as_the_client_library_packs_it() -> None:
+    from redis.connection import Connection
+
+    from fleetwire.server.dispatchers.redis import _PUBLISH_ALL_SHA, evalsha_command
+
+    publishes = [(b"fleet_V_{VIN1}", b"\x00\r\npayload"), ("app-é".encode(), b"")]
+    expected = b"".join(Connection().pack_command("EVALSHA", _PUBLISH_ALL_SHA, 0, *[x for p in publishes for x in p]))
+    assert evalsha_command(publishes) == expected

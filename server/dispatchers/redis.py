@@ -23,8 +23,9 @@ Where each record goes (`<ns>_<type>` is `<namespace>_<record_type>`):
 
 The payload is the record's protobuf, or its protobuf-JSON with `transmit_decoded_records`.
 A batch costs two round trips at most: the sets' cleanup and reads (pipelined), then the
-publishes — one short Lua script running every PUBLISH of the batch (pipelined PUBLISHes
-where scripts are refused, concurrent ones in a cluster). Redis pub/sub stores nothing: a confirmation (the reliable ack) means Redis
+publishes — one EVALSHA of a short Lua script running every PUBLISH of the batch, packed
+here and sent on a connection the dispatcher keeps (pipelined PUBLISHes where scripts are
+refused, concurrent ones in a cluster). Redis pub/sub stores nothing: a confirmation (the reliable ack) means Redis
 accepted every PUBLISH of the batch; a channel nobody listens to at that moment gets
 nothing (counted in `unheard`). A Redis that is down fails the batch with
 `DispatchError`; the queue retries it with back-off and the client reconnects.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import deque
@@ -67,8 +69,23 @@ DIAL_TIMEOUT = 5.0  # go-redis' DialTimeout
 _CLUSTER_CONCURRENCY = 32  # publishes in flight at once in cluster mode
 # A batch's PUBLISHes as one command: one reply to read instead of one per record (about
 # a third of the client's CPU per record). Subscribers see the same PUBLISHes.
+# It answers one flag per PUBLISH ("1": some subscriber received it), as one string.
 _PUBLISH_ALL = ("local heard = {} for i = 1, #ARGV, 2 do heard[#heard + 1] = "
-                "redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end return heard")
+                "(redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) > 0) and '1' or '0' end "
+                "return table.concat(heard)")
+_PUBLISH_ALL_SHA = hashlib.sha1(_PUBLISH_ALL.encode()).hexdigest().encode()
+_SCRIPT_LOAD = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n$%d\r\n%s\r\n" % (len(_PUBLISH_ALL), _PUBLISH_ALL.encode())
+
+
+def evalsha_command(publishes: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The RESP bytes of ``EVALSHA <sha> 0 channel payload ...`` (packed here: a batch is
+    one join, where the client library encodes argument by argument)."""
+    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n0\r\n" % (3 + 2 * len(publishes), _PUBLISH_ALL_SHA)]
+    for channel, payload in publishes:
+        parts.append(b"$%d\r\n%s\r\n$%d\r\n" % (len(channel), channel, len(payload)))
+        parts.append(payload)
+        parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +270,8 @@ class RedisDispatcher:
         self._timeout = settings.publish_timeout_s
         self._cluster = settings.cluster
         self._client = client
-        self._script: Any = None
+        self.scripted = not self._cluster  # publishing by script (until Redis refuses scripts)
+        self._conn: Any = None  # the connection the script path keeps (publishes are sequential)
         self._pinger: asyncio.Task[None] | None = None
         self._closed = False
         self._failing_since: float | None = None
@@ -269,8 +287,6 @@ class RedisDispatcher:
         logged and pinged again with back-off, never fatal."""
         if self._client is None:
             self._client = _client(self.settings)
-        if not self._cluster and self._script is None:
-            self._script = self._client.register_script(_PUBLISH_ALL)
         if self._pinger is None:
             self._pinger = asyncio.get_running_loop().create_task(self._ping_until_up(), name="redis-ping")
 
@@ -347,7 +363,8 @@ class RedisDispatcher:
         if self._vin_topics:
             for i, r in enumerate(batch):
                 channels[i].append(vin_channel(namespace, r.record_type, r.vin))
-        publishes = [(channel, self._payload(r)) for r, targets in zip(batch, channels, strict=True) for channel in targets]
+        publishes = [(channel, self._payload(r)) for r, targets in zip(batch, channels, strict=True)
+                     for channel in targets]
         if not publishes:
             return [0] * len(batch)
         if self._cluster:
@@ -357,7 +374,7 @@ class RedisDispatcher:
             for at in range(0, len(publishes), _CLUSTER_CONCURRENCY):
                 chunk = publishes[at:at + _CLUSTER_CONCURRENCY]
                 replies += await asyncio.gather(*(client.publish(c, p) for c, p in chunk))
-        elif self._script is not None:
+        elif self.scripted:
             replies = await self._publish_by_script(publishes)
         else:
             replies = await self._publish_pipelined(publishes)
@@ -375,18 +392,41 @@ class RedisDispatcher:
         return list(await pipe.execute(raise_on_error=True))
 
     async def _publish_by_script(self, publishes: list[tuple[str, bytes]]) -> list[int]:
-        args: list[Any] = []
-        for channel, payload in publishes:
-            args += (channel, payload)
+        command = evalsha_command([(channel.encode(), payload) for channel, payload in publishes])
         try:
-            return list(await self._script(args=args))
+            try:
+                flags = await self._call(command)
+            except rexc.NoScriptError:  # a restarted (or flushed) Redis: load it, once
+                await self._call(_SCRIPT_LOAD)
+                flags = await self._call(command)
         except rexc.ResponseError as exc:
             # Scripts refused (an ACL without EVALSHA, a proxy without scripting): PUBLISH
-            # one by one from now on.
+            # command by command from now on.
             log.warning("redis: %s refuses the publishing script (%s); publishing command by command",
                         self.target, exc)
-            self._script = None
+            self.scripted = False
             return await self._publish_pipelined(publishes)
+        return [flag == 49 for flag in flags]  # b"1"
+
+    async def _call(self, command: bytes) -> Any:
+        """Send `command` on the kept connection and read its reply. A connection left
+        with a request in flight (an error, a timeout, a cancellation) is dropped: its late
+        reply must not be read as the next one's."""
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = await self._client.connection_pool.get_connection()
+        try:
+            await conn.send_packed_command(command, check_health=False)
+            return await conn.read_response()
+        except rexc.ResponseError:
+            raise  # a whole reply was read: the connection is in step
+        except BaseException:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            with contextlib.suppress(Exception):
+                await self._client.connection_pool.release(conn)
+            raise
 
     async def close(self) -> None:
         if self._closed:
@@ -398,6 +438,10 @@ class RedisDispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await pinger
         client = self._client
+        conn, self._conn = self._conn, None
+        if conn is not None and client is not None:
+            with contextlib.suppress(Exception):
+                await client.connection_pool.release(conn)
         if client is not None:
             with contextlib.suppress(Exception):
                 closing = getattr(client, "aclose", None) or client.close
