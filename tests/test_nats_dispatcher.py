@@ -430,6 +430,30 @@ async def test_down_at_start_then_up(nats_server: NatsServer) -> None:
         assert dispatcher.connects == 1
 
 
+@needs_server
+async def test_a_cluster_url_list_skips_a_server_that_is_down(nats_server: NatsServer) -> None:
+    dead = f"nats://127.0.0.1:{free_port()}"
+    async with running(NatsDispatcher(settings(dead, servers=(dead, nats_server.url)), NS)) as dispatcher:
+        await publish_soon(dispatcher, [vehicle_data("tx-1")])
+        assert dispatcher.connects == 1
+
+
+def test_reconnects_back_off_exponentially() -> None:
+    class Server:
+        def __init__(self, reconnects: int) -> None:
+            self.reconnects = reconnects
+
+    async def delays() -> list[float]:
+        dispatcher = NatsDispatcher(settings("nats://127.0.0.1:4222", reconnect_initial_ms=100,
+                                             reconnect_max_ms=1000), NS)
+        return [dispatcher._next_server([Server(n), Server(n + 1)], {})[1] for n in range(7)]
+
+    waits = asyncio.run(delays())
+    assert waits[0] == 0.0  # a server not tried yet: at once
+    assert 0.075 <= waits[1] <= 0.1 and 0.15 <= waits[2] <= 0.2 and 0.3 <= waits[3] <= 0.4
+    assert all(0.75 <= w <= 1.0 for w in waits[5:])  # capped at reconnect_max_ms
+
+
 async def test_close_while_down_is_prompt() -> None:
     dispatcher = NatsDispatcher(settings(f"nats://127.0.0.1:{free_port()}"), NS)
     await dispatcher.start()
