@@ -46,6 +46,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -1020,8 +1021,7 @@ class Kubelet:
                 ident = (port.get("port"), port.get("name"))
                 if ident not in listeners:
                     server = await asyncio.start_server(
-                        lambda r, w, key=key, number=port.get("port"): self._proxy(key, number, r, w),
-                        "127.0.0.1", 0)
+                        functools.partial(self._proxy, key, port.get("port")), "127.0.0.1", 0)
                     listeners[ident] = (server, int(server.sockets[0].getsockname()[1]))
         for key in set(self._services) - present:
             for server, _port in self._services.pop(key).values():
