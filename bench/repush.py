@@ -20,6 +20,14 @@ The operator paces itself at 240 calls/s with 8 in flight, below both.
 
 Usage: python bench/repush.py [--sizes 1000,10000] [--sync-delay 10]
 Prints one JSON document (progress on stderr).
+
+Rotation (`--rotation`, sizes from `--rotation-sizes`): what a certificate change costs a
+fleet of slow cars (`fleetwire.sim.rotation.trial`: long-tailed sync, awake cars in seconds
+to minutes, parked ones hours later; each car reconnecting on its own schedule, about every
+two hours), make before break against today's immediate switch, for a renewal under a
+sibling intermediate, a new root, and a forced switch (no current certificate to keep). Time
+runs `--time-factor` faster than real; figures are given in real hours and minutes. Each
+trial runs in a process of its own (operator and simulator together: the peak RSS is theirs).
 """
 
 from __future__ import annotations
@@ -223,6 +231,65 @@ def run_size(size: int, args: argparse.Namespace, workdir: Path, key_file: Path)
             sim.kill()
 
 
+# ======================================================================================
+# Rotation: make before break against the immediate switch, with slow cars
+# ======================================================================================
+
+SCENARIOS = ("sibling", "new_root", "forced")
+MODES = ("make-before-break", "immediate")
+
+
+async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
+    from fleetwire import pki
+    from fleetwire.sim.rotation import Served, trial
+
+    host = "telemetry.example.com"
+
+    def chain(under: pki.Bundle) -> str:
+        return (pki.make_server_cert(under, [host]).cert_pem + under.cert_pem).decode()
+
+    root_a, root_b = pki.make_ca("Bench Root A"), pki.make_ca("Bench Root B")
+    a1, a2 = (pki.make_ca(f"Bench A{i}", parent=root_a, path_length=0) for i in (1, 2))
+    b1 = pki.make_ca("Bench B1", parent=root_b, path_length=0)
+    before = Served(chain(a1), (a1.cert_pem + root_a.cert_pem).decode())
+    after = (Served(chain(a2), (a2.cert_pem + root_a.cert_pem).decode()) if args.scenario == "sibling"
+             else Served(chain(b1), (b1.cert_pem + root_b.cert_pem).decode()))
+    started = time.monotonic()
+    cpu = time.process_time()
+    result = await trial(args.size, before, after, mode=args.mode, hostname=host, time_factor=args.time_factor,
+                         forced=args.scenario == "forced", timeout=args.timeout)
+    out = result.as_dict()
+    out["api_calls_per_vehicle"] = round(sum(result.api_calls.values()) / args.size, 2)
+    out["process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["process_cpu_s"] = round(time.process_time() - cpu, 1)
+    out["wall_s"] = round(time.monotonic() - started, 1)
+    return out
+
+
+def rotation(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"bench": "rotation", "time_factor": args.time_factor,
+                               "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+                               "sizes": {}}
+    for size in (int(s) for s in args.rotation_sizes.split(",") if s.strip()):
+        per_size: dict[str, Any] = results["sizes"].setdefault(str(size), {})
+        for scenario in SCENARIOS:
+            for mode in MODES:
+                log(f"rotation: {size} vehicles, {scenario}, {mode}")
+                done = subprocess.run(
+                    [sys.executable, "-P", __file__, "--trial", "--size", str(size), "--scenario", scenario,
+                     "--mode", mode, "--time-factor", repr(args.time_factor), "--timeout", str(args.timeout)],
+                    stdout=subprocess.PIPE, text=True, check=False)
+                if done.returncode != 0:
+                    raise RuntimeError(f"the trial failed ({done.returncode})")
+                figures = json.loads(done.stdout)
+                per_size.setdefault(scenario, {})[mode] = figures
+                log(f"  pushes {figures['pushes']}, TLS failures {figures['tls_failures']} "
+                    f"({figures['vehicles_failed']} vehicles), lost {figures['lost_vehicle_minutes']} vehicle-min, "
+                    f"promotion after {figures['time_to_promotion_h']} h, all streaming after "
+                    f"{figures['time_to_all_streaming_h']} h")
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000", help="comma-separated fleet sizes")
@@ -231,7 +298,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--credentials", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--rotation", action="store_true", help="the rotation figures instead of the re-push")
+    parser.add_argument("--rotation-sizes", default="1000,10000", help="fleet sizes of the rotation trials")
+    parser.add_argument("--time-factor", type=float, default=1 / 3600, help="simulated seconds per real second")
+    parser.add_argument("--trial", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", choices=SCENARIOS, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.trial:
+        import uvloop
+
+        print(json.dumps(uvloop.run(run_trial(args))))
+        return 0
+    if args.rotation:
+        print(json.dumps(rotation(args), indent=2))
+        return 0
     if args.measure:
         import uvloop
 

@@ -22,7 +22,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast
 
@@ -42,6 +42,7 @@ __all__ = [
     "AcmeClient",
     "AcmeError",
     "AcmeServerError",
+    "choose_chain",
     "ChallengeFailed",
     "ChallengeSolver",
     "DirectoryUnreachable",
@@ -185,10 +186,22 @@ class IssuedCertificate:
     ca_chain_pem: bytes
     root: x509.Certificate | None = None
     root_missing_reason: str | None = None
+    alternates: tuple[IssuedCertificate, ...] = ()  # the same leaf under the other chains the CA offered
 
     @property
     def root_missing(self) -> bool:
         return self.root is None
+
+    @property
+    def chains(self) -> tuple[IssuedCertificate, ...]:
+        """The chain the CA serves by default, then its alternates (RFC 8555 `Link: rel="alternate"`)."""
+        return (self, *self.alternates)
+
+
+def choose_chain(issued: IssuedCertificate, accepts: Callable[[IssuedCertificate], bool]) -> IssuedCertificate:
+    """The first chain offered for the certificate that `accepts` (the `ca` the vehicles hold
+    accepts it), else the default one: serving a chain the fleet already trusts costs no push."""
+    return next((chain for chain in issued.chains if accepts(chain)), issued)
 
 
 class ChallengeSolver(Protocol):
@@ -487,8 +500,16 @@ class AcmeClient:
         remaining = max(deadline - loop.time(), 1.0)
         # The library compares naive local times.
         finalize_deadline = dt.datetime.now() + dt.timedelta(seconds=remaining)
-        orderr = await self._call("finalize the order", acme.finalize_order, orderr, finalize_deadline)
+        orderr = await self._call("finalize the order", acme.finalize_order, orderr, finalize_deadline, True)
         issued = await self._with_root(key_pem, orderr.fullchain_pem.encode("ascii"), hostname)
+        alternates = []
+        for pem in orderr.alternative_fullchains_pem or ():
+            try:
+                alternates.append(await self._with_root(key_pem, pem.encode("ascii"), hostname))
+            except (AcmeServerError, ValueError) as exc:  # an unusable alternate is no reason to lose the order
+                log.warning("ignoring an alternate chain for %s: %s", hostname, exc)
+        if alternates:
+            issued = replace(issued, alternates=tuple(alternates))
         log.info(
             "issued %s serial %x until %s by %s in %.1f s%s",
             hostname,

@@ -47,12 +47,14 @@ from fleetwire.operator.acme_client import (
     AcmeClient,
     AcmeError,
     ChallengeSolver,
+    IssuedCertificate,
     PebbleRoots,
     RootFetcher,
+    choose_chain,
     static_roots,
 )
 from fleetwire.operator.builders import Names, Owner
-from fleetwire.operator.certcheck import Report, check_server_certificate
+from fleetwire.operator.certcheck import Report, check_server_certificate, refusal
 from fleetwire.operator.dns01 import CLOUDFLARE_API, CloudflareDns, Dns01Solver, DnsProviderError
 from fleetwire.operator.environment import OperatorEnvironment
 from fleetwire.operator.kubeapi import KubeError, KubernetesApi
@@ -675,7 +677,7 @@ class AcmeSource:
         order = {"hostname": hostname, "reason": reason, "startedAt": _timestamp(ctx.now)}
         await ctx.record_order(order)
         try:
-            issued, root_note = await self._issue(ctx, settings)
+            issued, root_note = await self._issue(ctx, settings, material)
             fresh = check(issued, hostname, dt.datetime.now(dt.UTC))
             if not fresh.ok:
                 raise AcmeError(f"the CA's certificate fails the vehicle checks: {failures_text(fresh)}")
@@ -699,8 +701,10 @@ class AcmeSource:
                               f"could not {verb} the certificate for {hostname}: {error}; next attempt at "
                               f"{record['nextAttemptAt']}", names.tls_secret, events=(event,), keep={"retry": record})
 
-    async def _issue(self, ctx: CertificateContext, settings: AcmeCertificate) -> tuple[Material, str]:
-        """Account key from its Secret (created on first use), a solver, one order."""
+    async def _issue(self, ctx: CertificateContext, settings: AcmeCertificate,
+                     current: Material | None) -> tuple[Material, str]:
+        """Account key from its Secret (created on first use), a solver, one order; of the chains
+        the CA offers (RFC 8555 alternates), the first the vehicles' current `ca` accepts."""
         namespace = ctx.owner.namespace
         account_name = settings.account_secret_name or Names(ctx.owner.name).account_secret
         account = await ctx.api.get("Secret", namespace, account_name)
@@ -738,6 +742,15 @@ class AcmeSource:
         finally:
             for close in closers:
                 await close()
+        if current is not None and issued.alternates:
+            def accepted(chain: IssuedCertificate) -> bool:
+                return refusal(chain.chain_pem, current.ca_pem, ctx.spec.hostname, ctx.now) is None
+
+            chosen = choose_chain(issued, accepted)
+            if chosen is not issued:
+                log.info("serving the CA's alternate chain for %s: the vehicles' ca accepts it, not the default one",
+                         ctx.spec.hostname)
+            issued = chosen
         note = f"ca has no root: {issued.root_missing_reason}" if issued.root_missing else ""
         return Material(issued.chain_pem, issued.key_pem, issued.ca_chain_pem), note
 

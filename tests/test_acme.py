@@ -467,3 +467,42 @@ async def test_local_dns_answers_pebble_style_queries(local_dns: LocalDns) -> No
     finally:
         await local_dns.clear_txt("_acme-challenge.x.fleetwire.test", "abc")
 
+
+
+async def test_alternate_chains_are_offered_and_the_one_the_fleet_trusts_is_chosen(
+    tmp_path: Path, local_dns: LocalDns, pebble: Pebble
+) -> None:
+    """Pebble with PEBBLE_ALTERNATE_ROOTS offers the same leaf under another root (RFC 8555
+    `Link: rel="alternate"`): a fleet whose `ca` holds the alternate root keeps its `ca`."""
+    from fleetwire.operator.acme_client import choose_chain
+    from fleetwire.operator.certcheck import refusal
+
+    assert PEBBLE is not None
+    host = "alternate.fleetwire.test"
+    alt = Pebble(PEBBLE, tmp_path, local_dns.port, PEBBLE_ALTERNATE_ROOTS="1")
+    alt.start()
+    try:
+        async def issue() -> Any:
+            async with Http01Responder("127.0.0.1", alt.http_port) as responder, alt.client() as acme:
+                await acme.register()
+                return await acme.issue(host, responder)
+
+        first, second = await issue(), await issue()
+    finally:
+        alt.stop()
+    assert len(first.alternates) == 1 and first.alternates[0].leaf == first.leaf
+    assert first.root is not None and first.alternates[0].root is not None
+    assert first.root.fingerprint(hashes.SHA256()) != first.alternates[0].root.fingerprint(hashes.SHA256())
+    now = dt.datetime.now(dt.UTC)
+    # The intermediates of pebble's chains share subject and key, so a `ca` holding any of them
+    # accepts every chain; a fleet whose `ca` holds the alternate root alone tells them apart.
+    assert refusal(second.chain_pem, first.alternates[0].ca_chain_pem, host, now) is None
+    fleet_ca = first.alternates[0].root.public_bytes(serialization.Encoding.PEM)
+
+    def accepted(chain: Any) -> bool:
+        return refusal(chain.chain_pem, fleet_ca, host, now) is None
+
+    assert not accepted(second)  # the default chain would need a push to every vehicle
+    chosen = choose_chain(second, accepted)
+    assert chosen is second.alternates[0] and accepted(chosen)
+    assert choose_chain(second, lambda chain: False) is second  # none trusted: the default one
