@@ -274,3 +274,21 @@ def test_kubectl_apply_get_and_server_side_apply(kube_api: KubeApi, tmp_path: Pa
     server_side = _kubectl(kube_api, "apply", "--server-side", "--validate=false", "-f", "-", stdin=json.dumps(service))
     assert server_side.returncode == 0, server_side.stderr
     assert kube_api.get(SERVICES, "server", "default")["spec"]["ports"] == [{"port": 443}]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_shows_the_api_servers_refusal(kube_api: KubeApi, tmp_path: Path) -> None:
+    """Admission: the CRD's schema refuses a string port; kubectl prints the 422 as from a cluster."""
+    bad = ftc("refused")
+    bad["spec"]["port"] = "443"
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(yaml.safe_dump(bad))
+    refused = _kubectl(kube_api, "apply", "-f", str(manifest), "--validate=false")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == ('The FleetTelemetryConfig "refused" is invalid: spec.port: Invalid value: "443": '
+                                      'spec.port in body must be of type integer: "string"')
+    config = config_map("typed")
+    config["data"] = {"retries": 3}  # ConfigMap data holds strings only
+    typed = _kubectl(kube_api, "apply", "-f", "-", "--validate=false", stdin=json.dumps(config))
+    assert typed.returncode == 1 and 'The ConfigMap "typed" is invalid' in typed.stderr, typed.stderr
+    assert "* data.retries: Invalid value: 3 is not of type 'string', 'null' (Kubernetes 1.25.0)" in typed.stderr
