@@ -8,9 +8,12 @@ and the `kubernetes` client work too. The fixtures in conftest.py ("Kubernetes A
 emulator and kopf") wire these together; this module holds the parts.
 
 The emulator itself (kmock extended: discovery, CRDs, uids and resourceVersions, PUT,
-JSON and apply patches, the status subresource, garbage collection, selectors, watches)
-lives in `fleetwire.kube_emulator`, which `fleetwire demo` uses too; its docstring lists
-the kmock gaps it covers and what it still does not emulate. Here:
+JSON and apply patches, the status subresource, garbage collection, selectors, watches,
+admission, RBAC) lives in `fleetwire.kube_emulator`, which `fleetwire demo` uses too; its
+docstring lists the kmock gaps it covers and what it still does not emulate. The end of
+this module adds the `kubelet` fixture (the server's pods run by `fleetwire.sim.kubelet`),
+`accept_any_spec` (a CRD without rules, to reach the operator's own checks) and the
+`operator_rbac` fixture (the operator authorized as the chart's ServiceAccount). Here:
 
 15. (kopf in tests) KopfRunner's CLI changes process-wide state: the default handler
     registry, the root logger (level, a handler bound to a buffer), the `asyncio` logger,
@@ -465,6 +468,10 @@ def kubelet(kube_api: KubeApi, tmp_path: Path) -> Any:
     """The kubelet stand-in against `kube_api` (import it into a test module to use it):
     pods of every Deployment run as local processes, Services answer on loopback
     (`kubelet.address(namespace, service, port)`), Deployment status comes from real probes."""
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not installed: make test installs it")
     node = KubeletThread(kube_api.url, tmp_path / "node").start()
     kube_api.diagnostics.append(lambda: node_report(node.kubelet))
     yield node
