@@ -170,11 +170,15 @@ class RedisCluster:
         return [node.addr for node in self.nodes]
 
     def start(self, timeout: float = 30.0) -> RedisCluster:
-        for node in self.nodes:
-            node.start()
         cli = shutil.which("redis-cli") or "redis-cli"
-        subprocess.run([cli, "--cluster", "create", *self.addrs, "--cluster-yes"], check=True,
-                       capture_output=True, timeout=timeout)
+        try:
+            for node in self.nodes:
+                node.start()
+            subprocess.run([cli, "--cluster", "create", *self.addrs, "--cluster-yes"], check=True,
+                           capture_output=True, timeout=timeout)
+        except BaseException:
+            self.close()  # no node outlives a failed start
+            raise
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = [subprocess.run([cli, "-p", str(n.port), "cluster", "info"], capture_output=True, text=True,
