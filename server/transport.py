@@ -83,13 +83,15 @@ class VehicleListener(WSListener):
     # -- Link ------------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        """Queue a reply; replies to the frames of one read go out in one TLS write."""
+        """Queue a reply; replies to the frames of one read go out in one TLS write, and so
+        do the reliable acks a dispatcher's batch confirms (sent at the end of the loop's turn)."""
         if self._transport is None:
             return
-        self._out.append(_frame_header(len(data)))
-        self._out.append(data)
-        if not self._reading:
-            self._flush()
+        out = self._out
+        if not out and not self._reading:
+            asyncio.get_running_loop().call_soon(self._flush)
+        out.append(_frame_header(len(data)))
+        out.append(data)
 
     def _flush(self) -> None:
         out = self._out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 from fleetwire.pki import make_ca, make_vehicle_cert
@@ -47,3 +48,35 @@ def test_frame_headers_follow_rfc6455_length_encoding() -> None:
     assert _frame_header(125) == b"\x82\x7d"
     assert _frame_header(126) == b"\x82\x7e\x00\x7e"
     assert _frame_header(70000) == b"\x82\x7f" + (70000).to_bytes(8, "big")
+
+
+class _Underlying:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+
+class _WsTransport:
+    def __init__(self) -> None:
+        self.underlying_transport = _Underlying()
+
+
+async def test_acks_confirmed_together_go_out_in_one_write() -> None:
+    """Reliable acks arrive outside a read, one per record a batch confirmed: each as a TLS
+    write of its own would cost a system call and an encryption per record."""
+    from fleetwire.server.session import Peer
+    from fleetwire.server.transport import VehicleListener
+
+    listener = VehicleListener(None, Peer("c"))  # type: ignore[arg-type]
+    ws = _WsTransport()
+    listener._transport = ws  # type: ignore[assignment]
+    for n in range(5):
+        listener.send(b"ack-%d" % n)
+    assert ws.underlying_transport.writes == []  # not yet: the loop's turn is not over
+    await asyncio.sleep(0)
+    assert ws.underlying_transport.writes == [b"".join(_frame_header(5) + b"ack-%d" % n for n in range(5))]
+    listener.send(b"later")
+    await asyncio.sleep(0)
+    assert len(ws.underlying_transport.writes) == 2
