@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = [
     "Bundle",
     "FleetPki",
+    "cross_sign",
     "VEHICLE_ISSUER_CN",
     "generate_key",
     "load_bundle",
@@ -137,6 +138,30 @@ def make_ca(
         .sign((parent.key if parent else key), hashes.SHA256())
     )
     return Bundle(cert, key)
+
+
+def cross_sign(ca: Bundle, issuer: Bundle, *, not_after: dt.datetime | None = None) -> x509.Certificate:
+    """`ca`'s subject and key certified by `issuer`: a leaf of the new CA then verifies up to
+    either, so clients that trust only the old CA keep accepting it (valid at most as long as
+    `issuer`). Key identifiers and constraints are `ca`'s own, as a verifier expects of one CA."""
+    end = min(not_after or issuer.cert.not_valid_after_utc, issuer.cert.not_valid_after_utc)
+    constraints = ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    usage = ca.cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(ca.cert.subject)
+        .issuer_name(issuer.cert.subject)
+        .public_key(ca.cert.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(max(ca.cert.not_valid_before_utc, issuer.cert.not_valid_before_utc))
+        .not_valid_after(end)
+        .add_extension(constraints, critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca.cert.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    )
+    return builder.sign(issuer.key, hashes.SHA256())
 
 
 def _san_entry(name: str) -> x509.GeneralName:

@@ -292,8 +292,9 @@ def tls_secret(owner: Owner, name: str, material: Material, *, hostname: str, re
 
 
 def new_private_ca(owner: Owner, days: int) -> pki.Bundle:
-    """A CA that may sign leaves only (path length 0), named after the resource."""
-    return pki.make_ca(f"fleetwire {owner.namespace}/{owner.name} server CA", days=days, path_length=0,
+    """A CA named after the resource, with room for one CA below it (path length 1): the
+    cross-certificate of its successor, which keeps vehicles holding it connecting."""
+    return pki.make_ca(f"fleetwire {owner.namespace}/{owner.name} server CA", days=days, path_length=1,
                        organization="fleetwire")
 
 
@@ -326,6 +327,22 @@ def private_leaf(ca: pki.Bundle, hostname: str, days: int, now: dt.datetime) -> 
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     return Material(_pem(cert), key_pem, ca.cert_pem)
+
+
+CROSS_KEY = "cross.crt"
+"""In the private CA's Secret after a rollover: the new CA certified by the old one."""
+
+
+def _cross_from_secret(secret: Mapping[str, Any], now: dt.datetime) -> x509.Certificate | None:
+    """The rollover's cross-certificate while it is valid (afterwards the leaf is served alone)."""
+    pem = _secret_bytes(secret, CROSS_KEY)
+    if not pem:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return None
+    return cert if cert.not_valid_before_utc <= now < cert.not_valid_after_utc else None
 
 
 def ca_from_secret(secret: Mapping[str, Any], where: str, now: dt.datetime) -> pki.Bundle:
@@ -614,6 +631,25 @@ class PrivateCaSource:
                 ca = ca_from_secret(ca_secret, f"{namespace}/{names.ca_secret}", ctx.now)
             except CertificateProblem as exc:
                 return _not_ready(ctx, self.mode, exc.reason, exc.message, names.tls_secret)
+        cross = _cross_from_secret(ca_secret, ctx.now) if ca_secret is not None else None
+        if ca.cert.not_valid_after_utc - ctx.now < dt.timedelta(days=settings.leaf_validity_days):
+            old = ca
+            ca = new_private_ca(ctx.owner, settings.validity_days)
+            # A CA limited to signing leaves (path length 0, as CAs before this rollover were made)
+            # cannot certify another CA: then the new one is staged like a replaced CA.
+            constraints = old.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+            cross = pki.cross_sign(ca, old) if constraints.path_length != 0 else None
+            data = {"tls.crt": ca.cert_pem, "tls.key": ca.key_pem, **({CROSS_KEY: _pem(cross)} if cross else {})}
+            await ctx.api.apply(builders.secret(ctx.owner, names.ca_secret, data, type_="kubernetes.io/tls",
+                                                component="private-ca"))
+            how = ("cross-signed by the old one until it expires, so a vehicle holding the old ca keeps connecting; "
+                   "the new ca reaches the vehicles with their next push" if cross is not None else
+                   "the old one may only sign leaves and cannot cross-sign it, so the new certificate is staged "
+                   "until the vehicles hold a ca for both")
+            events.append(Event("Normal", "PrivateCaRolledOver",
+                                f"the private CA expires at {_timestamp(old.cert.not_valid_after_utc)}, within one leaf "
+                                f"lifetime: a new CA valid until {_timestamp(ca.cert.not_valid_after_utc)} is in Secret "
+                                f"{names.ca_secret}, {how}"))
         material, report = await _stored(ctx, names.tls_secret)
         staged = await _staged(ctx, names.tls_secret, material)
         if staged is not None:
@@ -627,6 +663,8 @@ class PrivateCaSource:
         if reason is not None:
             before, before_report = material, report
             material = private_leaf(ca, ctx.spec.hostname, settings.leaf_validity_days, ctx.now)
+            if cross is not None:  # presented after the leaf: the old CA's vehicles reach their anchor through it
+                material = Material(material.chain_pem + _pem(cross), material.key_pem, material.ca_pem)
             report = check(material, ctx.spec.hostname, ctx.now)
             if not report.ok:  # the CA itself cannot make acceptable leaves (e.g. it is about to expire)
                 return _not_ready(ctx, self.mode, "CertificateInvalid",
