@@ -110,7 +110,7 @@ async def test_every_acked_record_is_on_its_topic_keyed_by_the_certificates_vin(
         assert headers["vin"] == vin and headers["txtype"] == record_type
         assert headers["timestamp"] == "0" and headers["version"] == "0"
         # The simulator's Version header, once the session hands it to the record; "" until then.
-        assert headers["device_client_version"] in ("1.0.0", "")
+        assert headers["device_client_version"] == "1.0.0"  # the Version header the vehicle sent
         assert started_ms - 1000 < int(headers["receivedat"]) < time.time() * 1000
         payload = SCHEMAS[record_type].FromString(m.value())
         assert payload.vin == vin  # the certificate's VIN, in key, header and payload

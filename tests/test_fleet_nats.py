@@ -104,7 +104,7 @@ def check_delivered(messages: list[Any], acked: dict[str, set[str]], decoded: bo
         h = msg.headers
         assert h["txtype"] == "V" and h["timestamp"] == "0" and h["version"] == "0"
         assert h["receivedat"].isdigit() and len(h["receivedat"]) == 13  # milliseconds
-        assert h.get("device_client_version") in ("", "1.0.0")
+        assert h.get("device_client_version") == "1.0.0"  # the Version header the vehicle sent
         assert h["Nats-Msg-Id"] == f"{vin}:V:{txid}"
         if decoded:
             body = json.loads(msg.data)

@@ -93,7 +93,7 @@ async def test_every_acked_record_on_its_topic_with_the_reference_attributes(
         assert SCHEMAS[record_type].FromString(message.data).vin == attributes["vin"]  # the certificate's VIN
         assert attributes["timestamp"] == "0" and attributes["version"] == "0"
         # the vehicle's Version header, once the server hands it to records
-        assert attributes["device_client_version"] in ("", "1.0.0")
+        assert attributes["device_client_version"] == "1.0.0"  # the Version header the vehicle sent
         assert started * 1000 - 1000 <= int(attributes["receivedat"]) <= time.time() * 1000
         found[(attributes["vin"], attributes["txid"])] = message
     expected = sent_txids(fleet)
