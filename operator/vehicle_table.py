@@ -3,9 +3,11 @@
 The operator keeps one record per vehicle in ConfigMaps `<resource>-vehicles-<n>` (the
 resource's own status holds only the counts, so that 10,000 vehicles never reach the
 object size limit). This reads them with the `kubernetes` client and the current
-kubeconfig, and prints VIN, state, firmware, reason, last push, the configured fields the
-vehicle's firmware is too old to send (they never arrive until it updates) and last error,
-then the counts and the `VehiclesConfigured` condition from the resource's status.
+kubeconfig, and prints VIN, state, firmware, reason, last push, the `ca` the vehicle holds
+(its fingerprint's start: which vehicles a rotation still waits for), the configured fields
+the vehicle's firmware is too old to send (they never arrive until it updates) and last
+error, then the counts, a staged certificate's progress and the `VehiclesConfigured`
+condition from the resource's status.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from fleetwire.operator.vehicles import (
 __all__ = ["format_table", "read_vehicles", "run"]
 
 _ORDER = {state: i for i, state in enumerate(("failing", "skipped", "pending", "pushed", "applied"))}
+CA_SHOWN = 12
+"""Hex digits of the held `ca`'s fingerprint in the table (the start of `status.vehicles.caFingerprint`)."""
 
 
 def read_vehicles(name: str, namespace: str, api: Any = None) -> tuple[list[VehicleRecord], dict[str, Any]]:
@@ -85,9 +89,13 @@ def format_table(records: Iterable[VehicleRecord], status: Mapping[str, Any], *,
     def firmware(record: VehicleRecord) -> str:
         return record.firmware.split()[0] if record.firmware.strip() else "-"
 
-    table = [("VIN", "STATE", "FIRMWARE", "REASON", "LAST PUSH (UTC)", "FIELDS TOO NEW", "LAST ERROR")]
-    table += [(r.vin, r.state, firmware(r), cut(reason(r)), _when(r.pushed_at), cut(",".join(too_new_names(r))) or "-",
-               cut(r.last_error) or "-") for r in rows]
+    def held(record: VehicleRecord) -> str:
+        held_fp = record.held_ca_fp or (record.ca_fp if record.state in ("applied", "failing") else "")
+        return held_fp[:CA_SHOWN] if held_fp else "-"
+
+    table = [("VIN", "STATE", "FIRMWARE", "REASON", "LAST PUSH (UTC)", "CA", "FIELDS TOO NEW", "LAST ERROR")]
+    table += [(r.vin, r.state, firmware(r), cut(reason(r)), _when(r.pushed_at), held(r),
+               cut(",".join(too_new_names(r))) or "-", cut(r.last_error) or "-") for r in rows]
     last = len(table[0]) - 1
     widths = [max(len(row[i]) for row in table) for i in range(last)]
     lines = ["  ".join(cell.ljust(widths[i]) if i < last else cell for i, cell in enumerate(row)).rstrip()
@@ -102,6 +110,10 @@ def format_table(records: Iterable[VehicleRecord], status: Mapping[str, Any], *,
     vehicles = status.get("vehicles") or {}
     if vehicles.get("caFingerprint") or vehicles.get("lastPush"):
         lines.append(f"ca {vehicles.get('caFingerprint', '-')}, last push {vehicles.get('lastPush', '-')}")
+    upcoming = vehicles.get("next") or {}
+    if upcoming:
+        lines.append(f"next certificate staged: {upcoming.get('ready', 0):,} of {upcoming.get('total', 0):,} vehicles "
+                     f"hold a ca accepting it ({upcoming.get('behindCount', 0):,} behind)")
     condition = next((c for c in status.get("conditions") or () if c.get("type") == VEHICLES_CONFIGURED), None)
     if condition is not None:
         lines.append(f"{VEHICLES_CONFIGURED}={condition.get('status')} ({condition.get('reason')}): "

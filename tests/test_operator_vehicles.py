@@ -8,7 +8,7 @@ from dataclasses import replace
 from fleetwire.operator.fleetapi import VehicleConfigState, VehicleInfo
 from fleetwire.operator.vehicle_table import format_table
 from fleetwire.operator.vehicles import (
-    APPLIED, FAILING, FIELDS_TOO_NEW, PENDING, PUSHED, SKIPPED, SLOT_FREED, VehicleRecord, cleared, count_too_new,
+    APPLIED, FAILING, FIELDS_TOO_NEW, ca_fingerprint, PENDING, PUSHED, SKIPPED, SLOT_FREED, VehicleRecord, cleared, count_too_new,
     counts, current_error, error_time, explain, fields_too_new, observe, poll_delay, preflight, push_failed,
     push_reason, pushed, recheck_passed, refused, too_new_names, vehicles_condition, with_error, with_firmware,
 )
@@ -224,13 +224,16 @@ def test_the_table_shows_firmware_and_the_fields_it_never_sends() -> None:
     unknown = replace(applied_record(), vin="5YJ3E1EA7KF000003")
     text = format_table([unknown, new, old], {"vehicles": {"fieldsTooNew": 1}})
     lines = text.splitlines()
-    assert lines[0].split() == ["VIN", "STATE", "FIRMWARE", "REASON", "LAST", "PUSH", "(UTC)", "FIELDS", "TOO", "NEW",
-                                "LAST", "ERROR"]
+    assert lines[0].split() == ["VIN", "STATE", "FIRMWARE", "REASON", "LAST", "PUSH", "(UTC)", "CA", "FIELDS", "TOO",
+                                "NEW", "LAST", "ERROR"]
     rows = {line.split()[0]: line.split() for line in lines[1:4]}
     assert rows[VIN][1:3] == ["applied", "2025.20.1"]
+    assert rows[VIN][-3] == ca_fingerprint(CA)[:12]  # the `ca` the vehicle holds
     assert rows[VIN][-2:] == ["GpsAccuracyMeters,RemoteStartActive", "-"]
     assert rows["5YJ3E1EA7KF000002"][2] == "2026.32.1" and rows["5YJ3E1EA7KF000002"][-2:] == ["-", "-"]
     assert rows["5YJ3E1EA7KF000003"][2] == "-"
     assert ("1 vehicle on firmware too old to send some configured fields (FIELDS TOO NEW): they arrive once it "
             "updates") in lines
     assert "too old" not in format_table([new, unknown], {})
+    staged = format_table([new], {"vehicles": {"next": {"ready": 7412, "total": 10000, "behindCount": 2588}}})
+    assert "next certificate staged: 7,412 of 10,000 vehicles hold a ca accepting it (2,588 behind)" in staged

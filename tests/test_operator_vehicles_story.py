@@ -224,8 +224,8 @@ async def test_private_ca_fleet_is_configured_and_follows_a_replaced_ca(
             capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": str(kube_api.kubeconfig)})
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
-        assert lines[0].split() == ["VIN", "STATE", "FIRMWARE", "REASON", "LAST", "PUSH", "(UTC)", "FIELDS", "TOO",
-                                    "NEW", "LAST", "ERROR"]
+        assert lines[0].split() == ["VIN", "STATE", "FIRMWARE", "REASON", "LAST", "PUSH", "(UTC)", "CA", "FIELDS",
+                                    "TOO", "NEW", "LAST", "ERROR"]
         assert lines[1].split()[:4] == [vins[10], "skipped", "2025.20.1", "missing_key:"]
         assert lines[2].split()[:4] == [vins[11], "skipped", "2024.14.3", "unsupported_firmware:"]
         rows = {line.split()[0]: line.split() for line in lines[3:13]}
