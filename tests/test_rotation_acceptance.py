@@ -171,3 +171,21 @@ async def test_the_bundles_survive_a_restart_so_nothing_is_pushed_again() -> Non
     await restarted.reconcile(spec_for(list(rec.records), hostname=HOST), after[1], chains=[after[0]])
     assert pushed_vehicles(api) == pushes
     assert ca_fingerprint(A.ca(A.first)) in restarted.bundles
+
+
+async def test_the_old_root_leaves_the_ca_only_with_a_push_the_fleet_needs_anyway() -> None:
+    both = ca_union(A.ca(A.first), B.ca(B.first))
+    clock, api, vins = real_clock_fleet(8)
+    rec = reconciler(api, clock)
+    spec = spec_for(vins, hostname=HOST)
+    await settle(rec, clock, spec, both, [A.chain(A.first), B.chain(B.first)])  # staged: both chains
+    pushes = pushed_vehicles(api)
+    # Promoted: the served chain is B's; the union the vehicles hold accepts it, so nothing is pushed.
+    await settle(rec, clock, spec, B.ca(B.first), [B.chain(B.first)])
+    assert pushed_vehicles(api) == pushes
+    assert all(v.held["ca"] == both for v in api.vehicles.values())  # type: ignore[index]
+    # A push the fleet needs anyway (here a new field; the exp lease alike) carries B's ca alone.
+    changed = spec_for(vins, hostname=HOST, fields={"VehicleSpeed": {"interval_seconds": 5}})
+    await settle(rec, clock, changed, B.ca(B.first), [B.chain(B.first)])
+    assert pushed_vehicles(api) == pushes + 8
+    assert all(v.held["ca"] == B.ca(B.first) for v in api.vehicles.values())  # type: ignore[index]
