@@ -197,12 +197,14 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self.prefixes: set[bytes] = set()
+        self._wanted: dict[bytes, bool] = {}  # per topic, until the subscriptions change
 
     def update(self, message: bytes) -> tuple[bool, bytes] | None:
         """Apply one subscription message; (subscribed?, prefix), or None if it is none."""
         if not message or message[0] not in (0, 1):
             return None
         prefix = message[1:]
+        self._wanted.clear()
         if message[0] == 1:
             self.prefixes.add(prefix)
             return True, prefix
@@ -211,7 +213,10 @@ class Subscriptions:
 
     def wanted(self, topic: bytes) -> bool:
         """Whether some subscriber receives `topic`."""
-        return any(topic.startswith(prefix) for prefix in self.prefixes)
+        known = self._wanted.get(topic)
+        if known is None:
+            known = self._wanted[topic] = any(topic.startswith(prefix) for prefix in self.prefixes)
+        return known
 
 
 # -- the dispatcher ----------------------------------------------------------------
