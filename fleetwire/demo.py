@@ -227,7 +227,8 @@ DEMO_SYNC_DELAY = 2.0  # seconds the simulated vehicles take to apply a pushed c
 class SecretFiles:
     """A TLS Secret's `tls.crt` and `tls.key` as files, rewritten (key first, each atomically)
     whenever the Secret changes, as a kubelet does for a mounted Secret; a server watching
-    the files reloads them. `fetch` returns the Secret as the API does (None: absent)."""
+    the files reloads them. `fetch` returns the Secret as the API does (None: absent). For tests
+    that run the server in-process; the demo runs the server's pod (`fleetwire.sim.kubelet`)."""
 
     def __init__(self, fetch: Callable[[], Awaitable[Mapping[str, Any] | None]], directory: Path) -> None:
         self.fetch = fetch
@@ -269,25 +270,6 @@ class SecretFiles:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-
-
-class _Counter:
-    """A dispatcher that counts records per vehicle (the demo prints counts, not records)."""
-
-    name = "logger"
-
-    def __init__(self) -> None:
-        self.by_vin: dict[str, int] = {}
-
-    async def start(self) -> None:
-        return None
-
-    async def publish(self, batch: Sequence[Record]) -> None:
-        for record in batch:
-            self.by_vin[record.vin] = self.by_vin.get(record.vin, 0) + 1
-
-    async def close(self) -> None:
-        return None
 
 
 class _Timeline:
