@@ -328,6 +328,27 @@ async def test_a_batch_sent_again_is_stored_once(nats_server: NatsServer) -> Non
 
 
 @needs_server
+@pytest.mark.parametrize("jetstream", [True, False])
+async def test_the_clients_own_publish_writes_the_same_messages(nats_factory: Callable[..., NatsServer],
+                                                               jetstream: bool) -> None:
+    """The batch written in one buffer and the client's per-message publish (the path
+    taken if a client version lacks the internals) put the same messages on the wire."""
+    server = nats_factory(jetstream=jetstream)
+    nc = await nats.connect(server.url)
+    sub = await nc.subscribe(f"{NS}.>")
+    await nc.flush()
+    got: dict[bool, list[Any]] = {}
+    for fast in (True, False):
+        dispatcher = NatsDispatcher(settings(server.url, jetstream=jetstream), NS)
+        dispatcher.fast_path = fast
+        async with running(dispatcher):
+            await publish_soon(dispatcher, [vehicle_data(f"tx-{n}", soc=n) for n in range(5)] + [connectivity("c")])
+        got[fast] = [await sub.next_msg(timeout=2) for _ in range(6)]
+    await nc.close()
+    assert [(m.subject, m.headers, m.data) for m in got[True]] == [(m.subject, m.headers, m.data) for m in got[False]]
+
+
+@needs_server
 async def test_acks_through_the_clients_own_subscription_path(nats_server: NatsServer,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the parser shortcut the ack subscription's callback confirms just the same."""
