@@ -312,6 +312,7 @@ class ZmqDispatcher:
         # left): hear them as they come, on the loop, instead of at the next publish.
         self._fd = sock.getsockopt(zmq.FD)
         asyncio.get_running_loop().add_reader(self._fd, self._hear_subscriptions, sock)
+        self._hear_subscriptions(sock)  # the FD signals edges: take what came before the reader
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.last_error = None
         log.info("zmq: publishing on %s%s", self.endpoint, " (CURVE)" if self.settings.server_secret_key else "")
