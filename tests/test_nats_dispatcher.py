@@ -438,6 +438,23 @@ async def test_tls_with_a_ca_file(nats_factory: Callable[..., NatsServer], fleet
 
 
 @needs_server
+async def test_tls_with_a_client_certificate(nats_factory: Callable[..., NatsServer], fleet_pki: FleetPki,
+                                             tmp_path: Path) -> None:
+    from fleetwire.pki import load_bundle, make_vehicle_cert, write_bundle
+
+    server = nats_factory(tls=(fleet_pki.server_cert, fleet_pki.server_key), client_ca=fleet_pki.vehicle_ca_cert)
+    cert, key = write_bundle(make_vehicle_cert(load_bundle(fleet_pki.vehicle_ca_cert, fleet_pki.vehicle_ca_key),
+                                               "5YJ3CLIENT0000001"), tmp_path / "c.pem", tmp_path / "c.key")
+    without = NatsDispatcher(settings(server.url, tls=nats_backend.NatsTls(ca_file=fleet_pki.server_ca_cert)), NS)
+    async with running(without):
+        with pytest.raises(DispatchError, match="unavailable"):
+            await publish_soon(without, [vehicle_data("tx-1")], timeout=1)
+    tls = nats_backend.NatsTls(ca_file=fleet_pki.server_ca_cert, cert_file=cert, key_file=key)
+    async with running(NatsDispatcher(settings(server.url, tls=tls), NS)) as dispatcher:
+        await publish_soon(dispatcher, [vehicle_data("tx-1")])
+
+
+@needs_server
 async def test_down_at_start_then_up(nats_server: NatsServer) -> None:
     nats_server.stop()
     dispatcher = NatsDispatcher(settings(nats_server.url, publish_timeout_ms=300), NS)
