@@ -936,6 +936,7 @@ class Kubelet:
     async def _finish(self, pod: Pod) -> None:
         await self._kill(pod, grace=min(pod.plan.grace_seconds if pod.plan else 2.0, 5.0))
         self.pods.pop(pod.name, None)
+        self._written.pop((pod.namespace, pod.name), None)
         with contextlib.suppress(Exception):
             await self._request("DELETE", self._path("/api/v1", "pods", pod.namespace, pod.name))
         shutil.rmtree(pod.directory / "volumes", ignore_errors=True)
