@@ -21,6 +21,12 @@ time are written into `status.certificate.order` at once, so an operator that re
 running; and a certificate that is valid for the hostname is never re-issued, whatever
 the marker says. ACME failures back off with `renewal.backoff`, recorded in
 `status.certificate.retry`; changing the spec retries at once.
+
+A new certificate replaces the served one at once only when the vehicles' `ca` accepts it
+(or there is no valid current one to keep); otherwise it is staged in `<tls>-next` and
+promoted by the policies of `fleetwire.operator.rotation` (make before break). Of the
+chains an ACME CA offers, the one the vehicles' `ca` accepts is served; a private CA near
+its end is succeeded by a new one it cross-signs.
 """
 
 from __future__ import annotations

@@ -21,9 +21,14 @@ in the benchmark and in unit tests. A pass (`reconcile`) does, in order:
 5. the changed records are saved (`RecordStore`, sharded so 10,000 vehicles stay far from
    the 1 MiB object limit).
 
-A new certificate chain is a new `ca` fingerprint: `push_reason` names it first ("CA chain
-changed") and `run` starts a pass as soon as it is woken (`wake()`), cutting a poll sweep
-in progress short, so the re-push never waits for a timer.
+A vehicle's `ca` is judged by what it accepts, never by its bytes: given the chains the
+server presents now and has staged to present next (`reconcile(..., chains=...)`), a
+vehicle is pushed only when the `ca` it was sent would refuse one of them (`ca_refused`,
+named first among the push reasons), so a renewal under the same or a sibling intermediate
+costs no push. The bundles are kept once per fingerprint beside the records. `run` starts
+a pass as soon as it is woken (`wake()`), cutting a poll sweep in progress short, so a
+needed push never waits for a timer; `PassResult.next` tells how far the fleet is towards a
+staged chain, which is what its promotion waits for (`fleetwire.operator.rotation`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
 """kopf glue for the vehicles: one daemon per FleetTelemetryConfig runs its `VehicleReconciler`.
 
-The daemon reads its inputs at every pass (the parsed spec, the `ca` from the server's
-TLS Secret, the Fleet API credentials from the Secrets `spec.fleetApi` names), runs a
-pass, and writes `status.vehicles` (counts per state, `lastPush`, `caFingerprint`, the
-ConfigMaps holding the per-vehicle records) and the `VehiclesConfigured` condition. It
-sleeps until the reconciler has something due, at most `ca_check_seconds` (so a TLS
-Secret managed elsewhere is re-read often), and is woken at once by a watch on the TLS
-Secrets the operator writes (a new chain is re-pushed immediately) and by spec changes.
+The daemon reads its inputs at every pass (the parsed spec, the chain and `ca` from the
+server's TLS Secret and from a staged certificate's `<tls>-next`, the Fleet API credentials
+from the Secrets `spec.fleetApi` names), runs a pass, and writes `status.vehicles` (counts
+per state, `lastPush`, `caFingerprint`, the ConfigMaps holding the per-vehicle records, and
+while a certificate is staged `next`: how many vehicles hold a `ca` accepting it, which its
+promotion waits for) and the `VehiclesConfigured` condition. While staged, the `ca` pushed
+holds both chains' certificates. It sleeps until the reconciler has something due, at most
+`ca_check_seconds` (so a TLS Secret managed elsewhere is re-read often), and is woken at
+once by a watch on the TLS Secrets the operator writes (a vehicle whose `ca` would refuse a
+new chain is pushed immediately) and by spec changes.
 
 Secrets, as the operator reads them:
 
