@@ -32,7 +32,7 @@ system-deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(VENV)/bin/fleetwire demo
 
 test: $(STAMP) system-deps
