@@ -1070,8 +1070,7 @@ class FleetApiSimulator:
         if verdict is not None:
             self.tls.failed(vin, verdict, now)
             self._record_error(vin, client_id, "cloud_manager_error", verdict, config)
-            low, high = self.reconnect_delay
-            self._judge_soon(vin, client_id, high)
+            self._judge_soon(vin, client_id, self.reconnect_delay[1])
             return
         self.tls.connected(vin, now)
         if self.reconnect_every is not None:

@@ -161,7 +161,7 @@ class Trial:
 
 
 async def trial(n: int, before: Served, after: Served, *, mode: str, hostname: str, time_factor: float = 1 / 3600,
-                rotation_settings: Rotation = Rotation(), seed: int = 0, forced: bool = False,
+                rotation_settings: Rotation | None = None, seed: int = 0, forced: bool = False,
                 timeout: float = 300.0) -> Trial:
     """Configure `n` simulated vehicles (long-tailed sync, own reconnects) for `before`, rotate to
     `after` in `mode`, and run until every vehicle streams with `after` served. `forced`: the
@@ -217,7 +217,7 @@ async def trial(n: int, before: Served, after: Served, *, mode: str, hostname: s
                        "fields": {"VehicleSpeed": {"interval_seconds": 10}},
                        "fleetApi": {"baseUrl": sim.base_url("na"), "partnerCredentialsSecretRef": {"name": "p"},
                                     "userTokenSecretRef": {"name": "u"}, "signingKeySecretRef": {"name": "k"}}})
-    run = holder["run"] = RotationRun(reconciler, spec, before, mode=mode, settings=rotation_settings,
+    run = holder["run"] = RotationRun(reconciler, spec, before, mode=mode, settings=rotation_settings or Rotation(),
                                       time_factor=time_factor)
     try:
         deadline = time.monotonic() + timeout

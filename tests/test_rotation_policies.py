@@ -14,10 +14,10 @@ NOW = dt.datetime.now(dt.UTC)
 
 
 def facts(**overrides: object) -> PromoteFacts:
-    base: dict[str, object] = dict(current_usable=True, staged_fingerprint="fp", deadline=NOW + dt.timedelta(hours=1),
-                                   now=NOW, progress={"chain": "fp", "ready": 3, "total": 5, "behindCount": 2,
-                                                      "behind": ["V1", "V2"]},
-                                   requested=False, vehicles_expected=True)
+    base: dict[str, object] = {
+        "current_usable": True, "staged_fingerprint": "fp", "deadline": NOW + dt.timedelta(hours=1), "now": NOW,
+        "progress": {"chain": "fp", "ready": 3, "total": 5, "behindCount": 2, "behind": ["V1", "V2"]},
+        "requested": False, "vehicles_expected": True}
     base.update(overrides)
     return PromoteFacts(**base)  # type: ignore[arg-type]
 
