@@ -48,7 +48,8 @@ class MemoryKube:
         return base64.b64decode(self.objects[("Secret", name)]["data"][key])
 
 
-async def run(kube: MemoryKube, now: dt.datetime, **spec: Any) -> CertificateOutcome:
+async def run(kube: MemoryKube, now: dt.datetime, *, annotations: Mapping[str, str] | None = None,
+              vehicles: Mapping[str, Any] | None = None, **spec: Any) -> CertificateOutcome:
     parsed = parse_spec({"hostname": HOST, "certificate": {"privateCA": spec}, "vehicles": ["5YJ3E7EB0NF000001"],
                          "fields": {"Soc": {"interval_seconds": 60}},
                          "fleetApi": {"baseUrl": "http://127.0.0.1:1", "partnerCredentialsSecretRef": {"name": "p"},
@@ -58,7 +59,8 @@ async def run(kube: MemoryKube, now: dt.datetime, **spec: Any) -> CertificateOut
         raise AssertionError("not used by privateCA")
 
     ctx = CertificateContext(api=kube, owner=OWNER, spec=parsed, env=from_env({}), previous={},  # type: ignore[arg-type]
-                             generation=1, now=now, http01=nothing, record_order=nothing)
+                             generation=1, now=now, http01=nothing, record_order=nothing,
+                             annotations=dict(annotations or {}), vehicles=dict(vehicles or {}))
     return await PrivateCaSource().ensure(ctx)
 
 
@@ -107,3 +109,37 @@ async def test_a_replaced_ca_is_staged_until_the_vehicles_hold_both() -> None:
     assert kube.data("fleet-tls", "tls.crt") == served  # the server keeps the current certificate
     assert "next" in staged.status and "CertificateStaged" in [e.reason for e in staged.events]
     assert refusal(kube.data("fleet-tls-next", "tls.crt"), kube.data("fleet-tls", "ca.crt"), HOST, now) is not None
+
+
+async def test_a_staged_certificate_is_promoted_by_the_fleet_the_annotation_or_the_deadline() -> None:
+    from fleetwire.operator.rotation import PROMOTE_ANNOTATION, staged_fingerprint
+
+    for how in ("fleet", "annotation", "deadline"):
+        kube = MemoryKube()
+        now = dt.datetime.now(dt.UTC)
+        await run(kube, now)
+        del kube.objects[("Secret", "fleet-ca")]
+        staged = await run(kube, now)
+        assert staged.rotating is not None and staged.status["next"]["promoteBy"]
+        chain = kube.data("fleet-tls-next", "tls.crt")
+        progress = {"chain": staged_fingerprint(chain), "ready": 3, "total": 4, "behindCount": 1,
+                    "behind": ["5YJ3E7EB0NF000009"]}
+        waiting = await run(kube, now, vehicles={"next": progress})
+        assert waiting.rotating is not None and waiting.rotating.message.startswith("3 of 4 vehicles hold the next ca")
+        if how == "fleet":
+            outcome = await run(kube, now, vehicles={"next": {**progress, "ready": 4, "behindCount": 0, "behind": []}})
+            expected = "VehiclesReady"
+        elif how == "annotation":
+            outcome = await run(kube, now, annotations={PROMOTE_ANNOTATION: "now"}, vehicles={"next": progress})
+            expected = "PromoteRequested"
+        else:
+            outcome = await run(kube, now + dt.timedelta(hours=73), vehicles={"next": progress})
+            expected = "Deadline"
+        assert outcome.promoted and outcome.rotating is not None and outcome.rotating.reason == expected, how
+        assert kube.data("fleet-tls", "tls.crt") == chain and "next" not in outcome.status
+        (event,) = [e for e in outcome.events if e.reason == "CertificatePromoted"]
+        assert (event.type == "Normal") == (how == "fleet")
+        if how != "fleet":  # the vehicles left behind are named
+            assert "5YJ3E7EB0NF000009" in event.message
+        again = await run(kube, now + dt.timedelta(hours=74))  # the promoted one is not staged again
+        assert again.rotating is None and not again.promoted
