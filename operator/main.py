@@ -114,6 +114,14 @@ def ensure_peering(name: str, namespaces: Sequence[str],
     return created
 
 
+def scoped(settings: kopf.OperatorSettings, *, clusterwide: bool) -> kopf.OperatorSettings:
+    """Settings for the scope served. Serving named namespaces (the chart's Role mode), kopf
+    must not watch namespaces and CRDs cluster-wide: a Role cannot grant it, and kopf backs
+    off after each refusal (1+1+2+3+5+8+13+21 s) before it serves anything."""
+    settings.scanning.disabled = not clusterwide
+    return settings
+
+
 async def operate(options: OperatorOptions, *, stop_flag: asyncio.Event | None = None) -> None:
     """Run kopf with the project's handlers until stopped (SIGTERM/SIGINT or `stop_flag`)."""
     importlib.import_module("fleetwire.operator.handlers")  # its decorators register the handlers
@@ -123,6 +131,7 @@ async def operate(options: OperatorOptions, *, stop_flag: asyncio.Event | None =
     logger.info("serving %s; %s", scope, "standalone" if priority is None
                 else f"peering {options.peering!r} with priority {priority}")
     await kopf.operator(
+        settings=scoped(kopf.OperatorSettings(), clusterwide=options.clusterwide),
         clusterwide=options.clusterwide,
         namespaces=list(options.namespaces),
         standalone=options.standalone,

@@ -98,14 +98,10 @@ def test_the_charts_two_modes(chart_dir: Path) -> None:
 # -- stories under the chart's RBAC ------------------------------------------------------------
 
 
-@pytest.mark.slow
 async def test_one_namespace_mode_story(kopf_runner: KopfRunnerFactory, kube: KubeClient, kube_api: KubeApi,
                                         kubelet: Any, chart_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """watchNamespace: a Role in that namespace only; the operator serves it (`-n`) and nothing else.
-
-    Slow for a reason a cluster shares: kopf retries the refused cluster-scoped lists
-    (CRDs, namespaces) with its error back-offs (1+1+2+3+5+8+13+21 s) before it serves the
-    namespace without them, so the first reconcile comes about a minute after start."""
+    """watchNamespace: a Role in that namespace only; the operator serves it (`-n`) and nothing else,
+    without the cluster-scoped scans a Role cannot grant (`main.scoped`)."""
     started = time.monotonic()
     monkeypatch.setenv("FLEETWIRE_RECONCILE_SECONDS", "1")
     monkeypatch.setenv("FLEETWIRE_IMAGE", "ghcr.io/fleetwire/fleetwire:test")
@@ -118,7 +114,7 @@ async def test_one_namespace_mode_story(kopf_runner: KopfRunnerFactory, kube: Ku
                               == "Available", timeout=120, what="ready with the pod's readiness")
     assert obj["status"]["server"]["readyReplicas"] == 1
     print(f"one-namespace mode: ready {time.monotonic() - started:.0f} s after the operator started")
-    rbac.check()  # nothing refused but kopf's cluster-scoped probes, which it tolerates
+    rbac.check()  # nothing refused at all
 
 
 async def test_a_grant_removed_from_the_chart_fails_the_story_with_a_403(
