@@ -5,8 +5,8 @@ seconds to minutes, parked ones hours later; each car reconnecting on its own sc
 rotates the server's certificate, and runs until every vehicle streams again, twice in the
 same test: with make before break (pushes judged by acceptance, a refused chain staged and
 promoted when the fleet holds a `ca` for it) and with today's immediate switch (the server
-serves the new chain at once, any change of the `ca`'s bytes is pushed). Time runs 7,200 times
-faster than real (a day takes 12 s); the figures are in real hours and minutes. The
+serves the new chain at once, any change of the `ca`'s bytes is pushed). Time runs 14,400 times
+faster than real (a day takes 6 s); the figures are in real hours and minutes. The
 simulator's vehicles judge the chain the server presents at each of their reconnects exactly
 as a connecting car does (`certcheck.refusal`); the vehicles story shows the same with sockets.
 """
@@ -25,8 +25,8 @@ from test_rotation_acceptance import A, B, HOST
 from fleetwire.operator.http01 import Http01Responder
 from fleetwire.sim.rotation import IMMEDIATE, MAKE_BEFORE_BREAK, Served, Trial, trial
 
-TIME_FACTOR = 1 / 7200
-VEHICLES = 120
+TIME_FACTOR = 1 / 14400
+VEHICLES = 80
 PEBBLE_HOST = "telemetry.fleetwire.test"
 
 
