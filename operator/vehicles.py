@@ -105,6 +105,7 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+@lru_cache(maxsize=64)  # asked per vehicle read; a fleet holds a handful of distinct bundles
 def ca_fingerprint(ca_pem: str) -> str:
     """The `ca` bundle's chain fingerprint (`status.certificate.chainFingerprint`): a change
     of chain must be told apart from other edits, and named the same way everywhere."""
