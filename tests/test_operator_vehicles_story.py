@@ -410,3 +410,54 @@ def _chain_fp(ca_pem: str) -> str:
 
     return chain_fingerprint(ca_pem.encode())
 
+
+
+# ======================================================================================
+# A rotation that waits for parked cars, promoted at once by the annotation
+# ======================================================================================
+
+
+async def test_a_staged_certificate_waits_for_parked_cars_and_the_annotation_promotes_it(
+    kopf_runner: KopfRunnerFactory, kube: KubeClient, kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in {**FAST, "FLEETWIRE_RECONCILE_SECONDS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    delays = iter([0.3] * 6)  # the first configuration syncs at once; after that the cars are parked
+    sim = FleetApiSimulator(public_key=APP_KEY.public_key(), sync_delay=lambda vin: next(delays, 3600.0),
+                            max_streaming=0)
+    vins = [vin(i) for i in range(6)]
+    for v in vins:
+        sim.add_vehicle(v)
+    await sim.start()
+    try:
+        fleet_api = await fleet_api_secrets(kube, sim)
+        kopf_runner(OPERATOR)
+        await kube.create(ftc("parked", {"privateCA": {}}, vins, fleet_api))
+        await kube.wait_for(FTC, "parked", NS, lambda o: vehicles_status(o).get("applied") == 6, timeout=30,
+                            what="6 applied")
+        served = (await kube.get(SECRETS, "parked-tls", NS))["data"]["tls.crt"]
+        await kube.delete(SECRETS, "parked-ca", NS)  # a new CA: the vehicles' ca refuses its chain
+
+        def waiting(o: dict[str, Any]) -> bool:
+            found = condition(o, "CertificateRotating")
+            return found is not None and found["status"] == "True" and found["message"].startswith(
+                "0 of 6 vehicles hold the next ca; promoting by ")
+
+        staged = await kube.wait_for(FTC, "parked", NS, waiting, timeout=30, what="staged, the cars parked")
+        upcoming = staged["status"]["certificate"]["next"]
+        assert set(upcoming) >= {"fingerprint", "notAfter", "stagedAt", "promoteBy"}
+        assert vehicles_status(staged)["next"]["behindCount"] == 6
+        assert (await kube.get(SECRETS, "parked-tls", NS))["data"]["tls.crt"] == served  # still served
+        await kube.patch(FTC, "parked", {"metadata": {"annotations": {"fleetwire.io/promote-next": "now"}}}, NS)
+
+        def promoted(o: dict[str, Any]) -> bool:
+            found = condition(o, "CertificateRotating")
+            return found is not None and (found["status"], found["reason"]) == ("False", "PromoteRequested")
+
+        done = await kube.wait_for(FTC, "parked", NS, promoted, timeout=20, what="promoted on request")
+        assert (await kube.get(SECRETS, "parked-tls", NS))["data"]["tls.crt"] != served
+        assert "fleetwire.io/promote-next" not in (done["metadata"].get("annotations") or {})
+        events = [e for e in await kube.events(NS, "parked") if e.get("reason") == "CertificatePromoted"]
+        assert events and events[-1]["type"] == "Warning" and vins[0] in events[-1]["message"]  # named, cut off
+    finally:
+        await sim.stop()
