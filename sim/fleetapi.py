@@ -529,6 +529,11 @@ class FleetApiSimulator:
         self._faults.extend([status] * count)
 
     @property
+    def judging(self) -> int:
+        """Vehicles without a socket that meet the server at their reconnects (`presented_chain`)."""
+        return len(self._judged)
+
+    @property
     def unsimulated(self) -> int:
         """Vehicles holding a usable config that do not stream because of `max_streaming`."""
         return sum(

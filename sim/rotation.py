@@ -90,6 +90,11 @@ class RotationRun:
             await self._serve(new)
         return decision
 
+    async def switch(self, new: Served) -> None:
+        """The current certificate is gone (expired, key lost, Secret deleted): served at once in any mode."""
+        await self._serve(new)
+        self.stage = rotation.Reason(rotation.NO_USABLE_CURRENT, "the current certificate is gone: switched at once")
+
     async def step(self) -> PassResult:
         """One reconciler pass with the inputs the vehicle daemon would read, then the promotion check."""
         if self.mode == IMMEDIATE:
@@ -232,14 +237,13 @@ async def trial(n: int, before: Served, after: Served, *, mode: str, hostname: s
                 await asyncio.sleep(min(result.next_in, settings.poll_most))
 
         await until(lambda r: r.counts.get("applied") == n, "the first configuration")
-        while len(sim._judged) < n:  # every vehicle has met the server once
+        while sim.judging < n:  # every vehicle has met the server once
             await asyncio.sleep(0.05)
         pushes_before, calls_before = run.pushes, dict(calls)
         run.pushes, run.pushed_codes = 0, {}
         started = time.time()
         if forced:
-            await run._serve(after)  # the current one is gone: served at once
-            run.stage = rotation.Reason(rotation.NO_USABLE_CURRENT, "the current certificate is gone")
+            await run.switch(after)
         else:
             await run.rotate(after)
         sim.reconnect(vins[: max(1, n // 20)])  # a few cars reconnect right away (a tunnel, a wake-up)
