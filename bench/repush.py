@@ -272,7 +272,7 @@ def rotation(args: argparse.Namespace) -> dict[str, Any]:
                                "sizes": {}}
     for size in (int(s) for s in args.rotation_sizes.split(",") if s.strip()):
         per_size: dict[str, Any] = results["sizes"].setdefault(str(size), {})
-        for scenario in SCENARIOS:
+        for scenario in args.scenarios.split(","):
             for mode in MODES:
                 log(f"rotation: {size} vehicles, {scenario}, {mode}")
                 done = subprocess.run(
@@ -300,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--rotation", action="store_true", help="the rotation figures instead of the re-push")
     parser.add_argument("--rotation-sizes", default="1000,10000", help="fleet sizes of the rotation trials")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="rotation scenarios to run")
     parser.add_argument("--time-factor", type=float, default=1 / 3600, help="simulated seconds per real second")
     parser.add_argument("--trial", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
