@@ -522,13 +522,23 @@ def _ancestor(path: str, exists: Callable[[str], bool]) -> str:
     return current
 
 
+def image_paths() -> tuple[str, ...]:
+    """What stands for the container image here: this interpreter's venv and installation,
+    and the project's source (an editable install)."""
+    project = Path(__file__).resolve().parent.parent
+    return tuple(dict.fromkeys((sys.prefix, sys.base_prefix, str(project))))
+
+
 def sandbox_args(plan: PodPlan, volume_dirs: Mapping[str, Path], socket_dir: Path, hostname: str, *,
                  exists: Callable[[str], bool] = os.path.isdir,
-                 entries: Callable[[str], list[tuple[str, str | None]]] | None = None) -> list[str]:
+                 entries: Callable[[str], list[tuple[str, str | None]]] | None = None,
+                 image: Sequence[str] | None = None) -> list[str]:
     """bwrap's arguments: user, pid and network namespaces; `/` read-only; each volume at its
     mountPath (a missing parent gets a tmpfs over its nearest existing ancestor, with that
-    ancestor's entries bound back); the sockets directory; the environment; the workdir."""
+    ancestor's entries bound back); the image's paths a mount would hide, bound back; the
+    sockets directory; the environment; the workdir."""
     entries = entries or _entries
+    image = image_paths() if image is None else image
     args = ["--unshare-user", "--uid", str(plan.uid), "--gid", str(plan.gid), "--unshare-pid", "--unshare-net",
             "--unshare-ipc", "--unshare-uts", "--hostname", hostname, "--die-with-parent", "--new-session",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/run"]
@@ -548,6 +558,9 @@ def sandbox_args(plan: PodPlan, volume_dirs: Mapping[str, Path], socket_dir: Pat
     for mount in mounts:
         writable = plan.volumes.get(mount.volume) is None and not mount.read_only  # emptyDir
         args += ["--bind" if writable else "--ro-bind", str(volume_dirs[mount.volume]), mount.path]
+    for path in image:  # a container's image is never hidden by its own volumes
+        if any(path == m.path or path.startswith(m.path.rstrip("/") + "/") for m in mounts):
+            args += ["--ro-bind", path, path]
     args += ["--bind", str(socket_dir), SOCKET_DIR]
     for ancestor in covered:
         args += ["--remount-ro", ancestor]  # a read-only root stays read-only under the tmpfs

@@ -211,6 +211,14 @@ def test_sandbox_puts_volumes_at_their_mount_paths_without_touching_etc(tmp_path
     assert text.index("--tmpfs /etc") < text.index("/etc/fleetwire/tls") < text.index("--remount-ro /etc")
     assert "--uid 65532 --gid 65532" in text and "--unshare-net" in text and "--clearenv" in text
 
+    # The "image" (this interpreter, its venv, the project) stays visible wherever it lives,
+    # even under a volume's mountPath: a clone under /tmp, whose pod mounts an emptyDir there.
+    args = kl.sandbox_args(found, dirs, tmp_path / "sockets", "pod", exists=lambda p: p in ("/", "/etc", "/tmp"),
+                           entries=lambda d: [], image=("/tmp/clone/.venv", "/usr/lib/python3.11"))
+    text = " ".join(args)
+    assert "--ro-bind /tmp/clone/.venv /tmp/clone/.venv" in text and "/usr/lib/python3.11" not in text
+    assert text.index(f"--bind {dirs['tmp']} /tmp") < text.index("--ro-bind /tmp/clone/.venv")
+
 
 def test_volumes_are_swapped_through_dot_dot_data(tmp_path: Path) -> None:
     assert kl.write_volume(tmp_path, {"tls.crt": (b"one", 0o440)})
