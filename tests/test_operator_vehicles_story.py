@@ -461,3 +461,38 @@ async def test_a_staged_certificate_waits_for_parked_cars_and_the_annotation_pro
         assert events and events[-1]["type"] == "Warning" and vins[0] in events[-1]["message"]  # named, cut off
     finally:
         await sim.stop()
+
+
+async def test_a_rotation_with_no_certificate_to_keep_switches_at_once_and_names_the_vehicles_cut_off(
+    kopf_runner: KopfRunnerFactory, kube: KubeClient, kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in {**FAST, "FLEETWIRE_RECONCILE_SECONDS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    sim = FleetApiSimulator(public_key=APP_KEY.public_key(), sync_delay=0.3, max_streaming=0)
+    vins = [vin(i) for i in range(4)]
+    for v in vins:
+        sim.add_vehicle(v)
+    await sim.start()
+    try:
+        fleet_api = await fleet_api_secrets(kube, sim)
+        kopf_runner(OPERATOR)
+        await kube.create(ftc("lost", {"privateCA": {}}, vins, fleet_api))
+        await kube.wait_for(FTC, "lost", NS, lambda o: vehicles_status(o).get("applied") == 4, timeout=30,
+                            what="4 applied")
+        old_ca = base64.b64decode((await kube.get(SECRETS, "lost-tls", NS))["data"]["ca.crt"]).decode()
+        # The CA and the served certificate are both gone: nothing valid to keep serving.
+        await kube.delete(SECRETS, "lost-ca", NS)
+        await kube.delete(SECRETS, "lost-tls", NS)
+
+        async def cut_off() -> list[dict[str, Any]]:
+            return [e for e in await kube.events(NS, "lost") if e.get("reason") == "VehiclesCutOff"]
+
+        (event, *_) = await eventually(cut_off, 30, "the VehiclesCutOff event")
+        assert event["type"] == "Warning" and all(v in event["message"] for v in vins)
+        assert await kube.find(SECRETS, "lost-tls-next", NS) is None  # switched at once, never staged
+        new_ca = base64.b64decode((await kube.get(SECRETS, "lost-tls", NS))["data"]["ca.crt"]).decode()
+        assert new_ca != old_ca
+        await eventually(lambda: _async(all(sim.vehicle(v).config()["ca"] == new_ca for v in vins)),  # type: ignore[index]
+                         15, "the new ca on every vehicle")
+    finally:
+        await sim.stop()
