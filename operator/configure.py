@@ -59,6 +59,7 @@ from fleetwire.operator.signing import sign_telemetry_config
 from fleetwire.operator.spec import FleetTelemetrySpec, desired_vehicle_config
 from fleetwire.operator.vehicles import (
     APPLIED,
+    CA_ENDING_MARGIN_S,
     CA_REFUSED,
     FAILING,
     PENDING,
@@ -68,6 +69,7 @@ from fleetwire.operator.vehicles import (
     Reason,
     VehicleRecord,
     ca_accepts,
+    ca_lasts_until,
     ca_fingerprint,
     cleared,
     count_too_new,
@@ -464,6 +466,21 @@ class _Judge:
                  hostname: str, at: dt.datetime) -> None:
         self.bundles, self.desired_fp, self.chains, self.hostname, self.at = bundles, desired_fp, chains, hostname, at
         self._answers: dict[str, bool] = {}
+        self._endings: dict[str, bool] = {}
+
+    def ending(self, ca_fp: str) -> bool:
+        """The `ca` accepts the chains now but stops within `CA_ENDING_MARGIN_S`, before the desired one would."""
+        if self.chains is None or ca_fp == self.desired_fp or not self(ca_fp):
+            return False
+        answer = self._endings.get(ca_fp)
+        if answer is None:
+            horizon = self.at + dt.timedelta(seconds=CA_ENDING_MARGIN_S)
+            held = ca_lasts_until(self.bundles[ca_fp], self.chains, self.hostname, self.at)
+            desired = self.bundles.get(self.desired_fp)
+            wanted = ca_lasts_until(desired, self.chains, self.hostname, self.at) if desired else None
+            answer = self._endings[ca_fp] = (held is not None and held < horizon
+                                             and (wanted is None or wanted > held))
+        return answer
 
     def __call__(self, ca_fp: str) -> bool:
         if self.chains is None:  # the fingerprint mode
@@ -622,7 +639,8 @@ class VehicleReconciler:
         judge = self._judge = _Judge(self.bundles, fingerprints[1], tuple(chains) if chains is not None else None,
                                      spec.hostname, at)
         decisions = {vin: why for vin in wanted if (why := push_decision(
-            record := self.records.get(vin), fingerprints[0], now, record is None or judge(record.ca_fp)))}
+            record := self.records.get(vin), fingerprints[0], now, record is None or judge(record.ca_fp),
+            record is not None and judge.ending(record.ca_fp)))}
         pushed_now: Counter[str] = Counter()
         self._pushed_codes = Counter()
         self._refused = []

@@ -18,8 +18,9 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.verification import VerificationError
 
-from fleetwire.operator.certcheck import refusal
+from fleetwire.operator.certcheck import refusal, verified_path
 from fleetwire.operator.fleetapi import VehicleConfigState, VehicleInfo
 from fleetwire.operator.reconcile import Condition
 from fleetwire.pki import chain_fingerprint
@@ -83,6 +84,24 @@ def ca_accepts(ca_pem: str, chains: Iterable[str], hostname: str, at: dt.datetim
     """Whether a vehicle holding `ca_pem` accepts every chain in `chains` (PEM, leaf first)
     for `hostname` at `at`: the vehicle's own judgement (`certcheck.refusal`)."""
     return all(refusal(chain, ca_pem, hostname, at) is None for chain in chains)
+
+
+def ca_lasts_until(ca_pem: str, chains: Iterable[str], hostname: str, at: dt.datetime) -> dt.datetime | None:
+    """Until when `ca_pem` keeps accepting `chains` as they are presented at `at`: the earliest
+    expiry of the certificates above the leaf on the paths it builds (the leaf is renewed in
+    place; a CA or a cross-certificate expiring is what takes the vehicle's trust away).
+    None when it refuses one now."""
+    ca = x509.load_pem_x509_certificates(ca_pem.encode())
+    until: dt.datetime | None = None
+    for chain in chains:
+        certs = x509.load_pem_x509_certificates(chain.encode())
+        try:
+            path = verified_path(certs[0], certs[1:], ca, hostname, at)
+        except (VerificationError, ValueError):
+            return None
+        ends = min((c.not_valid_after_utc for c in path[1:]), default=certs[0].not_valid_after_utc)
+        until = ends if until is None else min(until, ends)
+    return until
 
 
 def ca_union(*bundles: str) -> str:
@@ -257,6 +276,10 @@ def count_too_new(records: Iterable[VehicleRecord]) -> int:
 
 NEW_VEHICLE = "new_vehicle"
 CA_REFUSED = "ca_refused"
+CA_ENDING = "ca_ending"
+CA_ENDING_MARGIN_S = EXP_RENEW_MARGIN_S
+"""A `ca` that stops accepting the server's chain within this long (a cross-certificate or CA
+expiring) is replaced now, while the vehicle can still connect to sync it."""
 DESIRED_CHANGED = "desired_changed"
 EXP_NEAR = "exp_near"
 STILL_PENDING = "pending"
@@ -274,6 +297,7 @@ class PushFacts:
     desired_fp: str
     now: float
     ca_ok: bool
+    ca_ending: bool = False  # it accepts now, but stops within CA_ENDING_MARGIN_S, sooner than the desired `ca`
 
 
 def _never_configured(facts: PushFacts) -> Reason | None:
@@ -287,6 +311,12 @@ def _never_configured(facts: PushFacts) -> Reason | None:
 
 def _ca_refused(facts: PushFacts) -> Reason | None:
     return None if facts.ca_ok else Reason(CA_REFUSED, "CA chain changed")
+
+
+def _ca_ending(facts: PushFacts) -> Reason | None:
+    if not facts.ca_ending:
+        return None
+    return Reason(CA_ENDING, "the ca on the vehicle stops accepting the server's chain within a week")
 
 
 def _desired_changed(facts: PushFacts) -> Reason | None:
@@ -303,18 +333,19 @@ def _still_pending(facts: PushFacts) -> Reason | None:
     return Reason(STILL_PENDING, record.reason or "pending") if record.state == PENDING else None
 
 
-PUSH_POLICIES = (_never_configured, _ca_refused, _desired_changed, _exp_near, _still_pending)
+PUSH_POLICIES = (_never_configured, _ca_refused, _ca_ending, _desired_changed, _exp_near, _still_pending)
 """In this order: a vehicle the server's chain would lose is named as such first, since it is
 what operators most need to see; `exp` is last, and is where an old root leaves the `ca`."""
 
 
-def push_decision(record: VehicleRecord | None, desired_fp: str, now: float, ca_ok: bool) -> Reason | None:
+def push_decision(record: VehicleRecord | None, desired_fp: str, now: float, ca_ok: bool,
+                  ca_ending: bool = False) -> Reason | None:
     """Why this vehicle needs the desired config pushed now (the first policy that answers), or None."""
     if record is None:
         return Reason(NEW_VEHICLE, "new vehicle")
     if record.state == SKIPPED:
         return None  # a re-check (fleet_status, or a freed slot seen by `observe`) makes it pending again
-    facts = PushFacts(record, desired_fp, now, ca_ok)
+    facts = PushFacts(record, desired_fp, now, ca_ok, ca_ending)
     for policy in PUSH_POLICIES:
         found = policy(facts)
         if found is not None:

@@ -20,7 +20,7 @@ from fleetwire import pki
 from fleetwire.operator.certcheck import refusal
 from fleetwire.operator.configure import MemoryRecordStore, PassResult, VehicleReconciler
 from fleetwire.operator.vehicles import (
-    APPLIED, CA_REFUSED, NEW_VEHICLE, PUSH_POLICIES, VehicleRecord, ca_accepts, ca_fingerprint, ca_union,
+    APPLIED, CA_ENDING, CA_REFUSED, NEW_VEHICLE, PUSH_POLICIES, VehicleRecord, ca_accepts, ca_fingerprint, ca_union,
     push_decision,
 )
 
@@ -77,8 +77,8 @@ def test_the_vehicle_judges_name_and_time_too() -> None:
 
 
 def test_the_push_chain_names_a_refused_ca_first() -> None:
-    assert [p.__name__ for p in PUSH_POLICIES] == ["_never_configured", "_ca_refused", "_desired_changed",
-                                                   "_exp_near", "_still_pending"]
+    assert [p.__name__ for p in PUSH_POLICIES] == ["_never_configured", "_ca_refused", "_ca_ending",
+                                                   "_desired_changed", "_exp_near", "_still_pending"]
     record = VehicleRecord(vin(1), state=APPLIED, config_fp="old", ca_fp="x")
     assert push_decision(None, "fp", 0.0, True).code == NEW_VEHICLE  # type: ignore[union-attr]
     assert push_decision(record, "new", 0.0, False).code == CA_REFUSED  # type: ignore[union-attr]
@@ -189,3 +189,28 @@ async def test_the_old_root_leaves_the_ca_only_with_a_push_the_fleet_needs_anywa
     await settle(rec, clock, changed, B.ca(B.first), [B.chain(B.first)])
     assert pushed_vehicles(api) == pushes + 8
     assert all(v.held["ca"] == B.ca(B.first) for v in api.vehicles.values())  # type: ignore[index]
+
+
+async def test_a_ca_accepted_only_through_a_cross_certificate_about_to_expire_is_replaced_in_time() -> None:
+    """After a private-CA rollover a vehicle holding the old CA accepts the new leaf through the
+    cross-certificate, which ends with the old CA: it is sent the new CA a week ahead, not after."""
+    now = dt.datetime.now(dt.UTC)
+    old = pki.make_ca("Old private CA", days=5, path_length=1)  # ends in 5 days
+    new = pki.make_ca("New private CA", days=3650, path_length=1)
+    cross = pki.cross_sign(new, old)
+    chain = pem(pki.make_server_cert(new, [HOST], days=30)) + cross.public_bytes(serialization.Encoding.PEM).decode()
+    assert ca_accepts(pem(old), [chain], HOST, now) and ca_accepts(pem(new), [chain], HOST, now)
+    clock, api, vins = real_clock_fleet(4)
+    rec = reconciler(api, clock)
+    spec = spec_for(vins, hostname=HOST)
+    await settle(rec, clock, spec, pem(old), [pem(pki.make_server_cert(old, [HOST], days=4), )])
+    pushes = pushed_vehicles(api)
+    result = await rec.reconcile(spec, pem(new), chains=[chain])
+    assert result.pushed_codes == {CA_ENDING: 4}
+    await settle(rec, clock, spec, pem(new), [chain])
+    assert pushed_vehicles(api) == pushes + 4
+    assert all(v.held["ca"] == pem(new) for v in api.vehicles.values())  # type: ignore[index]
+    # A long-lived root behind the chain is no reason to push.
+    before = pushed_vehicles(api)
+    await settle(rec, clock, spec, pem(new), [chain])
+    assert pushed_vehicles(api) == before
