@@ -11,7 +11,6 @@ Usable from tests and from bench scripts (no pytest here).
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from brokers.process import BrokerProcess, free_port
 
 REGION = "us-east-1"
 FAKE_CREDENTIALS = {
@@ -36,25 +37,16 @@ def moto_server_binary() -> str | None:
     return str(beside) if beside.exists() else shutil.which("moto_server")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class MotoServer:
+class MotoServer(BrokerProcess):
     """One moto_server process on 127.0.0.1:`port`."""
 
     def __init__(self, workdir: Path, *, binary: str | None = None) -> None:
         found = binary or moto_server_binary()
         if found is None:
             raise FileNotFoundError("moto_server is not installed (pip install 'moto[server]')")
+        super().__init__(workdir, "moto.log")
         self.binary = found
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_file = self.workdir / "moto.log"
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
 
     @property
     def url(self) -> str:
@@ -64,10 +56,6 @@ class MotoServer:
     def env(self) -> dict[str, str]:
         """Environment for a client of this endpoint: fake credentials and the region."""
         return dict(FAKE_CREDENTIALS)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 20.0) -> MotoServer:
         assert not self.running, "already running"
@@ -85,27 +73,6 @@ class MotoServer:
                 time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"moto_server did not listen within {timeout:.0f} s")
-
-    def stop(self) -> None:
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._end(signal.SIGKILL)
-
-    def restart(self) -> MotoServer:
-        self.stop()
-        return self.start()
-
-    def _end(self, sig: signal.Signals) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
     # -- a plain boto3 client: the independent side of the tests -----------------------
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Self
+
+from brokers.process import BrokerProcess, free_port
 
 
 def nats_server_binary() -> str | None:
@@ -26,13 +25,7 @@ def nats_server_binary() -> str | None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class NatsServer:
+class NatsServer(BrokerProcess):
     """One nats-server process on 127.0.0.1:`port`.
 
     `jetstream=False` runs core NATS only. `user`/`password` or `token` require them of
@@ -54,13 +47,10 @@ class NatsServer:
         found = binary or nats_server_binary()
         if found is None:
             raise FileNotFoundError("nats-server is not installed (apt-get install nats-server)")
+        super().__init__(workdir, "nats-server.log")
         self.binary = found
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.store_dir = self.workdir / "jetstream"
-        self.log_file = self.workdir / "nats-server.log"
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
         args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-l", str(self.log_file)]
         if jetstream:
             args += ["-js", "-sd", str(self.store_dir)]
@@ -79,10 +69,6 @@ class NatsServer:
     def url(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def start(self, timeout: float = 15.0) -> NatsServer:
         assert not self.running, "already running"
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -100,49 +86,3 @@ class NatsServer:
             time.sleep(0.02)
         self.kill()
         raise RuntimeError(f"nats-server not ready within {timeout:.0f} s; log:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM: the server shuts down cleanly."""
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown at all, as a crash."""
-        self._end(signal.SIGKILL)
-
-    def restart(self, *, kill: bool = True) -> None:
-        """Kill (or stop) and start again on the same port with the same store."""
-        self._end(signal.SIGKILL if kill else signal.SIGTERM)
-        self.start()
-
-    def pause(self) -> None:
-        """SIGSTOP: the server keeps its sockets open but answers nothing."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGCONT)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
-    def _end(self, sig: signal.Signals) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGCONT)
-        proc.send_signal(sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Self
+
+from brokers.process import BrokerProcess, free_port
 
 
 def redis_server_binary() -> str | None:
@@ -26,12 +27,6 @@ def redis_server_binary() -> str | None:
     return shutil.which("redis-server") or next(
         (p for p in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.access(p, os.X_OK)), None
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _cluster_port() -> int:
@@ -57,7 +52,7 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(BrokerProcess):
     """One redis-server process on 127.0.0.1:`port`, no persistence."""
 
     def __init__(
@@ -73,13 +68,10 @@ class RedisServer:
         found = binary or redis_server_binary()
         if found is None:
             raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
+        super().__init__(workdir, "redis.log")
         self.binary = found
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_file = self.workdir / "redis.log"
-        self.port = port or (_cluster_port() if cluster else _free_port())
+        self.port = port or (_cluster_port() if cluster else free_port())
         self.tls = tls
-        self.proc: subprocess.Popen[bytes] | None = None
         args = [self.binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", str(self.workdir), "--logfile", str(self.log_file), "--daemonize", "no"]
         if tls is not None:
@@ -99,10 +91,6 @@ class RedisServer:
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def start(self, timeout: float = 10.0) -> RedisServer:
         assert not self.running, "already running"
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -119,43 +107,6 @@ class RedisServer:
             time.sleep(0.02)
         self.kill()
         raise RuntimeError(f"redis-server not ready within {timeout:.0f} s; log:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM: the server shuts down cleanly."""
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown at all, as a crash."""
-        self._end(signal.SIGKILL)
-
-    def restart(self, *, kill: bool = True) -> None:
-        """Kill (or stop) and start again on the same port."""
-        self._end(signal.SIGKILL if kill else signal.SIGTERM)
-        self.start()
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
-    def _end(self, sig: signal.Signals) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGCONT)
-        proc.send_signal(sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
 
 
 class RedisCluster:

