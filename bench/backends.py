@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -38,6 +37,7 @@ import uvloop
 from identities import BenchPki, make_pki, vehicle_contexts, vin
 from records import v_record_frames
 from system import Server, free_port, pin, raise_nofile
+from run_all import log, rounded
 from targets import fleetwire_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +48,6 @@ RELIABLE = ("kafka", "redis", "nats", "zmq", "mqtt")
 GOAL_RATIO = 1.3  # server CPU per record with kafka, redis, nats or zmq, vs unrouted: at most
 Figures = dict[str, Any]
 Backend = Callable[[Path], "contextlib.AbstractContextManager[dict[str, Any]]"]
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # -- brokers: each yields the config.json section of its backend --------------------------
@@ -227,14 +223,6 @@ def summary(results: Figures) -> Figures:
             "met": None if ratio is None or target not in ("kafka", "redis", "nats", "zmq") else ratio <= GOAL_RATIO,
         }
     return out
-
-
-def rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 3) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    return value
 
 
 def main() -> int:
