@@ -11,6 +11,13 @@ only the pushed `ca`, checks the hostname against the certificate's SANs, stream
 records with the configured fields and counts acks. TLS and network failures become
 `cloud_manager_error` entries, as on the real service, and are retried with backoff.
 
+Cars as slow as real ones: a pushed config can take effect after a delay drawn per push
+(`LongTailSync`: awake cars in seconds to minutes, parked ones hours later), vehicles drop
+and redial on their own (`Reconnects`), every refused handshake is logged per vehicle with
+its time (`TlsLog`, with the outages it makes), and vehicles beyond `max_streaming` still
+judge the chain the server presents at each reconnect (`presented_chain`), so rotations of
+10,000-vehicle fleets can be measured in vehicle-minutes of lost streaming.
+
 Layout: one aiohttp application served on one port per region (the token's region
 decides; a call on another region's port gets 421 with `Alt-Svc` naming the right one),
 the token endpoint on every port, and optionally a TLS port that plays tesla-http-proxy
