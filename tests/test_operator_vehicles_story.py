@@ -312,7 +312,7 @@ async def test_story_fifty_vehicles_stream_and_a_new_chain_is_pushed_without_a_h
         await kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fleet-vehicle-ca",
                                                                                 "namespace": NS},
                            "data": {"ca.crt": Path(fleet_pki.ca_file).read_text()}})
-        operator = kopf_runner(OPERATOR)
+        kopf_runner(OPERATOR)
         started = time.monotonic()
         await kube.create(ftc("fleet", {"acme": {"directoryUrl": acme.directory, "email": "ops@fleetwire.test"},
                                         "rotation": {"safetyMargin": "1s"}}, vins, fleet_api))
