@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Self
 
@@ -39,6 +40,15 @@ def end_process(proc: subprocess.Popen[bytes] | None, sig: signal.Signals) -> No
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter from /proc (R, S, T stopped, ...), None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0]
 
 
 class BrokerProcess:
@@ -71,9 +81,14 @@ class BrokerProcess:
         return self.start()
 
     def pause(self) -> None:
-        """SIGSTOP: the broker keeps its sockets open but answers nothing."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGSTOP)
+        """SIGSTOP: the broker keeps its sockets open but answers nothing. Returns once the
+        process is stopped: a busy machine may run it a little after the signal is sent."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while _state(self.proc.pid) not in ("T", "t", None) and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def resume(self) -> None:
         if self.proc is not None:
