@@ -26,11 +26,14 @@ def test_the_whole_loop_rotates_a_ca_without_a_gap_in_under_two_minutes() -> Non
     steps = ["certificate issued", "ServerReady: 1/1 server replicas ready (pod demo-server-",
              "by its readiness probe", "Service demo-server port 443 answers on 127.0.0.1:",
              "vehicles configured: 8 of 10 applied; 2 skipped: missing_key (1), "
-             "unsupported_firmware (1)", "streaming: 8 vehicles", "records through the pod", "chain rotation",
+             "unsupported_firmware (1)", "streaming: 8 vehicles", "records through the pod",
+             "renewal under the same root: the pod serves a new leaf, every vehicle reconnected; pushes: 0, "
+             "TLS failures: 0", "chain rotation",
              "staged, not served", "promoted once every vehicle held both",
-             "the pod reloaded it from its mounted Secret (1 ..data swap(s), 0 restarts)",
+             "the pod reloaded it from its mounted Secret (2 ..data swap(s), 0 restarts)",
              "accepted at once (their ca holds both chains); TLS errors reported by vehicles: 0",
-             "rotated without a human and without a gap", "streaming throughout",
+             "rotated without a human and without a gap", "TLS failures during the rotation: 0",
+             "streaming throughout",
              "VehiclesConfigured=True (VehiclesSkipped)"]
     positions = [out.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions), out
