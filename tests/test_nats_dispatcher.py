@@ -418,9 +418,17 @@ async def test_credentials(nats_factory: Callable[..., NatsServer]) -> None:
     server = nats_factory(user="fleet", password="s3cret")
     wrong = NatsDispatcher(settings(server.url, user="fleet", password="nope"), NS)
     async with running(wrong):
-        with pytest.raises(DispatchError, match="unavailable") as caught:
-            await publish_soon(wrong, [vehicle_data("tx-1")], timeout=1)
-        assert "nope" not in str(caught.value) and "authoriz" in str(caught.value).lower()
+        # The server refuses with an authorization error, then closes; a client that reads
+        # the close first sees a reset. Either way the password is never in the message.
+        errors: list[str] = []
+        deadline = time.monotonic() + 10
+        while not any("authoriz" in e.lower() for e in errors):
+            assert time.monotonic() < deadline, errors
+            with pytest.raises(DispatchError, match="unavailable") as caught:
+                await wrong.publish([vehicle_data("tx-1")])
+            errors.append(str(caught.value))
+            await asyncio.sleep(0.05)
+        assert not any("nope" in e for e in errors)
     async with running(NatsDispatcher(settings(server.url, user="fleet", password="s3cret"), NS)) as right:
         await publish_soon(right, [vehicle_data("tx-1")])
     token_server = nats_factory(token="t0ken")
