@@ -146,6 +146,7 @@ def mosquitto(mosquitto_factory: MosquittoFactory) -> Mosquitto:
 # ======================================================================================
 
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
@@ -153,8 +154,9 @@ from typing import Any  # noqa: E402
 import pytest_asyncio  # noqa: E402
 from fleetwire.pki import FleetPki, load_bundle, make_test_fleet_pki, make_vehicle_cert, write_bundle  # noqa: E402
 from fleetwire.server.app import Ports, TelemetryServer  # noqa: E402
-from fleetwire.server.config import parse_config  # noqa: E402
+from fleetwire.server.config import ServerConfig, parse_config  # noqa: E402
 from fleetwire.server.dispatchers.base import Record  # noqa: E402
+from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin  # noqa: E402
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
@@ -272,6 +274,28 @@ def server_config_data(pki: FleetPki, overrides: Mapping[str, Any] | None = None
     }
     data.update(overrides or {})
     return data
+
+
+@contextlib.asynccontextmanager
+async def streaming_fleet(
+    server: TelemetryServer | ServerConfig, pki: FleetPki, directory: Path, vehicles: int, **options: Any
+) -> AsyncIterator[tuple[TelemetryServer, Fleet]]:
+    """A started server and `vehicles` simulated vehicles connected to it over mTLS, each
+    with a certificate of its own from `pki`'s vehicle CA; both are closed at the end."""
+    if not isinstance(server, TelemetryServer):
+        server = TelemetryServer(server)
+    ports = await server.start()
+    try:
+        vins = [sim_vin(i) for i in range(vehicles)]
+        certs = issue_vehicle_certs(pki.vehicle_ca_cert, pki.vehicle_ca_key, vins, directory / "vehicles")
+        fleet = Fleet(f"wss://127.0.0.1:{ports.vehicles}/", pki.server_ca_cert, certs, **options)
+        assert await fleet.connect() == vehicles
+        try:
+            yield server, fleet
+        finally:
+            await fleet.close()
+    finally:
+        await server.stop()
 
 
 @pytest_asyncio.fixture

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import uvloop
 from brokers.tansu import Tansu, tansu_binary
-from conftest import server_config_data
+from conftest import server_config_data, streaming_fleet
 from fleetwire.pki import FleetPki, make_test_fleet_pki
 from fleetwire.proto import vehicle_alert_pb2, vehicle_data_pb2, vehicle_error_pb2
 from fleetwire.server.app import TelemetryServer
 from fleetwire.server.config import parse_config
-from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin
+from fleetwire.sim.fleet import Fleet
 from test_kafka_dispatcher import consume_all
 
 ASYNCIO_LOOP_FACTORY = uvloop.new_event_loop  # as `fleetwire serve` runs
@@ -64,19 +64,10 @@ async def run_fleet(tmp_path: Path, tansu: Tansu, vehicles: int, rate: float, se
         pki.directory,
     )
     assert warnings == []
-    server = TelemetryServer(config)
-    ports = await server.start()
-    try:
-        vins = [sim_vin(i) for i in range(vehicles)]
-        certs = issue_vehicle_certs(pki.vehicle_ca_cert, pki.vehicle_ca_key, vins, tmp_path / "vehicles")
-        fleet = Fleet(f"wss://127.0.0.1:{ports.vehicles}/", pki.server_ca_cert, certs)
-        assert await fleet.connect() == vehicles
+    async with streaming_fleet(config, pki, tmp_path, vehicles) as (server, fleet):
         await fleet.stream(rate=rate, duration=seconds, record_types=TYPES)
         await fleet.drain(timeout=30)
         summary = fleet.summary()
-        await fleet.close()
-    finally:
-        await server.stop()
     assert summary.sent >= vehicles * rate * seconds * 0.8
     assert summary.errors == 0 and summary.pending == 0 and summary.acked == summary.sent
     return fleet, summary, server
@@ -158,13 +149,7 @@ async def test_broker_killed_mid_stream_no_ack_until_it_is_back_and_every_acked_
         }),
         pki.directory,
     )
-    server = TelemetryServer(config)
-    ports = await server.start()
-    try:
-        vins = [sim_vin(i) for i in range(30)]
-        certs = issue_vehicle_certs(pki.vehicle_ca_cert, pki.vehicle_ca_key, vins, tmp_path / "vehicles")
-        fleet = Fleet(f"wss://127.0.0.1:{ports.vehicles}/", pki.server_ca_cert, certs)
-        assert await fleet.connect() == 30
+    async with streaming_fleet(config, pki, tmp_path, 30) as (server, fleet):
         streaming = asyncio.ensure_future(fleet.stream(rate=4.0, duration=6.0))
         await asyncio.sleep(1.5)
         await asyncio.to_thread(tansu.kill)
@@ -177,9 +162,6 @@ async def test_broker_killed_mid_stream_no_ack_until_it_is_back_and_every_acked_
         await streaming
         await fleet.drain(timeout=40)
         summary = fleet.summary()
-        await fleet.close()
-    finally:
-        await server.stop()
     assert summary.errors == 0 and summary.pending == 0 and summary.acked == summary.sent
     assert sum(before.values()) > 0
     acked = acked_txids(fleet)

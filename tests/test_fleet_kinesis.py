@@ -19,12 +19,11 @@ import pytest
 import uvloop
 from brokers.moto_server import FAKE_CREDENTIALS, MotoServer, moto_server_binary
 from brokers.pubsub import PubsubStandIn
-from conftest import free_port, server_config_data
+from conftest import free_port, server_config_data, streaming_fleet
 from fleetwire.pki import FleetPki, make_test_fleet_pki
 from fleetwire.proto import vehicle_alert_pb2, vehicle_data_pb2, vehicle_error_pb2
 from fleetwire.server.app import TelemetryServer
 from fleetwire.server.config import load_config, parse_config
-from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin
 
 ASYNCIO_LOOP_FACTORY = uvloop.new_event_loop  # as `fleetwire serve` runs
 
@@ -67,19 +66,11 @@ async def test_every_acked_record_is_in_its_stream_keyed_by_the_certificates_vin
     assert warnings == []
     server = TelemetryServer(config)
     assert server.queues["kinesis"].dispatcher.streams == STREAMS
-    ports = await server.start()
-    try:
-        vins = [sim_vin(i) for i in range(VEHICLES)]
-        certs = issue_vehicle_certs(pki.vehicle_ca_cert, pki.vehicle_ca_key, vins, tmp_path / "vehicles")
-        fleet = Fleet(f"wss://127.0.0.1:{ports.vehicles}/", pki.server_ca_cert, certs)
-        assert await fleet.connect() == VEHICLES
+    async with streaming_fleet(server, pki, tmp_path, VEHICLES) as (server, fleet):
         await fleet.stream(rate=RATE, duration=SECONDS, record_types=("V", "alerts", "errors"))
         await fleet.drain(timeout=30)
         summary = fleet.summary()
         acked = {v.vin: v.stats.acked for v in fleet.vehicles}
-        await fleet.close()
-    finally:
-        await server.stop()
 
     assert summary.sent >= VEHICLES * RATE * SECONDS * 0.8
     assert summary.errors == 0 and summary.pending == 0 and summary.acked == summary.sent
@@ -121,13 +112,7 @@ async def test_endpoint_killed_mid_stream_no_ack_until_it_is_back_then_every_ack
         }),
         pki.directory,
     )
-    server = TelemetryServer(config)
-    ports = await server.start()
-    try:
-        vins = [sim_vin(i) for i in range(50)]
-        certs = issue_vehicle_certs(pki.vehicle_ca_cert, pki.vehicle_ca_key, vins, tmp_path / "vehicles")
-        fleet = Fleet(f"wss://127.0.0.1:{ports.vehicles}/", pki.server_ca_cert, certs)
-        assert await fleet.connect() == 50
+    async with streaming_fleet(config, pki, tmp_path, 50) as (server, fleet):
         streaming = asyncio.ensure_future(fleet.stream(rate=4.0, duration=6.0))
         await asyncio.sleep(1.5)
         await asyncio.to_thread(moto.kill)
@@ -142,9 +127,6 @@ async def test_endpoint_killed_mid_stream_no_ack_until_it_is_back_then_every_ack
         await fleet.drain(timeout=40)
         summary = fleet.summary()
         after = {v.vin: v.stats.acked - before[v.vin] for v in fleet.vehicles}
-        await fleet.close()
-    finally:
-        await server.stop()
     assert summary.errors == 0 and summary.pending == 0 and summary.acked == summary.sent
     found = Counter(item["PartitionKey"] for item in await asyncio.to_thread(lambda: list(moto.read_stream("tesla-v"))))
     missing = {vin: n - found[vin] for vin, n in after.items() if found[vin] < n}
@@ -176,26 +158,18 @@ async def test_the_reference_integration_config_runs_unchanged_with_kinesis_and_
     path = tmp_path / "config.json"
     path.write_text(json.dumps(reference, indent=4))
     config, _warnings = load_config(path)
-    server = TelemetryServer(config)
-    ports = await server.start()
-    try:
-        vins = [sim_vin(i) for i in range(10)]
-        certs = issue_vehicle_certs(pki.vehicle_ca_cert, pki.vehicle_ca_key, vins, tmp_path / "vehicles")
-        fleet = Fleet(f"wss://127.0.0.1:{ports.vehicles}/", pki.server_ca_cert, certs)
-        assert await fleet.connect() == 10
+    async with streaming_fleet(config, pki, tmp_path, 10) as (server, fleet):
         await fleet.stream(rate=5.0, duration=1.0)
         await fleet.drain(timeout=10)
         sent = fleet.summary().sent
-        await fleet.close()
         for _ in range(100):  # no reliable ack here: wait for the queues to empty
             if all(q.qsize == 0 for q in server.queues.values()):
                 break
             await asyncio.sleep(0.05)
-    finally:
-        await server.stop()
         standin.stop()
     in_kinesis = await asyncio.to_thread(lambda: list(moto.read_stream("tesla_telemetry_V")))
     in_pubsub = standin.messages["projects/test-project-id/topics/tesla_telemetry_V"]
     assert sent > 0 and len(in_kinesis) == sent and len(in_pubsub) == sent
-    assert {r["PartitionKey"] for r in in_kinesis} == set(vins)
-    assert {m.attributes["vin"] for m in in_pubsub} == set(vins)
+    vins = {v.vin for v in fleet.vehicles}
+    assert {r["PartitionKey"] for r in in_kinesis} == vins
+    assert {m.attributes["vin"] for m in in_pubsub} == vins

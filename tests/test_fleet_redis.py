@@ -21,7 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 import uvloop
 from brokers.redis_server import RedisServer, redis_server_binary
-from conftest import server_config_data
+from conftest import server_config_data, streaming_fleet
 from fleetwire.pki import FleetPki, make_test_fleet_pki
 from fleetwire.proto import vehicle_alert_pb2, vehicle_data_pb2, vehicle_error_pb2
 from fleetwire.server.app import TelemetryServer
@@ -71,19 +71,10 @@ async def stream(tmp_path: Path, redis_server: RedisServer, vehicles: int, secon
         pki.directory,
     )
     assert warnings == []
-    server = TelemetryServer(config)
-    ports = await server.start()
-    try:
-        vins = [sim_vin(i) for i in range(vehicles)]
-        certs = issue_vehicle_certs(pki.vehicle_ca_cert, pki.vehicle_ca_key, vins, tmp_path / "vehicles")
-        fleet = Fleet(f"wss://127.0.0.1:{ports.vehicles}/", pki.server_ca_cert, certs)
-        assert await fleet.connect() == vehicles
+    async with streaming_fleet(config, pki, tmp_path, vehicles) as (server, fleet):
         await fleet.stream(rate=3.0, duration=seconds, record_types=TYPES)
         await fleet.drain(timeout=30)
         summary = fleet.summary()
-        await fleet.close()
-    finally:
-        await server.stop()
     assert summary.sent >= vehicles * 3.0 * seconds * 0.8
     assert summary.errors == 0 and summary.pending == 0 and summary.acked == summary.sent
     return fleet, summary, server
