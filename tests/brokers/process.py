@@ -7,6 +7,7 @@ are the same for all.
 
 from __future__ import annotations
 
+import abc
 import signal
 import socket
 import subprocess
@@ -51,7 +52,7 @@ def _state(pid: int) -> str | None:
     return stat.rpartition(")")[2].split()[0]
 
 
-class BrokerProcess:
+class BrokerProcess(abc.ABC):
     """One broker process with its log in `workdir`; subclasses define `start`."""
 
     def __init__(self, workdir: Path, log_name: str) -> None:
@@ -64,8 +65,9 @@ class BrokerProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @abc.abstractmethod
     def start(self, timeout: float = 20.0) -> Self:
-        raise NotImplementedError
+        """Start the broker and return once it answers."""
 
     def stop(self) -> None:
         """SIGTERM: the broker shuts down cleanly."""
