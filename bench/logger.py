@@ -35,7 +35,7 @@ from typing import Any
 
 from fleetwire.server.dispatchers.base import Record
 from fleetwire.server.dispatchers.logger import LoggerDispatcher
-from fleetwire.server.envelope import decode_frame, encode_ack, encode_stream
+from fleetwire.proto.envelope_codec import decode_frame, encode_ack, encode_stream
 from fleetwire.server.records import decode_record
 from fleetwire.sim.vehicle import DEFAULT_FIELDS, vehicle_payload
 

@@ -7,7 +7,7 @@ import struct
 import time
 import uuid
 
-from fleetwire.server.envelope import encode_stream
+from fleetwire.proto.envelope_codec import encode_stream
 from fleetwire.sim.vehicle import DEFAULT_FIELDS, vehicle_payload
 
 

@@ -22,7 +22,7 @@ Usage: python bench/repush.py [--sizes 1000,10000] [--sync-delay 10]
 Prints one JSON document (progress on stderr).
 
 Rotation (`--rotation`, sizes from `--rotation-sizes`): what a certificate change costs a
-fleet of slow cars (`fleetwire.sim.rotation.trial`: long-tailed sync, awake cars in seconds
+fleet of slow cars (`fleetwire.demo.rotation.trial`: long-tailed sync, awake cars in seconds
 to minutes, parked ones hours later; each car reconnecting on its own schedule, about every
 two hours), make before break against today's immediate switch, for a renewal under a
 sibling intermediate, a new root, and a forced switch (no current certificate to keep). Time
@@ -100,7 +100,7 @@ class CountingApi:
 
 async def _settle(reconciler: Any, spec: Any, ca: str, size: int, timeout: float) -> tuple[float, int]:
     """Passes until every vehicle is applied with `ca`; (seconds, passes)."""
-    from fleetwire.operator.vehicles import APPLIED, ca_fingerprint
+    from fleetwire.operator.policies.vehicles import APPLIED, ca_fingerprint
 
     wanted = ca_fingerprint(ca)
     started = time.monotonic()
@@ -120,9 +120,9 @@ async def _settle(reconciler: Any, spec: Any, ca: str, size: int, timeout: float
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from cryptography.hazmat.primitives import serialization
 
-    from fleetwire.operator.configure import MemoryRecordStore, Settings, VehicleReconciler
-    from fleetwire.operator.fleetapi import FleetApiClient, MemoryTokenStore, RetryPolicy, Tokens
-    from fleetwire.operator.spec import parse_spec
+    from fleetwire.operator.reconcilers.vehicles import MemoryRecordStore, Settings, VehicleReconciler
+    from fleetwire.operator.clients.fleetapi import FleetApiClient, MemoryTokenStore, RetryPolicy, Tokens
+    from fleetwire.operator.resource.spec import parse_spec
     from fleetwire.pki import make_ca
 
     credentials = json.loads(Path(args.credentials).read_text())
@@ -241,7 +241,7 @@ MODES = ("make-before-break", "immediate")
 
 async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
     from fleetwire import pki
-    from fleetwire.sim.rotation import Served, trial
+    from fleetwire.demo.rotation import Served, trial
 
     host = "telemetry.example.com"
 

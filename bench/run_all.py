@@ -74,7 +74,7 @@ def fleetwire_unavailable() -> str | None:
 
 def check_acks(replies: list[bytes]) -> None:
     """Every reply fleetwire gave to a valid `V` record must be an ack."""
-    from fleetwire.server.envelope import decode_reply
+    from fleetwire.proto.envelope_codec import decode_reply
 
     kinds = {decode_reply(reply).kind for reply in replies}
     if kinds != {"ack"}:

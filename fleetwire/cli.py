@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import uvloop
 
-    from fleetwire.demo import run_demo, run_server_demo
+    from fleetwire.demo.run import run_demo, run_server_demo
 
     _setup_logging("warning")
     if args.server_only:
@@ -76,7 +76,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _check_cert(args: argparse.Namespace) -> int:
-    from fleetwire.operator.certcheck import run
+    from fleetwire.operator.policies.certcheck import run
 
     return run(args)
 
@@ -154,7 +154,7 @@ def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _add_vehicles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def run(args: argparse.Namespace) -> int:
-        from fleetwire.operator.vehicle_table import run as print_vehicles
+        from fleetwire.operator.commands.vehicles import run as print_vehicles
 
         return print_vehicles(args)
 

@@ -124,7 +124,7 @@ def scoped(settings: kopf.OperatorSettings, *, clusterwide: bool) -> kopf.Operat
 
 async def operate(options: OperatorOptions, *, stop_flag: asyncio.Event | None = None) -> None:
     """Run kopf with the project's handlers until stopped (SIGTERM/SIGINT or `stop_flag`)."""
-    importlib.import_module("fleetwire.operator.handlers")  # its decorators register the handlers
+    importlib.import_module("fleetwire.operator.handlers.resource")  # its decorators register the handlers
 
     priority = None if options.standalone else options.effective_priority()
     scope = "all namespaces" if options.clusterwide else ", ".join(options.namespaces)

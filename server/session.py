@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 from fleetwire.proto.record_types import RECORD_TYPES, SERVER_RECORD_TYPES
 from fleetwire.server.dispatchers.base import DispatchQueue, Record
-from fleetwire.server.envelope import FrameError, decode_frame, encode_ack, encode_error
+from fleetwire.proto.envelope_codec import FrameError, decode_frame, encode_ack, encode_error
 from fleetwire.server.identity import Identity
 from fleetwire.server.metrics import ServerMetrics
 from fleetwire.server.ratelimit import TokenBucket

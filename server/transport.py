@@ -32,7 +32,7 @@ from picows import (
 
 from fleetwire.server.config import VinPolicy
 from fleetwire.server.dispatchers.base import DispatchQueue
-from fleetwire.server.envelope import MAX_MESSAGE_BYTES, encode_error
+from fleetwire.proto.envelope_codec import MAX_MESSAGE_BYTES, encode_error
 from fleetwire.server.handshake import REASONS, FailureSummary, classify
 from fleetwire.server.identity import Identity, IdentityError, identify
 from fleetwire.server.metrics import ServerMetrics

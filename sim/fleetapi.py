@@ -68,8 +68,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from picows import ws_connect
 
-from fleetwire.operator.certcheck import refusal
-from fleetwire.operator.signing import SignatureError, iss_claim, public_point, sign_telemetry_config, verify_token
+from fleetwire.trust import refusal
+from fleetwire.proto.ss256 import SignatureError, iss_claim, public_point, sign_telemetry_config, verify_token
 from fleetwire.pki import Bundle, load_bundle, make_ca, make_vehicle_cert, write_bundle
 from fleetwire.proto import vehicle_data_pb2
 from fleetwire.proto.catalog import BY_NAME, firmware_at_least

@@ -19,7 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from fleetwire.proto import vehicle_alert_pb2, vehicle_data_pb2, vehicle_error_pb2
-from fleetwire.server.envelope import FrameError, decode_reply, encode_stream
+from fleetwire.proto.envelope_codec import FrameError, decode_reply, encode_stream
 
 DEFAULT_FIELDS = (
     "VehicleSpeed", "Odometer", "Location", "Gear", "Soc", "BatteryLevel",

@@ -346,7 +346,7 @@ def kube_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeAp
     CRD installed, and KUBECONFIG (for kubectl, the `kubernetes` client and kopf's login)
     pointing at it. Stopped at the end of the test."""
     import kubernetes.config.kube_config
-    from fleetwire.operator.crd import build_crd
+    from fleetwire.operator.resource.crd import build_crd
     from kube import KubeApi
 
     directory = tmp_path / "kube"
@@ -377,7 +377,7 @@ KopfRunnerFactory = Callable[..., "KopfOperator"]
 def kopf_runner(kube_api: KubeApi) -> Iterator[KopfRunnerFactory]:
     """Starts operators against `kube_api`: `kopf_runner(target, **options) -> KopfOperator`.
 
-    `target` is a handlers module, dotted ("fleetwire.operator.handlers") or a .py path;
+    `target` is a handlers module, dotted ("fleetwire.operator.handlers.resource") or a .py path;
     options (namespaces, peering, priority, liveness, settings, verbose, extra_args) are
     `KopfOperator`'s. Runs `kopf run -A --standalone` by default. At the end every operator
     is stopped (a crash inside one is re-raised here) and the process-wide state kopf's
@@ -420,7 +420,7 @@ from dnslib import QTYPE, RR, A, DNSRecord, TXT  # noqa: E402
 from dnslib.server import BaseResolver, DNSLogger, DNSServer  # noqa: E402
 
 from fleetwire import pki as _pki  # noqa: E402
-from fleetwire.operator.acme_client import AcmeClient, PebbleRoots  # noqa: E402
+from fleetwire.operator.clients.acme import AcmeClient, PebbleRoots  # noqa: E402
 
 PEBBLE = shutil.which("pebble")
 
@@ -583,7 +583,7 @@ def pebble(tmp_path_factory: pytest.TempPathFactory, local_dns: LocalDns) -> Ite
 API_REQUESTS_FILE = Path(__file__).parent / "data" / "operator-api-requests.json"
 """(verb, apiGroup, resource) of every request the operator made in the operator tests."""
 OPERATOR_USER_AGENTS = ("kopf/", "fleetwire-operator/")
-"""kopf's own client and `fleetwire.operator.kubeapi`; test clients and kubectl announce otherwise."""
+"""kopf's own client and `fleetwire.operator.clients.kube`; test clients and kubectl announce otherwise."""
 _API_REQUESTS = pytest.StashKey[set[tuple[str, str, str]]]()
 
 
@@ -646,7 +646,7 @@ def _operator_api_requests(request: pytest.FixtureRequest) -> Iterator[None]:
     api = request.getfixturevalue("kube_api")
     yield
     operators = [getattr(source, "__self__", None) for source in api.diagnostics]
-    if not any(getattr(op, "target", None) == "fleetwire.operator.handlers" for op in operators):
+    if not any(getattr(op, "target", None) == "fleetwire.operator.handlers.resource" for op in operators):
         return
     seen = api.call(operator_api_requests)
     request.config.stash.setdefault(_API_REQUESTS, set()).update(seen)

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 import kubernetes
 
-from fleetwire.operator import crd
+from fleetwire.operator.resource import crd
 
 
 def _config_map_name(name: str) -> str:

@@ -9,7 +9,7 @@ emulator and kopf") wire these together; this module holds the parts.
 
 The emulator itself (kmock extended: discovery, CRDs, uids and resourceVersions, PUT,
 JSON and apply patches, the status subresource, garbage collection, selectors, watches,
-admission, RBAC) lives in `fleetwire.kube_emulator`, which `fleetwire demo` uses too; its
+admission, RBAC) lives in `fleetwire.sim.kube_emulator`, which `fleetwire demo` uses too; its
 docstring lists the kmock gaps it covers and what it still does not emulate. The end of
 this module adds the `kubelet` fixture (the server's pods run by `fleetwire.sim.kubelet`),
 `accept_any_spec` (a CRD without rules, to reach the operator's own checks) and the
@@ -29,7 +29,7 @@ this module adds the `kubelet` fixture (the server's pods run by `fleetwire.sim.
 Writing an operator test::
 
     async def test_something(kopf_runner, kube):          # kube_api comes with them
-        operator = kopf_runner("fleetwire.operator.handlers")   # or a .py path; started
+        operator = kopf_runner("fleetwire.operator.handlers.resource")   # or a .py path; started
         await kube.create({"apiVersion": FTC.api_version, "kind": FTC.kind,
                            "metadata": {"name": "fleet", "namespace": "default"}, "spec": {...}})
         obj = await kube.wait_for(FTC, "fleet", "default",
@@ -67,7 +67,7 @@ import aiohttp
 import kopf
 from kopf.testing import KopfRunner
 
-from fleetwire.kube_emulator import (  # noqa: F401 - re-exported for the tests
+from fleetwire.sim.kube_emulator import (  # noqa: F401 - re-exported for the tests
     ALL_VERBS,
     CLUSTER_KOPF_PEERINGS,
     CONFIGMAPS,
@@ -484,7 +484,7 @@ def accept_any_spec(kube_api: KubeApi) -> None:
     """Replace the FleetTelemetryConfig CRD's schema with one that accepts any spec, as the CRD
     of an older release does (`helm upgrade` never upgrades a chart's CRDs): what the API would
     refuse then reaches the operator, whose own checks (parse_spec) must catch it."""
-    from fleetwire.operator import crd as ftc_crd
+    from fleetwire.operator.resource import crd as ftc_crd
 
     name = f"{ftc_crd.PLURAL}.{ftc_crd.GROUP}"
     current = kube_api.get(CRDS, name)

@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 from dnslib import DNSRecord
 
 from fleetwire import pki
-from fleetwire.operator.acme_client import (
+from fleetwire.operator.clients.acme import (
     AcmeClient,
     AcmeError,
     AcmeServerError,
@@ -43,9 +43,9 @@ from fleetwire.operator.acme_client import (
     select_challenge,
     static_roots,
 )
-from fleetwire.operator.dns01 import CloudflareDns, Dns01Solver, DnsProvider, DnsProviderError
-from fleetwire.operator.http01 import Http01Responder
-from fleetwire.operator.renewal import backoff, renew_at, renewal_reason
+from fleetwire.operator.clients.dns01 import CloudflareDns, Dns01Solver, DnsProvider, DnsProviderError
+from fleetwire.operator.clients.http01 import Http01Responder
+from fleetwire.operator.policies.renewal import backoff, renew_at, renewal_reason
 
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
@@ -474,8 +474,8 @@ async def test_alternate_chains_are_offered_and_the_one_the_fleet_trusts_is_chos
 ) -> None:
     """Pebble with PEBBLE_ALTERNATE_ROOTS offers the same leaf under another root (RFC 8555
     `Link: rel="alternate"`): a fleet whose `ca` holds the alternate root keeps its `ca`."""
-    from fleetwire.operator.acme_client import choose_chain
-    from fleetwire.operator.certcheck import refusal
+    from fleetwire.operator.clients.acme import choose_chain
+    from fleetwire.trust import refusal
 
     assert PEBBLE is not None
     host = "alternate.fleetwire.test"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from fleetwire.operator import builders, crd
+from fleetwire.operator.resource import builders, crd
 from fleetwire.operator.environment import OperatorEnvironment
-from fleetwire.operator.spec import parse_spec
+from fleetwire.operator.resource.spec import parse_spec
 from fleetwire.sim import admission
 from fleetwire.sim.admission import Cause
 

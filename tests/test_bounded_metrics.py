@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleetwire.server.dispatchers.base import DispatchQueue
-from fleetwire.server.envelope import decode_reply, encode_stream
+from fleetwire.proto.envelope_codec import decode_reply, encode_stream
 from fleetwire.server.identity import Identity
 from fleetwire.server.metrics import ServerMetrics
 from fleetwire.server.session import Peer, Router, Session

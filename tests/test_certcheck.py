@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from fleetwire.operator.certcheck import (
+from fleetwire.operator.policies.certcheck import (
     Report,
     check_config,
     check_port,
     check_server_certificate,
     config_of,
     fetch_presented_chain,
-    hostname_matches,
 )
+from fleetwire.trust import hostname_matches
 
 from fleetwire.cli import main
 from fleetwire.pki import Bundle, make_ca, make_server_cert, write_pem

@@ -1,6 +1,6 @@
 """charts/fleetwire rendered by a real `helm` (v4): lint, templates, security, RBAC, CRDs, image.
 
-The chart must agree with the code it deploys: the CRD with `fleetwire.operator.crd`, the
+The chart must agree with the code it deploys: the CRD with `fleetwire.operator.resource.crd`, the
 image with `fleetwire.image`, the container's arguments with the `fleetwire operator`
 command line, the probes with the liveness URL those arguments give, and the RBAC with the
 Kubernetes API requests the operator made in the operator tests (recorded in
@@ -50,8 +50,8 @@ UNSEEN_BY_THE_RECORDING: frozenset[Request] = frozenset({
     # before kopf starts. The tests run kopf directly, and call ensure_peering only through a
     # test client, whose requests are not recorded as the operator's.
     ("create", "kopf.dev", "clusterkopfpeerings"),
-    # operator/vehicle_handlers.py `ConfigMapRecordStore._delete`, called by
-    # `ShardedRecordStore._relayout` (operator/configure.py) when spec.vehicles shrinks onto
+    # operator/handlers/vehicles.py `ConfigMapRecordStore._delete`, called by
+    # `ShardedRecordStore._relayout` (operator/reconcilers/vehicles.py) when spec.vehicles shrinks onto
     # fewer shards of SHARD_SIZE (500) vehicles: the stories configure a dozen vehicles.
     ("delete", "", "configmaps"),
 })
@@ -214,7 +214,7 @@ def test_operator_command_line_accepts_the_chart_args(template: Any, monkeypatch
 
 
 def test_crds_are_the_operators() -> None:
-    crd = pytest.importorskip("fleetwire.operator.crd", reason="operator/crd.py (the CRD builder) is not there yet")
+    crd = pytest.importorskip("fleetwire.operator.resource.crd", reason="operator/resource/crd.py (the CRD builder) is not there yet")
     documents = [doc for path in sorted((CHART / "crds").glob("*.yaml"))
                  for doc in yaml.safe_load_all(path.read_text()) if doc]
     by_name = {doc["metadata"]["name"]: doc for doc in documents}
@@ -225,7 +225,7 @@ def test_crds_are_the_operators() -> None:
 
 
 def test_helm_installs_the_crds(template: Any) -> None:
-    crd = pytest.importorskip("fleetwire.operator.crd", reason="operator/crd.py (the CRD builder) is not there yet")
+    crd = pytest.importorskip("fleetwire.operator.resource.crd", reason="operator/resource/crd.py (the CRD builder) is not there yet")
     rendered = {o["metadata"]["name"]: o for o in template(include_crds=True)
                 if o["kind"] == "CustomResourceDefinition"}
     assert rendered[crd.crd_name()] == crd.build_crd()
@@ -331,8 +331,8 @@ def test_notes_tell_the_next_step(helm: Path) -> None:
 
 
 def test_example_resource_is_valid() -> None:
-    crd = pytest.importorskip("fleetwire.operator.crd", reason="operator/crd.py (the CRD builder) is not there yet")
-    spec_module = pytest.importorskip("fleetwire.operator.spec", reason="operator/spec.py is not there yet")
+    crd = pytest.importorskip("fleetwire.operator.resource.crd", reason="operator/resource/crd.py (the CRD builder) is not there yet")
+    spec_module = pytest.importorskip("fleetwire.operator.resource.spec", reason="operator/resource/spec.py is not there yet")
     example = yaml.safe_load((CHART / "examples" / "fleettelemetryconfig.yaml").read_text())
     assert example["apiVersion"] == f"{crd.GROUP}/{crd.VERSION}" and example["kind"] == crd.KIND
     parsed = spec_module.parse_spec(example["spec"])

@@ -19,7 +19,7 @@ import flatbuffers
 import pytest
 from flatbuffers import encode, number_types, packer
 from flatbuffers.table import Table
-from fleetwire.server.envelope import (
+from fleetwire.proto.envelope_codec import (
     MAX_MESSAGE_BYTES,
     Frame,
     FrameError,

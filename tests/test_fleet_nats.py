@@ -24,7 +24,7 @@ from fleetwire.proto import vehicle_data_pb2
 from fleetwire.server.app import TelemetryServer
 from fleetwire.server.config import parse_config
 from fleetwire.server.dispatchers.nats import NatsDispatcher
-from fleetwire.server.envelope import decode_reply
+from fleetwire.proto.envelope_codec import decode_reply
 from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin
 from fleetwire.sim.vehicle import SimulatedVehicle
 

@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from fleetwire.operator.fleetapi import (
+from fleetwire.operator.clients.fleetapi import (
     FleetApiClient,
     FleetApiError,
     JsonFileTokenStore,
@@ -37,7 +37,7 @@ from fleetwire.operator.fleetapi import (
     Tokens,
     alt_svc_base_url,
 )
-from fleetwire.operator.signing import sign_telemetry_config
+from fleetwire.proto.ss256 import sign_telemetry_config
 from fleetwire.pki import make_ca, make_server_cert, write_bundle
 from fleetwire.sim.fleetapi import FleetApiSimulator
 

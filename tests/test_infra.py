@@ -535,7 +535,7 @@ def test_resource_hostname_is_the_dns_name(cloud: str) -> None:
 
 
 def test_resource_spec_is_accepted_by_the_operator() -> None:
-    spec_module = pytest.importorskip("fleetwire.operator.spec", reason="operator/spec.py is not there yet")
+    spec_module = pytest.importorskip("fleetwire.operator.resource.spec", reason="operator/resource/spec.py is not there yet")
     stack = deploy(base_config("linode", challenge="dns01", dns01ApiToken=SECRETS["dns01ApiToken"],
                                fleetApiRegion="eu", acmeDirectory="https://acme-staging-v02.api.letsencrypt.org/directory"))
     spec = unwrap(stack.one("kubernetes:fleetwire.io/v1alpha1:FleetTelemetryConfig").inputs["spec"])
@@ -558,7 +558,7 @@ def test_vehicle_ca_reaches_the_operator(extra: dict[str, str], namespace: str, 
     assert config_map.inputs["data"] == {"ca.crt": VEHICLE_CA}
     resource = stack.one("kubernetes:fleetwire.io/v1alpha1:FleetTelemetryConfig")
     assert resource.inputs["metadata"]["namespace"] == namespace
-    builders = pytest.importorskip("fleetwire.operator.builders", reason="operator/builders.py is not there yet")
+    builders = pytest.importorskip("fleetwire.operator.resource.builders", reason="operator/resource/builders.py is not there yet")
     # The names the operator's server mounts: `<resource name>-vehicle-ca`, key ca.crt.
     assert name == builders.Names(resource.inputs["metadata"]["name"]).vehicle_ca
     assert set(config_map.inputs["data"]) == {builders.VEHICLE_CA_KEY}

@@ -31,7 +31,7 @@ from kube import (
     merge_patch,
 )
 
-from fleetwire.operator import crd
+from fleetwire.operator.resource import crd
 
 HERE = Path(__file__).parent
 MINIMAL_OPERATOR = HERE / "kopf_minimal_operator.py"

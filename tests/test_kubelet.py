@@ -25,9 +25,9 @@ from kube import CONFIGMAPS, DEPLOYMENTS, PODS, SECRETS, KubeApi, KubeClient, ku
 
 from fleetwire import pki
 from fleetwire.image import IMAGE_REPOSITORY
-from fleetwire.operator import builders
+from fleetwire.operator.resource import builders
 from fleetwire.operator.environment import OperatorEnvironment
-from fleetwire.operator.spec import parse_spec
+from fleetwire.operator.resource.spec import parse_spec
 from fleetwire.sim import kubelet as kl
 from fleetwire.sim.fleet import issue_vehicle_certs
 from fleetwire.sim.kubelet import KubeletThread

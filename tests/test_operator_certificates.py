@@ -56,11 +56,11 @@ from kube import (  # noqa: F401 - kubelet is a fixture
 )
 
 from fleetwire import pki
-from fleetwire.operator import crd
-from fleetwire.operator.builders import CONFIG_CHECKSUM_ANNOTATION
-from fleetwire.operator.certificates import FINGERPRINT_ANNOTATION, chain_fingerprint
+from fleetwire.operator.resource import crd
+from fleetwire.operator.resource.builders import CONFIG_CHECKSUM_ANNOTATION
+from fleetwire.operator.reconcilers.certificates import FINGERPRINT_ANNOTATION, chain_fingerprint
 
-HANDLERS = "fleetwire.operator.handlers"
+HANDLERS = "fleetwire.operator.handlers.resource"
 NS = "default"
 HOST = "telemetry.fleetwire.test"
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fleetwire.operator.configure import (
+from fleetwire.operator.reconcilers.vehicles import (
     BUNDLES,
     Inputs,
     MemoryRecordStore,
@@ -30,7 +30,7 @@ from fleetwire.operator.configure import (
     shard_layout,
     shard_name,
 )
-from fleetwire.operator.fleetapi import (
+from fleetwire.operator.clients.fleetapi import (
     FleetApiClient,
     FleetApiError,
     FleetStatus,
@@ -42,9 +42,9 @@ from fleetwire.operator.fleetapi import (
     VehicleConfigState,
     VehicleInfo,
 )
-from fleetwire.operator.signing import public_point, verify_token
-from fleetwire.operator.spec import parse_spec
-from fleetwire.operator.vehicles import (
+from fleetwire.proto.ss256 import public_point, verify_token
+from fleetwire.operator.resource.spec import parse_spec
+from fleetwire.operator.policies.vehicles import (
     APPLIED, FAILING, PENDING, PUSHED, SKIPPED, VehicleRecord, ca_fingerprint, push_failed, pushed, with_error,
 )
 from fleetwire.pki import make_ca, make_server_cert
@@ -590,10 +590,10 @@ async def test_unsigned_configs_go_through_the_proxy_which_signs_them() -> None:
 async def test_records_in_configmaps_and_tokens_in_a_secret(kube_api: Any, kube: Any) -> None:
     from kube import CONFIGMAPS, SECRETS
 
-    from fleetwire.operator.builders import Owner
-    from fleetwire.operator.fleetapi import TokenStoreError
-    from fleetwire.operator.kubeapi import KubernetesApi, load_configuration
-    from fleetwire.operator.vehicle_handlers import ConfigMapRecordStore, SecretTokenStore
+    from fleetwire.operator.resource.builders import Owner
+    from fleetwire.operator.clients.fleetapi import TokenStoreError
+    from fleetwire.operator.clients.kube import KubernetesApi, load_configuration
+    from fleetwire.operator.handlers.vehicles import ConfigMapRecordStore, SecretTokenStore
 
     owner_obj = await kube.create({"apiVersion": "fleetwire.io/v1alpha1", "kind": "FleetTelemetryConfig",
                                    "metadata": {"name": "fleet", "namespace": "default"},

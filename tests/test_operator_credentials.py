@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from fleetwire.operator import builders, crd
+from fleetwire.operator.resource import builders, crd
 from fleetwire.operator.environment import OperatorEnvironment
-from fleetwire.operator.spec import SpecError, parse_spec
+from fleetwire.operator.resource.spec import SpecError, parse_spec
 from fleetwire.server.config import parse_config
 
 OWNER = builders.Owner("fleet", "telemetry", "0b7c0de0-0000-4000-8000-000000000001")

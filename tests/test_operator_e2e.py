@@ -25,10 +25,10 @@ from kube import (  # noqa: F401 - operator_rbac is a fixture
     operator_rbac,
 )
 
-from fleetwire.operator import crd
+from fleetwire.operator.resource import crd
 from fleetwire.operator.main import PeeringError, ensure_peering
 
-HANDLERS = "fleetwire.operator.handlers"
+HANDLERS = "fleetwire.operator.handlers.resource"
 
 
 @pytest.fixture(autouse=True)

@@ -15,9 +15,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fleetwire import pki
-from fleetwire.operator import builders
-from fleetwire.operator.builders import Names, Owner
-from fleetwire.operator.certificates import (
+from fleetwire.operator.resource import builders
+from fleetwire.operator.resource.builders import Names, Owner
+from fleetwire.operator.reconcilers.certificates import (
     CertificateProblem,
     Material,
     ca_from_secret,
@@ -32,8 +32,8 @@ from fleetwire.operator.certificates import (
     retry_wait,
 )
 from fleetwire.operator.environment import DEFAULT_OPERATOR_SELECTOR, OperatorEnvironment, SettingError, from_env
-from fleetwire.operator.reconcile import Condition, server_condition, transition_events
-from fleetwire.operator.spec import parse_spec
+from fleetwire.operator.policies.conditions import Condition, server_condition, transition_events
+from fleetwire.operator.resource.spec import parse_spec
 from fleetwire.server.config import parse_config
 
 HOST = "telemetry.fleetwire.test"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fleetwire.operator.reconcile import SPEC_VALID, Condition, check_spec, find_condition, reconcile, set_condition
+from fleetwire.operator.policies.conditions import SPEC_VALID, Condition, check_spec, find_condition, reconcile, set_condition
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(hours=1)

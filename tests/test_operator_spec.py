@@ -21,8 +21,8 @@ import jsonschema
 import pytest
 import yaml
 
-from fleetwire.operator import crd
-from fleetwire.operator.spec import (
+from fleetwire.operator.resource import crd
+from fleetwire.operator.resource.spec import (
     AcmeCertificate,
     PrivateCaCertificate,
     SecretCertificate,
@@ -264,8 +264,8 @@ def test_crd_is_structural_with_status_and_columns() -> None:
 
 
 def test_status_documents_every_count_the_reconciler_writes() -> None:
-    from fleetwire.operator.configure import PassResult
-    from fleetwire.operator.reconcile import Condition
+    from fleetwire.operator.reconcilers.vehicles import PassResult
+    from fleetwire.operator.policies.conditions import Condition
 
     status = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
     documented = status["properties"]["vehicles"]["properties"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from fleetwire.operator.fleetapi import VehicleConfigState, VehicleInfo
-from fleetwire.operator.vehicle_table import format_table
-from fleetwire.operator.vehicles import (
+from fleetwire.operator.clients.fleetapi import VehicleConfigState, VehicleInfo
+from fleetwire.operator.commands.vehicles import format_table
+from fleetwire.operator.policies.vehicles import (
     APPLIED, FAILING, FIELDS_TOO_NEW, ca_fingerprint, PENDING, PUSHED, SKIPPED, SLOT_FREED, VehicleRecord, cleared, count_too_new,
     counts, current_error, error_time, explain, fields_too_new, observe, poll_delay, preflight, push_failed,
     push_reason, pushed, recheck_passed, refused, too_new_names, vehicles_condition, with_error, with_firmware,

@@ -29,16 +29,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from kube import CONFIGMAPS, FTC, SECRETS, KubeApi, KubeClient, condition
 
-from fleetwire.demo import SecretFiles
-from fleetwire.operator.fleetapi import FleetApiClient
-from fleetwire.operator.kubeapi import KubernetesApi, load_configuration
-from fleetwire.operator.vehicle_handlers import SecretTokenStore
-from fleetwire.operator.vehicle_table import format_table, read_vehicles
-from fleetwire.operator.vehicles import APPLIED, VehicleRecord, ca_fingerprint
+from fleetwire.demo.run import SecretFiles
+from fleetwire.operator.clients.fleetapi import FleetApiClient
+from fleetwire.operator.clients.kube import KubernetesApi, load_configuration
+from fleetwire.operator.handlers.vehicles import SecretTokenStore
+from fleetwire.operator.commands.vehicles import format_table, read_vehicles
+from fleetwire.operator.policies.vehicles import APPLIED, VehicleRecord, ca_fingerprint
 from fleetwire.pki import FleetPki, load_bundle
 from fleetwire.sim.fleetapi import FleetApiSimulator
 
-OPERATOR = "fleetwire.operator.handlers"
+OPERATOR = "fleetwire.operator.handlers.resource"
 NS = "default"
 HOST = "telemetry.fleetwire.test"
 APP_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -406,7 +406,7 @@ async def _streaming_again(sim: FleetApiSimulator, before: dict[str, int]) -> bo
 
 
 def _chain_fp(ca_pem: str) -> str:
-    from fleetwire.operator.certificates import chain_fingerprint
+    from fleetwire.operator.reconcilers.certificates import chain_fingerprint
 
     return chain_fingerprint(ca_pem.encode())
 

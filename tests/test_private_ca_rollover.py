@@ -18,11 +18,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fleetwire import pki
-from fleetwire.operator.builders import Owner
-from fleetwire.operator.certcheck import refusal
-from fleetwire.operator.certificates import CertificateContext, CertificateOutcome, PrivateCaSource
+from fleetwire.operator.resource.builders import Owner
+from fleetwire.trust import refusal
+from fleetwire.operator.reconcilers.certificates import CertificateContext, CertificateOutcome, PrivateCaSource
 from fleetwire.operator.environment import from_env
-from fleetwire.operator.spec import parse_spec
+from fleetwire.operator.resource.spec import parse_spec
 
 HOST = "telemetry.fleetwire.test"
 OWNER = Owner("fleet", "default", "uid-1")
@@ -112,7 +112,7 @@ async def test_a_replaced_ca_is_staged_until_the_vehicles_hold_both() -> None:
 
 
 async def test_a_staged_certificate_is_promoted_by_the_fleet_the_annotation_or_the_deadline() -> None:
-    from fleetwire.operator.rotation import PROMOTE_ANNOTATION, staged_fingerprint
+    from fleetwire.operator.policies.rotation import PROMOTE_ANNOTATION, staged_fingerprint
 
     for how in ("fleet", "annotation", "deadline"):
         kube = MemoryKube()

@@ -30,7 +30,7 @@ from kube import (  # noqa: F401 - kubelet is a fixture
 import helm_chart
 from fleetwire.sim.rbac import Access, Policy, access_of
 
-HANDLERS = "fleetwire.operator.handlers"
+HANDLERS = "fleetwire.operator.handlers.resource"
 NS = "default"
 
 

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from test_operator_configure import Clock, FakeFleetApi, FakeVehicle, reconciler, spec_for, vin
 
 from fleetwire import pki
-from fleetwire.operator.certcheck import refusal
-from fleetwire.operator.configure import MemoryRecordStore, PassResult, VehicleReconciler
-from fleetwire.operator.vehicles import (
+from fleetwire.trust import refusal
+from fleetwire.operator.reconcilers.vehicles import MemoryRecordStore, PassResult, VehicleReconciler
+from fleetwire.operator.policies.vehicles import (
     APPLIED, CA_ENDING, CA_REFUSED, NEW_VEHICLE, PUSH_POLICIES, VehicleRecord, ca_accepts, ca_fingerprint, ca_union,
     push_decision,
 )

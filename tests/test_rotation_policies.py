@@ -6,9 +6,9 @@ import datetime as dt
 
 from test_rotation_acceptance import A, B, HOST
 
-from fleetwire.operator import rotation
-from fleetwire.operator.rotation import PromoteFacts, promote_by, promote_decision, stage_decision
-from fleetwire.operator.spec import Rotation, parse_spec
+from fleetwire.operator.policies import rotation
+from fleetwire.operator.policies.rotation import PromoteFacts, promote_by, promote_decision, stage_decision
+from fleetwire.operator.resource.spec import Rotation, parse_spec
 
 NOW = dt.datetime.now(dt.UTC)
 

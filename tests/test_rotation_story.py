@@ -22,8 +22,8 @@ from conftest import PEBBLE, LocalDns, Pebble
 from cryptography.hazmat.primitives import serialization
 from test_rotation_acceptance import A, B, HOST
 
-from fleetwire.operator.http01 import Http01Responder
-from fleetwire.sim.rotation import IMMEDIATE, MAKE_BEFORE_BREAK, Served, Trial, trial
+from fleetwire.operator.clients.http01 import Http01Responder
+from fleetwire.demo.rotation import IMMEDIATE, MAKE_BEFORE_BREAK, Served, Trial, trial
 
 TIME_FACTOR = 1 / 14400
 VEHICLES = 80

@@ -7,8 +7,8 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from fleetwire.operator import signing
-from fleetwire.operator.signing import (
+from fleetwire.proto import ss256 as signing
+from fleetwire.proto.ss256 import (
     TELEMETRY_AUDIENCE,
     SignatureError,
     iss_claim,

@@ -39,7 +39,7 @@ API_VERSION = "fleetwire.io/v1alpha1"
 KIND = "FleetTelemetryConfig"
 RELEASE_NAME = "fleetwire"
 VEHICLE_CA_KEY = "ca.crt"
-"""The key of the vehicle-CA ConfigMap the operator mounts (`fleetwire.operator.builders`)."""
+"""The key of the vehicle-CA ConfigMap the operator mounts (`fleetwire.operator.resource.builders`)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class SecretNames:
 
 
 def vehicle_ca_name(resource_name: str) -> str:
-    """The ConfigMap the operator mounts into the resource's server (`fleetwire.operator.builders.Names`)."""
+    """The ConfigMap the operator mounts into the resource's server (`fleetwire.operator.resource.builders.Names`)."""
     return f"{resource_name}-vehicle-ca"
 
 

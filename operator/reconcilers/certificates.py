@@ -24,7 +24,7 @@ the marker says. ACME failures back off with `renewal.backoff`, recorded in
 
 A new certificate replaces the served one at once only when the vehicles' `ca` accepts it
 (or there is no valid current one to keep); otherwise it is staged in `<tls>-next` and
-promoted by the policies of `fleetwire.operator.rotation` (make before break). Of the
+promoted by the policies of `fleetwire.operator.policies.rotation` (make before break). Of the
 chains an ACME CA offers, the one the vehicles' `ca` accepts is served; a private CA near
 its end is succeeded by a new one it cross-signs.
 """
@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,8 +47,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from fleetwire import pki
 from fleetwire.pki import chain_fingerprint
-from fleetwire.operator import builders, rotation
-from fleetwire.operator.acme_client import (
+from fleetwire.operator.resource import builders
+from fleetwire.operator.policies import rotation
+from fleetwire.operator.clients.acme import (
     AcmeClient,
     AcmeError,
     ChallengeSolver,
@@ -59,14 +59,15 @@ from fleetwire.operator.acme_client import (
     choose_chain,
     static_roots,
 )
-from fleetwire.operator.builders import Names, Owner
-from fleetwire.operator.certcheck import Report, check_server_certificate, refusal
-from fleetwire.operator.dns01 import CLOUDFLARE_API, CloudflareDns, Dns01Solver, DnsProviderError
+from fleetwire.operator.resource.builders import Names, Owner
+from fleetwire.operator.policies.certcheck import Report, check_server_certificate
+from fleetwire.trust import refusal
+from fleetwire.operator.clients.dns01 import CLOUDFLARE_API, CloudflareDns, Dns01Solver, DnsProviderError
 from fleetwire.operator.environment import OperatorEnvironment
-from fleetwire.operator.kubeapi import KubeError, KubernetesApi
-from fleetwire.operator.reconcile import CERTIFICATE_READY, Condition, Event
-from fleetwire.operator.renewal import backoff, renew_at, renewal_reason, san_dns_names
-from fleetwire.operator.spec import (
+from fleetwire.operator.clients.kube import KubeError, KubernetesApi
+from fleetwire.operator.policies.conditions import CERTIFICATE_READY, Condition, Event
+from fleetwire.operator.policies.renewal import backoff, renew_at, renewal_reason, san_dns_names
+from fleetwire.operator.resource.spec import (
     AcmeCertificate,
     Dns01Challenge,
     FleetTelemetrySpec,
@@ -98,7 +99,7 @@ __all__ = [
     "tls_secret",
 ]
 
-log = logging.getLogger("fleetwire.operator.certificates")
+log = logging.getLogger("fleetwire.operator.reconcilers.certificates")
 
 FINGERPRINT_ANNOTATION = "fleetwire.io/chain-fingerprint"
 NOT_AFTER_ANNOTATION = "fleetwire.io/not-after"
@@ -473,7 +474,7 @@ def _issued_event(hostname: str, reason: str, material: Material, before: Materi
                  f"{format(leaf.serial_number, 'x')}, valid until {_timestamp(leaf.not_valid_after_utc)}; {change}")
 
 
-# -- make before break (`fleetwire.operator.rotation`) ---------------------------------
+# -- make before break (`fleetwire.operator.policies.rotation`) ---------------------------------
 
 
 def _vehicles_expected(spec: FleetTelemetrySpec) -> bool:

@@ -19,9 +19,9 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
-from fleetwire.operator import crd
-from fleetwire.operator.configure import decode_record, shard_name
-from fleetwire.operator.vehicles import (
+from fleetwire.operator.resource import crd
+from fleetwire.operator.reconcilers.vehicles import decode_record, shard_name
+from fleetwire.operator.policies.vehicles import (
     STATES,
     VEHICLES_CONFIGURED,
     VehicleRecord,

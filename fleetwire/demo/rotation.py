@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetwire.operator import rotation
-from fleetwire.operator.configure import PassResult, VehicleReconciler
-from fleetwire.operator.spec import FleetTelemetrySpec, Rotation
-from fleetwire.operator.vehicles import ca_union
+from fleetwire.operator.policies import rotation
+from fleetwire.operator.reconcilers.vehicles import PassResult, VehicleReconciler
+from fleetwire.operator.resource.spec import FleetTelemetrySpec, Rotation
+from fleetwire.operator.policies.vehicles import ca_union
 
 __all__ = ["IMMEDIATE", "MAKE_BEFORE_BREAK", "RotationRun", "Served"]
 
@@ -176,9 +176,9 @@ async def trial(n: int, before: Served, after: Served, *, mode: str, hostname: s
 
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from fleetwire.operator.configure import MemoryRecordStore, Settings
-    from fleetwire.operator.fleetapi import FleetApiClient, MemoryTokenStore, Tokens
-    from fleetwire.operator.spec import parse_spec
+    from fleetwire.operator.reconcilers.vehicles import MemoryRecordStore, Settings
+    from fleetwire.operator.clients.fleetapi import FleetApiClient, MemoryTokenStore, Tokens
+    from fleetwire.operator.resource.spec import parse_spec
     from fleetwire.sim.fleet import sim_vin
     from fleetwire.sim.fleetapi import FleetApiSimulator, LongTailSync, Reconnects
 

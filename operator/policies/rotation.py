@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fleetwire.operator.certcheck import refusal
-from fleetwire.operator.spec import Rotation
-from fleetwire.operator.vehicles import Reason
+from fleetwire.trust import refusal
+from fleetwire.operator.resource.spec import Rotation
+from fleetwire.operator.policies.vehicles import Reason
 from fleetwire.pki import chain_fingerprint
 
 __all__ = [

@@ -25,7 +25,7 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
-from fleetwire.operator import crd
+from fleetwire.operator.resource import crd
 from fleetwire.proto import catalog
 from fleetwire.strictjson import SECRET_KEY
 

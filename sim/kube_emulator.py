@@ -105,13 +105,13 @@ import kmock
 import yaml
 from kmock._internal import aiobus, enums, k8s, rendering  # the emulator's extension points
 
-from fleetwire.operator import crd as ftc_crd
+from fleetwire.operator.resource import crd as ftc_crd
 from fleetwire.sim import admission, rbac
 
 T = TypeVar("T")
 
 OPERATOR_USER_AGENTS = ("kopf/", "fleetwire-operator/")
-"""kopf's own client and `fleetwire.operator.kubeapi`: the requests RBAC attributes to the operator."""
+"""kopf's own client and `fleetwire.operator.clients.kube`: the requests RBAC attributes to the operator."""
 
 # ======================================================================================
 # Resources
@@ -407,7 +407,7 @@ class KubeEmulator(k8s.KubernetesEmulator):
 
     def identify(self, request: rendering.Request) -> str | None:
         """Who sent the request: the policy's ServiceAccount for the operator's user agents (kopf's
-        client and `fleetwire.operator.kubeapi`), None (unrestricted) for tests, kubectl, kubelet."""
+        client and `fleetwire.operator.clients.kube`), None (unrestricted) for tests, kubectl, kubelet."""
         if self.policy is None:
             return None
         headers = {key.lower(): value for key, value in (request.headers or {}).items()}

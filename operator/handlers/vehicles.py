@@ -24,7 +24,7 @@ Per-vehicle records live in ConfigMaps `<name>-vehicles-<n>` (VIN → JSON), own
 resource so they go with it; `fleetwire vehicles <name>` prints them. Tokens and keys never
 reach a log line, an event or the status.
 
-`register()` adds these handlers to a kopf registry; `fleetwire.operator.handlers` calls it.
+`register()` adds these handlers to a kopf registry; `fleetwire.operator.handlers.resource` calls it.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ import kopf
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fleetwire.operator import builders, crd
-from fleetwire.operator.builders import Names, Owner
-from fleetwire.operator.certificates import CertificateProblem, check, material_from_secret
-from fleetwire.operator.configure import (
+from fleetwire.operator.resource import builders, crd
+from fleetwire.operator.resource.builders import Names, Owner
+from fleetwire.operator.reconcilers.certificates import CertificateProblem, check, material_from_secret
+from fleetwire.operator.reconcilers.vehicles import (
     Inputs,
     NotReady,
     PassResult,
@@ -56,12 +56,12 @@ from fleetwire.operator.configure import (
     VehicleReconciler,
     shard_name,
 )
-from fleetwire.operator.fleetapi import AUTH_URL, FleetApiClient, Tokens, TokenStoreError
-from fleetwire.operator.kubeapi import KINDS, KubeError, KubernetesApi, load_configuration
-from fleetwire.operator.reconcile import Condition, find_condition, set_condition
-from fleetwire.operator.spec import FleetTelemetrySpec, SpecError, parse_spec
-from fleetwire.operator.rotation import next_secret_name
-from fleetwire.operator.vehicles import CA_REFUSED, VEHICLES_CONFIGURED, ca_fingerprint, ca_union
+from fleetwire.operator.clients.fleetapi import AUTH_URL, FleetApiClient, Tokens, TokenStoreError
+from fleetwire.operator.clients.kube import KINDS, KubeError, KubernetesApi, load_configuration
+from fleetwire.operator.policies.conditions import Condition, find_condition, set_condition
+from fleetwire.operator.resource.spec import FleetTelemetrySpec, SpecError, parse_spec
+from fleetwire.operator.policies.rotation import next_secret_name
+from fleetwire.operator.policies.vehicles import CA_REFUSED, VEHICLES_CONFIGURED, ca_fingerprint, ca_union
 
 __all__ = ["ConfigMapRecordStore", "SecretTokenStore", "VehicleHandlers", "register"]
 
@@ -73,7 +73,7 @@ RETRY_SECONDS = 10.0
 CA_CHECK_SECONDS = 5.0
 """Longest sleep between passes: a TLS Secret someone else manages (secretRef) is not watched."""
 
-log = logging.getLogger("fleetwire.operator.vehicles")
+log = logging.getLogger("fleetwire.operator.policies.vehicles")
 
 
 # --------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import ipaddress
 import json
 import socket
 import ssl
@@ -30,7 +29,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import VerificationError
+
+from fleetwire.trust import clean_error, hostname_matches, ip_literal, verified_path
 
 __all__ = [
     "EXPIRY_WARNING_DAYS",
@@ -42,10 +43,7 @@ __all__ = [
     "check_server_certificate",
     "config_of",
     "fetch_presented_chain",
-    "hostname_matches",
-    "refusal",
     "run",
-    "verified_path",
 ]
 
 EXPIRY_WARNING_DAYS = 14
@@ -164,44 +162,9 @@ def _san_text(san: x509.SubjectAlternativeName) -> str:
     return ", ".join(names) or "(no DNS or IP names)"
 
 
-def _ip(hostname: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(hostname.strip("[]"))
-    except ValueError:
-        return None
-
-
-def hostname_matches(hostname: str, san: x509.SubjectAlternativeName) -> str | None:
-    """The SAN entry that covers `hostname`, or None.
-
-    RFC 6125 rules, as Go's verifier on the vehicle applies them: an IP literal matches
-    only IP entries; names compare case-insensitively without a trailing dot; a wildcard
-    is the whole left-most label and stands for exactly one label ("*.example.com"
-    covers "a.example.com", not "example.com" nor "a.b.example.com"). Stricter than Go
-    in one point: a wildcard needs two labels under it ("*.com" matches nothing), as
-    public CAs never issue such names.
-    """
-    ip = _ip(hostname)
-    if ip is not None:
-        return next((f"IP:{a}" for a in san.get_values_for_type(x509.IPAddress) if a == ip), None)
-    host = hostname.lower().rstrip(".").split(".")
-    for pattern in san.get_values_for_type(x509.DNSName):
-        labels = pattern.lower().rstrip(".").split(".")
-        if len(labels) != len(host) or "" in labels or "" in host:
-            continue
-        if labels == host or (labels[0] == "*" and len(labels) > 2 and labels[1:] == host[1:]):
-            return f"DNS:{pattern}"
-    return None
-
-
 def _days(delta: dt.timedelta) -> str:
     days = delta.total_seconds() / 86400
     return f"{days:.1f} days" if abs(days) < 2 else f"{int(days)} days"
-
-
-def _clean_error(exc: Exception) -> str:
-    """cryptography's verification messages without the certificate repr appended to them."""
-    return str(exc).split(" (encountered processing", 1)[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -258,44 +221,8 @@ def _verify_chain(
     try:
         chain = verified_path(leaf, intermediates, ca, hostname, now)
     except (VerificationError, ValueError) as exc:
-        return Check("chain verifies", False, f"against ca for {hostname}: {_clean_error(exc)}")
+        return Check("chain verifies", False, f"against ca for {hostname}: {clean_error(exc)}")
     return Check("chain verifies", True, " → ".join(_label(c) for c in chain) + " (anchor in ca)")
-
-
-def verified_path(
-    leaf: x509.Certificate,
-    intermediates: Sequence[x509.Certificate],
-    ca: Sequence[x509.Certificate],
-    hostname: str,
-    now: dt.datetime,
-) -> list[x509.Certificate]:
-    """The path a vehicle holding `ca` builds from the presented leaf and intermediates.
-
-    Raises `VerificationError` (or `ValueError` for an unusable name or store) when the
-    vehicle would refuse it. The one judgement of "would this `ca` accept this chain",
-    used by `fleetwire check-cert` and by the operator's push and rotation policies.
-    """
-    ip = _ip(hostname)
-    subject: x509.DNSName | x509.IPAddress = x509.IPAddress(ip) if ip else x509.DNSName(hostname)
-    verifier = PolicyBuilder().store(Store(list(ca))).time(now).build_server_verifier(subject)
-    return verifier.verify(leaf, list(intermediates))
-
-
-def refusal(chain_pem: bytes | str, ca_pem: bytes | str, hostname: str, now: dt.datetime) -> str | None:
-    """Why a vehicle holding `ca_pem` refuses the server chain `chain_pem` (leaf first) for
-    `hostname` at `now`, or None when it accepts it: every certificate in `ca` a trust
-    anchor, the presented intermediates used to reach one, the name in subjectAltName."""
-    as_bytes = [v.encode() if isinstance(v, str) else v for v in (chain_pem, ca_pem)]
-    try:
-        chain = x509.load_pem_x509_certificates(as_bytes[0])
-        ca = x509.load_pem_x509_certificates(as_bytes[1])
-    except ValueError as exc:
-        return f"unreadable PEM: {exc}"
-    try:
-        verified_path(chain[0], chain[1:], ca, hostname, now)
-    except (VerificationError, ValueError) as exc:
-        return _clean_error(exc)
-    return None
 
 
 def _ca_checks(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], ca: Sequence[x509.Certificate]) -> list[Check]:
@@ -459,7 +386,7 @@ def fetch_presented_chain(host: str, port: int, server_name: str, timeout: float
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    sni = None if _ip(server_name) else server_name
+    sni = None if ip_literal(server_name) else server_name
     with (
         socket.create_connection((host, port), timeout=timeout) as sock,
         context.wrap_socket(sock, server_hostname=sni) as tls,

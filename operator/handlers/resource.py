@@ -17,7 +17,7 @@ patch only after it returns, so the next pass may be handed an older body. Every
 writes all three conditions, so a stale base cannot drop one.
 
 Loaded by `fleetwire operator` (`fleetwire.operator.main`), or by `kopf run -m
-fleetwire.operator.handlers` for development.
+fleetwire.operator.handlers.resource` for development.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from typing import Any
 
 import kopf
 
-from fleetwire.operator import builders, crd
-from fleetwire.operator.builders import Names, Owner
-from fleetwire.operator.certificates import CertificateContext, CertificateOutcome, ensure_certificate
+from fleetwire.operator.resource import builders, crd
+from fleetwire.operator.resource.builders import Names, Owner
+from fleetwire.operator.reconcilers.certificates import CertificateContext, CertificateOutcome, ensure_certificate
 from fleetwire.operator.environment import OperatorEnvironment, from_env
-from fleetwire.operator.http01 import Http01Responder
-from fleetwire.operator.rotation import PROMOTE_ANNOTATION
-from fleetwire.operator.spec import FleetTelemetrySpec
-from fleetwire.operator.kubeapi import KubeError, KubernetesApi, load_configuration
-from fleetwire.operator.reconcile import (
+from fleetwire.operator.clients.http01 import Http01Responder
+from fleetwire.operator.policies.rotation import PROMOTE_ANNOTATION
+from fleetwire.operator.resource.spec import FleetTelemetrySpec
+from fleetwire.operator.clients.kube import KubeError, KubernetesApi, load_configuration
+from fleetwire.operator.policies.conditions import (
     CERTIFICATE_READY,
     SERVER_READY,
     SPEC_VALID,
@@ -52,7 +52,7 @@ from fleetwire.operator.reconcile import (
     server_condition,
     transition_events,
 )
-from fleetwire.operator.vehicle_handlers import register as register_vehicle_handlers
+from fleetwire.operator.handlers.vehicles import register as register_vehicle_handlers
 
 RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
 """What the handlers watch: fleettelemetryconfigs.v1alpha1.fleetwire.io."""
@@ -303,4 +303,4 @@ async def forget(meta: kopf.Meta, **_: Any) -> None:
 
 
 VEHICLES = register_vehicle_handlers()
-"""The vehicles' daemon and watches (`fleetwire.operator.vehicle_handlers`), in this registry."""
+"""The vehicles' daemon and watches (`fleetwire.operator.handlers.vehicles`), in this registry."""

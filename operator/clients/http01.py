@@ -17,7 +17,7 @@ CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 _MAX_HEAD = 8192  # request line plus headers; validators send a few hundred bytes
 _READ_TIMEOUT = 10.0
 
-log = logging.getLogger("fleetwire.operator.http01")
+log = logging.getLogger("fleetwire.operator.clients.http01")
 
 
 class Http01Responder:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fleetwire.operator.spec import FleetTelemetrySpec, SpecError, parse_spec
+from fleetwire.operator.resource.spec import FleetTelemetrySpec, SpecError, parse_spec
 
 __all__ = [
     "CERTIFICATE_READY",
@@ -34,7 +34,7 @@ __all__ = [
 SPEC_VALID = "SpecValid"
 """Condition type: the spec parsed and passed every check."""
 CERTIFICATE_READY = "CertificateReady"
-"""Condition type: the server has a certificate vehicles accept (see `fleetwire.operator.certificates`)."""
+"""Condition type: the server has a certificate vehicles accept (see `fleetwire.operator.reconcilers.certificates`)."""
 SERVER_READY = "ServerReady"
 """Condition type: the server's Deployment exists and, as far as reported, runs."""
 

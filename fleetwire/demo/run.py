@@ -1,6 +1,6 @@
 """`fleetwire demo`: the whole loop on loopback, with nothing to configure.
 
-`run_demo` (the default): an emulated Kubernetes API (`fleetwire.kube_emulator`), the
+`run_demo` (the default): an emulated Kubernetes API (`fleetwire.sim.kube_emulator`), the
 operator (kopf with the project's handlers, in this process), the Fleet API simulator and
 its vehicles, and the ingest server. A FleetTelemetryConfig with a private CA goes in; the
 operator issues the certificate, configures the vehicles (an unpaired one and one on old
@@ -306,7 +306,7 @@ async def run_demo(*, vehicles: int = 8, out: TextIO = sys.stdout, workdir: Path
                    step_timeout: float = 40.0) -> bool:
     """The whole loop (see the module's docstring); True when every step happened."""
     try:
-        from fleetwire.kube_emulator import KubeApi
+        from fleetwire.sim.kube_emulator import KubeApi
     except ImportError:
         print("fleetwire demo: kmock is not installed (pip install 'fleetwire[demo]'), so the operator cannot "
               "run against an emulated cluster; showing the ingest server alone\n", file=out)
@@ -361,11 +361,11 @@ async def _whole_loop(cluster: Any, node: Any, stack: contextlib.AsyncExitStack,
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from fleetwire.operator import crd
-    from fleetwire.operator.configure import decode_record
-    from fleetwire.operator.kubeapi import KINDS, KubernetesApi, load_configuration
-    from fleetwire.operator.vehicle_table import format_table
-    from fleetwire.operator.vehicles import ca_fingerprint
+    from fleetwire.operator.resource import crd
+    from fleetwire.operator.reconcilers.vehicles import decode_record
+    from fleetwire.operator.clients.kube import KINDS, KubernetesApi, load_configuration
+    from fleetwire.operator.commands.vehicles import format_table
+    from fleetwire.operator.policies.vehicles import ca_fingerprint
     from fleetwire.sim.fleetapi import FleetApiSimulator
 
     cluster.install_crds([crd.build_crd()])
@@ -433,7 +433,7 @@ async def _whole_loop(cluster: Any, node: Any, stack: contextlib.AsyncExitStack,
     # retries while everything shuts down are not news.
     for logger in ("kopf", "asyncio", "fleetwire.operator", "fleetwire.fleetapi", "fleetwire.server"):
         logging.getLogger(logger).setLevel(logging.CRITICAL)
-    importlib.import_module("fleetwire.operator.handlers")
+    importlib.import_module("fleetwire.operator.handlers.resource")
     stop = asyncio.Event()
     operator = asyncio.get_running_loop().create_task(
         kopf.operator(standalone=True, clusterwide=True, stop_flag=stop, liveness_endpoint=None), name="operator")
@@ -446,7 +446,7 @@ async def _whole_loop(cluster: Any, node: Any, stack: contextlib.AsyncExitStack,
             operator.cancel()
 
     stack.push_async_callback(stop_operator)
-    say("operator started: kopf running fleetwire.operator.handlers")
+    say("operator started: kopf running fleetwire.operator.handlers.resource")
 
     spec = {"hostname": DEMO_HOST, "certificate": {"privateCA": {}}, "server": {"records": {"V": ["logger"]}},
             "vehicles": [*healthy, unpaired, outdated],
@@ -504,8 +504,8 @@ async def _whole_loop(cluster: Any, node: Any, stack: contextlib.AsyncExitStack,
     # leaf into the served Secret. The vehicles' ca accepts it, so nothing is pushed.
     import datetime as dt
 
-    from fleetwire.operator.builders import Owner
-    from fleetwire.operator.certificates import ca_from_secret, private_leaf, tls_secret
+    from fleetwire.operator.resource.builders import Owner
+    from fleetwire.operator.reconcilers.certificates import ca_from_secret, private_leaf, tls_secret
 
     push_calls = ("/api/1/vehicles/fleet_telemetry_config_jws", 200)
     reloaded = 'fleetwire_certificate_reloads_total{outcome="reloaded"}'

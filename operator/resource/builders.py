@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fleetwire.operator import crd
+from fleetwire.operator.resource import crd
 from fleetwire.operator.environment import OperatorEnvironment
-from fleetwire.operator.spec import AcmeCertificate, FleetTelemetrySpec, SecretCertificate, SecretKeyRef
+from fleetwire.operator.resource.spec import AcmeCertificate, FleetTelemetrySpec, SecretCertificate, SecretKeyRef
 
 __all__ = [
     "CONFIG_CHECKSUM_ANNOTATION",

@@ -19,7 +19,7 @@ CLOUDFLARE_API = "https://api.cloudflare.com/client/v4"
 _CF_IDENTICAL_RECORD = 81058  # "An identical record already exists": a retried set_txt
 _CF_AUTH_CODES = {9109, 10000}  # invalid / unauthorized token
 
-log = logging.getLogger("fleetwire.operator.dns01")
+log = logging.getLogger("fleetwire.operator.clients.dns01")
 
 
 class DnsProviderError(Exception):

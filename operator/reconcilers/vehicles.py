@@ -28,7 +28,7 @@ named first among the push reasons), so a renewal under the same or a sibling in
 costs no push. The bundles are kept once per fingerprint beside the records. `run` starts
 a pass as soon as it is woken (`wake()`), cutting a poll sweep in progress short, so a
 needed push never waits for a timer; `PassResult.next` tells how far the fleet is towards a
-staged chain, which is what its promotion waits for (`fleetwire.operator.rotation`).
+staged chain, which is what its promotion waits for (`fleetwire.operator.policies.rotation`).
 """
 
 from __future__ import annotations
@@ -47,17 +47,17 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fleetwire.operator.fleetapi import (
+from fleetwire.operator.clients.fleetapi import (
     FleetApiError,
     FleetStatus,
     PushResult,
     TelemetryError,
     VehicleConfigState,
 )
-from fleetwire.operator.reconcile import Condition
-from fleetwire.operator.signing import sign_telemetry_config
-from fleetwire.operator.spec import FleetTelemetrySpec, desired_vehicle_config
-from fleetwire.operator.vehicles import (
+from fleetwire.operator.policies.conditions import Condition
+from fleetwire.proto.ss256 import sign_telemetry_config
+from fleetwire.operator.resource.spec import FleetTelemetrySpec, desired_vehicle_config
+from fleetwire.operator.policies.vehicles import (
     APPLIED,
     CA_ENDING_MARGIN_S,
     CA_REFUSED,
@@ -108,7 +108,7 @@ __all__ = [
     "shard_name",
 ]
 
-log = logging.getLogger("fleetwire.operator.vehicles")
+log = logging.getLogger("fleetwire.operator.policies.vehicles")
 
 SHARD_SIZE = 500
 """Records per ConfigMap: at most about 350 KB with the longest errors and reasons, a third of

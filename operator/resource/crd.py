@@ -3,7 +3,7 @@
 Everything that names the resource (group, version, plural, kind) and its schema lives
 here, so the chart's YAML (`scripts/render_crd.py`), the kopf handlers and the tests can
 never disagree. The schema refuses what the API server can check on its own (types,
-ranges, patterns, one certificate mode); `fleetwire.operator.spec` repeats those checks
+ranges, patterns, one certificate mode); `fleetwire.operator.resource.spec` repeats those checks
 in Python and adds what a schema cannot express (the closest catalog name to a misspelt
 field, which certificate mode was given twice), so a cluster without schema validation
 still gets an error a user can act on. Field names and per-field rules come from the

@@ -20,9 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import VerificationError
 
-from fleetwire.operator.certcheck import refusal, verified_path
-from fleetwire.operator.fleetapi import VehicleConfigState, VehicleInfo
-from fleetwire.operator.reconcile import Condition
+from fleetwire.trust import refusal, verified_path
+from fleetwire.operator.clients.fleetapi import VehicleConfigState, VehicleInfo
+from fleetwire.operator.policies.conditions import Condition
 from fleetwire.pki import chain_fingerprint
 from fleetwire.proto.catalog import BY_NAME, BY_NUMBER, firmware_at_least, parse_firmware
 
