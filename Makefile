@@ -11,8 +11,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the test suite starts for real: ACME server, brokers, schema compiler, and
 # bubblewrap, which gives the kubelet stand-in's pods their own view of the filesystem.
 SYSTEM_PACKAGES := pebble mosquitto redis-server nats-server flatbuffers-compiler bubblewrap
+# The benchmarks' baselines: the reference's transport (Go crypto/tls + gorilla/websocket, built
+# from Debian's sources with no module download) and nginx for the TLS-only figures.
+BENCH_PACKAGES := golang-go golang-github-gorilla-websocket-dev nginx
 
-.PHONY: demo test test-fast bench system-deps venv generate clean
+.PHONY: demo test test-fast bench bench-deps system-deps venv generate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -P -m venv $(VENV)
@@ -25,12 +28,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Install the Debian packages of $(1) that are missing.
+define debian_packages
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+endef
+
+system-deps:
+	$(call debian_packages,$(SYSTEM_PACKAGES))
+
+bench-deps:
+	$(call debian_packages,$(BENCH_PACKAGES))
 
 demo: $(STAMP) system-deps
 	$(VENV)/bin/fleetwire demo
@@ -41,7 +52,7 @@ test: $(STAMP) system-deps
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not slow'
 
-bench: $(STAMP)
+bench: $(STAMP) bench-deps
 	$(SCRIPT) bench/run_all.py
 	$(SCRIPT) bench/logger.py
 	$(SCRIPT) bench/backends.py

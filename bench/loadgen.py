@@ -104,6 +104,14 @@ class Conn(WSListener):
         self.send(n)
         await asyncio.wait_for(self.waiter, timeout)
 
+    def alive(self) -> bool:
+        return not self.closed.done()
+
+    def session_reused(self) -> bool:
+        assert self.transport is not None
+        ssl_object = self.transport.underlying_transport.get_extra_info("ssl_object")
+        return bool(ssl_object is not None and ssl_object.session_reused)
+
     async def close(self) -> None:
         if self.transport is not None and not self.closed.done():
             self.transport.send_close()
@@ -114,7 +122,48 @@ class Conn(WSListener):
             pass
 
 
-async def connect(url: str, ctx: ssl.SSLContext, frames: Sequence[bytes], offset: int, tally: Tally) -> Conn:
+class HttpsConn:
+    """One mTLS connection to a plain HTTPS server (nginx): a tiny GET where a vehicle sends a record.
+
+    Only the idle and handshake phases use it: what they measure is the TLS layer, which a
+    WebSocket adds nothing to while idle."""
+
+    REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tally: Tally) -> None:
+        self.reader, self.writer, self.tally = reader, writer, tally
+
+    async def request(self, n: int = 1, timeout: float = 10.0) -> None:
+        for _ in range(n):
+            self.writer.write(self.REQUEST)
+            headers = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+            length = next(int(line.split(b":", 1)[1]) for line in headers.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await asyncio.wait_for(self.reader.readexactly(length), timeout)
+            self.tally.replies += 1
+
+    def alive(self) -> bool:
+        return not (self.reader.at_eof() or self.writer.is_closing())
+
+    def session_reused(self) -> bool:
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        return bool(ssl_object is not None and ssl_object.session_reused)
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+        except (TimeoutError, OSError, ssl.SSLError):
+            pass
+
+
+async def connect(url: str, ctx: ssl.SSLContext, frames: Sequence[bytes], offset: int, tally: Tally
+                  ) -> Conn | HttpsConn:
+    """A vehicle's connection: a WebSocket for `wss://`, a plain HTTPS one for `https://` (nginx)."""
+    if url.startswith("https://"):
+        host, _, port = url.removeprefix("https://").rstrip("/").rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx, server_hostname=host)
+        return HttpsConn(reader, writer, tally)
     _, listener = await ws_connect(
         lambda: Conn(frames, offset, tally), url, ssl_context=ctx,
         extra_headers={"Version": "1.0.0", "X-Network-Interface": "wifi"},
@@ -138,18 +187,18 @@ async def probe(url: str, ctx: ssl.SSLContext, frames: Sequence[bytes], n: int) 
 async def open_many(
     url: str, contexts: Sequence[ssl.SSLContext], frames: Sequence[bytes], n: int,
     tally: Tally, concurrency: int = 32,
-) -> list[Conn]:
+) -> list[Conn | HttpsConn]:
     """Open n connections, `concurrency` handshakes at a time, vehicle i using contexts[i]."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(i: int) -> Conn:
+    async def one(i: int) -> Conn | HttpsConn:
         async with gate:
             return await connect(url, contexts[i % len(contexts)], frames, i * 7, tally)
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def close_all(conns: Sequence[Conn]) -> None:
+async def close_all(conns: Sequence[Conn | HttpsConn]) -> None:
     await asyncio.gather(*(c.close() for c in conns))
 
 
@@ -195,7 +244,7 @@ async def saturate(
         w = Window(server_pid, tally).since(start)
         for c in conns:
             c.refill = False
-        alive = sum(not c.closed.done() for c in conns)
+        alive = sum(c.alive() for c in conns)
     finally:
         await close_all(conns)
     records = w["replies"]
@@ -275,7 +324,7 @@ async def idle_memory(
         await asyncio.gather(*(c.request(1, timeout=60) for c in conns))
         await asyncio.sleep(settle)
         after = rss_bytes(server_pid)
-        alive = sum(not c.closed.done() for c in conns)
+        alive = sum(c.alive() for c in conns)
     finally:
         await close_all([*conns, warm])
     return {
@@ -291,7 +340,7 @@ async def handshakes(
     url: str, contexts: Sequence[ssl.SSLContext], server_pid: int, *,
     concurrency: int, warmup: float, duration: float,
 ) -> dict[str, float]:
-    """Fresh mTLS handshake + WebSocket upgrade + close, `concurrency` at a time, no resumption."""
+    """Fresh mTLS handshake + WebSocket upgrade (or one tiny GET) + close, `concurrency` at a time."""
     tally = Tally()
     frames = [b""]
     done = failed = resumed = 0
@@ -303,9 +352,9 @@ async def handshakes(
         while time.perf_counter() < stop:
             try:
                 conn = await connect(url, contexts[i % len(contexts)], frames, 0, tally)
-                assert conn.transport is not None
-                ssl_object = conn.transport.underlying_transport.get_extra_info("ssl_object")
-                resumed += bool(ssl_object is not None and ssl_object.session_reused)
+                if isinstance(conn, HttpsConn):
+                    await conn.request(1)  # nginx's tiny request; a WebSocket's is the upgrade
+                resumed += conn.session_reused()
                 await conn.close()
                 done += 1
             except (OSError, TimeoutError, ssl.SSLError) as exc:

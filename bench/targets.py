@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,8 +13,14 @@ from identities import BenchPki
 from system import Server, free_port
 
 BENCH = Path(__file__).resolve().parent
-TARGETS = ("websockets", "picows", "fleetwire", "fleetwire-unrouted")
-"""`fleetwire-unrouted` routes no record type: records are decoded and acked, not dispatched."""
+TARGETS = ("websockets", "picows", "go", "nginx", "openssl", "fleetwire", "fleetwire-unrouted")
+"""`fleetwire-unrouted` routes no record type: records are decoded and acked, not dispatched.
+`go` is the reference server's transport (crypto/tls + gorilla/websocket) with nothing
+behind it; `nginx` (`ssl_verify_client on`) and `openssl` (in-process handshakes, see
+tls_floor.py) speak TLS but no WebSocket, so they are measured only where TLS is the cost."""
+TLS_ONLY = {"nginx": ("idle", "handshakes"), "openssl": ("handshakes",)}
+"""The phases a target without WebSocket takes part in."""
+GO_PATH = "/usr/share/gocode"  # Debian's golang-github-gorilla-websocket-dev installs here
 
 
 def fleetwire_command() -> list[str]:
@@ -38,6 +46,54 @@ def fleetwire_config(pki: BenchPki, port: int, directory: Path, *, routed: bool 
     return path
 
 
+def unavailable(name: str, directory: Path) -> str | None:
+    """Why target `name` cannot run on this machine (a missing package), or None.
+
+    The Go sink is built here, from Debian's packages only (GO111MODULE=off: no module
+    download), into `directory`."""
+    if name == "go":
+        go = shutil.which("go")
+        if go is None or not (Path(GO_PATH) / "src/github.com/gorilla/websocket").is_dir():
+            return "needs Debian's golang-go and golang-github-gorilla-websocket-dev (make bench-deps)"
+        env = {**os.environ, "GO111MODULE": "off", "GOPATH": GO_PATH, "GOCACHE": str(directory / "gocache")}
+        build = subprocess.run([go, "build", "-o", str(directory / "gosink"), str(BENCH / "gosink" / "main.go")],
+                               env=env, capture_output=True, text=True, check=False)
+        return None if build.returncode == 0 else f"go build failed: {build.stderr.strip()[-300:]}"
+    if name == "nginx" and nginx_binary() is None:
+        return "needs Debian's nginx (make bench-deps)"
+    return None
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+
+
+def nginx_config(pki: BenchPki, port: int, directory: Path) -> Path:
+    """One process (no master, no daemon) so that /proc of its pid is the whole server; mTLS
+    required; every request answered with a tiny 200 and the connection kept open."""
+    work = directory / f"nginx-{port}"
+    work.mkdir(parents=True, exist_ok=True)
+    temp = " ".join(f"{kind}_temp_path {work}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    config = f"""
+daemon off; master_process off; worker_processes 1; pid {work}/nginx.pid; error_log {work}/error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off; {temp}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {pki.fleet.server_cert}; ssl_certificate_key {pki.fleet.server_key};
+        ssl_client_certificate {pki.fleet.ca_file}; ssl_verify_client on;
+        ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
+        keepalive_timeout 3600s; keepalive_requests 1000000;
+        location / {{ return 200 "ok\n"; }}
+    }}
+}}
+"""
+    path = work / "nginx.conf"
+    path.write_text(config)
+    return path
+
+
 def server(name: str, pki: BenchPki, directory: Path, cpu: int) -> Server:
     """A not yet started server for target `name` on a free port, pinned to `cpu`."""
     port = free_port()
@@ -49,6 +105,15 @@ def server(name: str, pki: BenchPki, directory: Path, cpu: int) -> Server:
             sys.executable, str(BENCH / "sinks.py"), "--mode", name, "--port", str(port),
             "--cert", str(pki.fleet.server_cert), "--key", str(pki.fleet.server_key), "--ca", str(pki.fleet.ca_file),
         ]
+    elif name == "go":
+        # one OS thread for Go code, as the other servers get one core
+        argv = ["env", "GOMAXPROCS=1", str(directory / "gosink"), "-addr", f"127.0.0.1:{port}",
+                "-cert", str(pki.fleet.server_cert), "-key", str(pki.fleet.server_key), "-ca", str(pki.fleet.ca_file)]
+    elif name == "nginx":
+        nginx = nginx_binary()
+        assert nginx is not None
+        config = nginx_config(pki, port, directory)
+        argv = [nginx, "-c", str(config), "-p", str(config.parent), "-e", str(config.parent / "error.log")]
     else:
         raise ValueError(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
     return Server(argv, port, cpu, directory / f"{name}.log")
