@@ -25,9 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fleetwire.operator.clients.fleetapi import (
     FleetApiClient,
     FleetApiError,
-    JsonFileTokenStore,
     LegacyEndpointError,
-    MemoryTokenStore,
     MissingScopeError,
     RateLimitedError,
     RetryPolicy,
@@ -37,6 +35,7 @@ from fleetwire.operator.clients.fleetapi import (
     Tokens,
     alt_svc_base_url,
 )
+from fleetwire.operator.stores.tokens import JsonFileTokenStore, MemoryTokenStore
 from fleetwire.proto.ss256 import sign_telemetry_config
 from fleetwire.pki import make_ca, make_server_cert, write_bundle
 from fleetwire.sim.fleetapi import FleetApiSimulator

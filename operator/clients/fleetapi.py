@@ -30,16 +30,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import re
 import ssl
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -51,9 +48,7 @@ __all__ = [
     "FleetApiClient",
     "FleetApiError",
     "FleetStatus",
-    "JsonFileTokenStore",
     "LegacyEndpointError",
-    "MemoryTokenStore",
     "MissingScopeError",
     "PushResult",
     "RateLimitedError",
@@ -129,7 +124,7 @@ class UnreachableError(FleetApiError):
 
 
 # --------------------------------------------------------------------------------------
-# Tokens and their stores
+# Tokens and the protocol of their stores (implemented in fleetwire.operator.stores)
 # --------------------------------------------------------------------------------------
 
 
@@ -165,55 +160,6 @@ class TokenStore(Protocol):
     async def load(self) -> Tokens: ...
 
     async def save(self, tokens: Tokens) -> None: ...
-
-
-class MemoryTokenStore:
-    """A store for tests and short-lived tools: gone with the process."""
-
-    def __init__(self, tokens: Tokens) -> None:
-        self.tokens = tokens
-        self.saves = 0
-
-    async def load(self) -> Tokens:
-        return self.tokens
-
-    async def save(self, tokens: Tokens) -> None:
-        self.tokens = tokens
-        self.saves += 1
-
-
-class JsonFileTokenStore:
-    """A JSON file, replaced atomically (write, fsync, rename) and readable by the owner only,
-    so a crash mid-save leaves either the old or the new pair, never a torn file."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    async def load(self) -> Tokens:
-        return await asyncio.to_thread(self._load)
-
-    async def save(self, tokens: Tokens) -> None:
-        await asyncio.to_thread(self._save, tokens)
-
-    def _load(self) -> Tokens:
-        try:
-            return Tokens.from_dict(json.loads(self.path.read_text()))
-        except (OSError, json.JSONDecodeError, ValueError) as exc:
-            raise TokenStoreError(f"cannot read the token file {self.path}: {type(exc).__name__}: {exc}") from None
-
-    def _save(self, tokens: Tokens) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(tokens.as_dict(), handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 # --------------------------------------------------------------------------------------
