@@ -1,7 +1,7 @@
 """The user's Fleet API token pair in a Kubernetes Secret (`spec.fleetApi.userTokenSecretRef`).
 
 A refresh token works once, so `save()` must have stored the new pair when it returns: the
-Fleet API client uses the new access token only then (`fleetwire.operator.clients.fleetapi`
+Fleet API client uses the new access token only then (`fleetwire.operator.clients.fleetapi_types`
 defines the `TokenStore` protocol this implements).
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 
-from fleetwire.operator.clients.fleetapi import Tokens, TokenStoreError
+from fleetwire.operator.clients.fleetapi_errors import TokenStoreError
+from fleetwire.operator.clients.fleetapi_types import Tokens
 from fleetwire.operator.clients.kube import KINDS, KubeError, KubernetesApi, secret_value
 
 __all__ = ["SecretTokenStore"]

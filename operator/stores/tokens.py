@@ -1,7 +1,7 @@
 """Token stores of the user's Fleet API token pair, behind the client's `TokenStore` protocol.
 
 A refresh token is single-use: each refresh replaces it, so a store's `save()` must have made
-the new pair durable when it returns (`fleetwire.operator.clients.fleetapi` defines the
+the new pair durable when it returns (`fleetwire.operator.clients.fleetapi_types` defines the
 protocol and uses a new access token only after that). `MemoryTokenStore` is for tests and
 short-lived tools, `JsonFileTokenStore` for a process with a disk; the operator's own is a
 Secret (`fleetwire.operator.stores.secret_tokens`).
@@ -15,7 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from fleetwire.operator.clients.fleetapi import Tokens, TokenStore, TokenStoreError
+from fleetwire.operator.clients.fleetapi_errors import TokenStoreError
+from fleetwire.operator.clients.fleetapi_types import Tokens, TokenStore
 
 __all__ = ["JsonFileTokenStore", "MemoryTokenStore", "TokenStore", "TokenStoreError", "Tokens"]
 
