@@ -120,8 +120,10 @@ async def _settle(reconciler: Any, spec: Any, ca: str, size: int, timeout: float
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from cryptography.hazmat.primitives import serialization
 
-    from fleetwire.operator.reconcilers.vehicles import MemoryRecordStore, Settings, VehicleReconciler
-    from fleetwire.operator.clients.fleetapi import FleetApiClient, MemoryTokenStore, RetryPolicy, Tokens
+    from fleetwire.operator.reconcilers.vehicles import Settings, VehicleReconciler
+    from fleetwire.operator.clients.fleetapi import FleetApiClient, RetryPolicy, Tokens
+    from fleetwire.operator.stores.records import MemoryRecordStore
+    from fleetwire.operator.stores.tokens import MemoryTokenStore
     from fleetwire.operator.resource.spec import parse_spec
     from fleetwire.pki import make_ca
 

@@ -76,7 +76,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _check_cert(args: argparse.Namespace) -> int:
-    from fleetwire.operator.policies.certcheck import run
+    from fleetwire.operator.commands.check_cert import run
 
     return run(args)
 

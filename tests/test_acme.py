@@ -1,14 +1,14 @@
-"""ACME: a real pebble CA validating real HTTP-01 and DNS-01 answers; renewal policy; Cloudflare.
+"""ACME: a real pebble CA validating real HTTP-01 and DNS-01 answers; the client's pure parts.
 
 Pebble runs on loopback with ports picked here and `-dnsserver` pointing at an in-process
 dnslib server that answers A 127.0.0.1 for every name (so HTTP-01 reaches the responder)
 and the TXT records the DNS-01 provider publishes (both fixtures live in conftest.py,
-shared with the operator's certificate tests).
+shared with the operator's certificate tests). The challenge solvers alone are
+test_http01.py and test_dns01.py; the renewal policy is test_acme_renewal.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import socket
@@ -19,14 +19,12 @@ from typing import Any
 import pytest
 import requests
 from acme import messages
-from aiohttp import web
 from conftest import PEBBLE, LocalDns, Pebble
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from dnslib import DNSRecord
 
 from fleetwire import pki
 from fleetwire.operator.clients.acme import (
@@ -43,9 +41,9 @@ from fleetwire.operator.clients.acme import (
     select_challenge,
     static_roots,
 )
-from fleetwire.operator.clients.dns01 import CloudflareDns, Dns01Solver, DnsProvider, DnsProviderError
+from fleetwire.operator.clients.dns01 import Dns01Solver, DnsProvider
 from fleetwire.operator.clients.http01 import Http01Responder
-from fleetwire.operator.policies.renewal import backoff, renew_at, renewal_reason
+
 
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
@@ -270,203 +268,6 @@ def test_explain_maps_server_problems() -> None:
     assert isinstance(refused, AcmeServerError) and "will not issue" in str(refused)
     timeout = explain(requests.exceptions.ConnectTimeout(), "fetch the directory", "https://ca/dir")
     assert isinstance(timeout, DirectoryUnreachable) and "https://ca/dir" in str(timeout)
-
-
-# ======================================================================================
-# HTTP-01 responder
-# ======================================================================================
-
-
-async def _http(port: int, request: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    data = await reader.read()
-    writer.close()
-    return data
-
-
-async def test_http01_responder_serves_only_known_tokens() -> None:
-    async with Http01Responder("127.0.0.1", 0) as responder:
-        await responder.present("a.fleetwire.test", "tok", "tok.thumb")
-        ok = await _http(responder.port, b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert ok.startswith(b"HTTP/1.1 200") and ok.endswith(b"\r\n\r\ntok.thumb")
-        assert (await _http(responder.port, b"GET /.well-known/acme-challenge/x HTTP/1.1\r\n\r\n")).startswith(
-            b"HTTP/1.1 404"
-        )
-        assert (await _http(responder.port, b"GET / HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 404")
-        assert (await _http(responder.port, b"POST /.well-known/acme-challenge/tok HTTP/1.1\r\n\r\n")).startswith(
-            b"HTTP/1.1 405"
-        )
-        await responder.cleanup("a.fleetwire.test", "tok", "tok.thumb")
-        assert responder.tokens == {}
-
-
-# ======================================================================================
-# Cloudflare provider against a local fake of its API
-# ======================================================================================
-
-
-class FakeCloudflare:
-    """Records every request; answers like Cloudflare's v4 API for one zone."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str, dict[str, str], str | None, Any]] = []
-        self.records: list[dict[str, Any]] = []
-        self.fail_with: tuple[int, dict[str, Any]] | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = await request.json() if request.can_read_body else {}
-        self.requests.append(
-            (request.method, request.path, dict(request.query), request.headers.get("Authorization"), body or None)
-        )
-        if self.fail_with is not None:
-            return web.json_response(self.fail_with[1], status=self.fail_with[0])
-        if request.method == "POST":
-            if any(r["content"] == body["content"] and r["name"] == body["name"] for r in self.records):
-                return web.json_response(
-                    {"success": False, "errors": [{"code": 81058, "message": "An identical record already exists."}]},
-                    status=400,
-                )
-            record = {"id": f"rec{len(self.records) + 1}", **body}
-            self.records.append(record)
-            return web.json_response({"success": True, "errors": [], "messages": [], "result": record})
-        if request.method == "GET":
-            query = request.query
-            found = [r for r in self.records if r["type"] == query["type"] and r["name"] == query["name"]]
-            return web.json_response({"success": True, "errors": [], "result": found})
-        record_id = request.match_info["id"]
-        self.records = [r for r in self.records if r["id"] != record_id]
-        return web.json_response({"success": True, "errors": [], "result": {"id": record_id}})
-
-
-@pytest.fixture
-async def fake_cloudflare() -> Any:
-    fake = FakeCloudflare()
-    app = web.Application()
-    app.router.add_route("*", "/client/v4/zones/{zone}/dns_records", fake.handle)
-    app.router.add_route("DELETE", "/client/v4/zones/{zone}/dns_records/{id}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield fake, f"http://127.0.0.1:{port}/client/v4"
-    await runner.cleanup()
-
-
-async def test_cloudflare_set_and_clear_exact_requests(fake_cloudflare: Any) -> None:
-    fake, base = fake_cloudflare
-    cf = CloudflareDns("tok-123", "zone9", base_url=base)
-    assert isinstance(cf, DnsProvider) and "tok-123" not in repr(cf)
-    name = "_acme-challenge.telemetry.fleetwire.test"
-    fake.records.append({"id": "keep", "type": "TXT", "name": name, "content": '"other"', "ttl": 60})
-    try:
-        await cf.set_txt(name, "v4lue")
-        await cf.set_txt(name, "v4lue")  # a retry: the identical record is fine
-        await cf.clear_txt(name, "v4lue")
-    finally:
-        await cf.aclose()
-    path = "/client/v4/zones/zone9/dns_records"
-    body = {"type": "TXT", "name": name, "content": '"v4lue"', "ttl": 60}
-    assert fake.requests == [
-        ("POST", path, {}, "Bearer tok-123", body),
-        ("POST", path, {}, "Bearer tok-123", body),
-        ("GET", path, {"type": "TXT", "name": name, "per_page": "100"}, "Bearer tok-123", None),
-        ("DELETE", f"{path}/rec2", {}, "Bearer tok-123", None),
-    ]
-    assert [r["id"] for r in fake.records] == ["keep"]
-
-
-async def test_cloudflare_errors_say_what_to_fix(fake_cloudflare: Any) -> None:
-    fake, base = fake_cloudflare
-    fake.fail_with = (403, {"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]})
-    cf = CloudflareDns("bad", "zone9", base_url=base)
-    try:
-        with pytest.raises(DnsProviderError, match=r"HTTP 403.*10000: Authentication error.*DNS Edit on zone zone9"):
-            await cf.set_txt("_acme-challenge.a.fleetwire.test", "v")
-    finally:
-        await cf.aclose()
-    gone = CloudflareDns("t", "z", base_url=f"http://127.0.0.1:{_free_port()}/client/v4")
-    try:
-        with pytest.raises(DnsProviderError, match="cannot reach the Cloudflare API"):
-            await gone.clear_txt("_acme-challenge.a.fleetwire.test", "v")
-    finally:
-        await gone.aclose()
-
-
-# ======================================================================================
-# Renewal policy
-# ======================================================================================
-
-HOST = "telemetry.fleetwire.test"
-
-
-@pytest.fixture(scope="module")
-def ca() -> pki.Bundle:
-    return pki.make_ca("Renewal Test CA")
-
-
-def test_renewal_reasons(ca: pki.Bundle) -> None:
-    cert = pki.make_server_cert(ca, [HOST], days=90).cert
-    start = cert.not_valid_before_utc
-    assert renewal_reason(None, HOST, start) == "no certificate"
-    assert renewal_reason(cert, HOST, start + dt.timedelta(days=59)) is None
-    assert renewal_reason(cert, HOST.upper() + ".", start + dt.timedelta(days=1)) is None
-    assert (
-        renewal_reason(cert, HOST, start + dt.timedelta(days=87))
-        == "expires in 3 days (renew at 2/3 of a 90-day lifetime)"
-    )
-    assert str(renewal_reason(cert, HOST, start + dt.timedelta(days=95))).startswith("expired 4 days")
-    changed = renewal_reason(cert, "new.fleetwire.test", start)
-    assert changed == f"hostname changed: SAN has {HOST}, want new.fleetwire.test"
-    cn_only = pki.make_server_cert(ca, [HOST], cn_only=True).cert
-    assert str(renewal_reason(cn_only, HOST, start)).startswith("certificate is CN-only")
-
-
-def test_renew_before_overrides_two_thirds(ca: pki.Bundle) -> None:
-    cert = pki.make_server_cert(ca, [HOST], days=90).cert
-    end = cert.not_valid_after_utc
-    assert renew_at(cert, dt.timedelta(days=10)) == end - dt.timedelta(days=10)
-    assert renewal_reason(cert, HOST, end - dt.timedelta(days=11), dt.timedelta(days=10)) is None
-    assert (
-        renewal_reason(cert, HOST, end - dt.timedelta(hours=5), dt.timedelta(days=10))
-        == "expires in 5 hours (renew 10 days before expiry)"
-    )
-
-
-def test_wildcard_san_covers_one_label(ca: pki.Bundle) -> None:
-    cert = pki.make_server_cert(ca, ["*.fleetwire.test"]).cert
-    now = cert.not_valid_before_utc + dt.timedelta(hours=2)
-    assert renewal_reason(cert, HOST, now) is None
-    assert renewal_reason(cert, "a.b.fleetwire.test", now) is not None
-
-
-def test_short_lifetimes_are_named_in_hours(ca: pki.Bundle) -> None:
-    six_days = pki.make_server_cert(ca, [HOST], days=6).cert
-    reason = renewal_reason(six_days, HOST, six_days.not_valid_after_utc - dt.timedelta(days=1))
-    assert reason == "expires in 1 day (renew at 2/3 of a 6-day lifetime)"
-
-
-def test_backoff_doubles_and_caps() -> None:
-    assert backoff(0) == dt.timedelta(0)
-    assert [backoff(n).total_seconds() / 60 for n in range(1, 6)] == [5, 10, 20, 40, 80]
-    assert backoff(7) < backoff(8) == backoff(10_000) == dt.timedelta(hours=6)
-    assert backoff(3, base=dt.timedelta(seconds=1), cap=dt.timedelta(seconds=3)) == dt.timedelta(seconds=3)
-
-
-async def test_local_dns_answers_pebble_style_queries(local_dns: LocalDns) -> None:
-    """The test resolver itself: A for any name, TXT only once published."""
-    await local_dns.set_txt("_acme-challenge.x.fleetwire.test", "abc")
-    try:
-        txt = DNSRecord.parse(
-            DNSRecord.question("_acme-challenge.x.fleetwire.test", "TXT").send("127.0.0.1", local_dns.port, timeout=2)
-        )
-        assert [str(r.rdata) for r in txt.rr] == ['"abc"']
-        a = DNSRecord.parse(DNSRecord.question("any.fleetwire.test", "A").send("127.0.0.1", local_dns.port, timeout=2))
-        assert [str(r.rdata) for r in a.rr] == ["127.0.0.1"]
-    finally:
-        await local_dns.clear_txt("_acme-challenge.x.fleetwire.test", "abc")
-
 
 
 async def test_alternate_chains_are_offered_and_the_one_the_fleet_trusts_is_chosen(

@@ -18,8 +18,8 @@ from fleetwire.operator.policies.certcheck import (
     check_port,
     check_server_certificate,
     config_of,
-    fetch_presented_chain,
 )
+from fleetwire.operator.commands.check_cert import fetch_presented_chain
 from fleetwire.trust import hostname_matches
 
 from fleetwire.cli import main

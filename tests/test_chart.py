@@ -50,8 +50,8 @@ UNSEEN_BY_THE_RECORDING: frozenset[Request] = frozenset({
     # before kopf starts. The tests run kopf directly, and call ensure_peering only through a
     # test client, whose requests are not recorded as the operator's.
     ("create", "kopf.dev", "clusterkopfpeerings"),
-    # operator/handlers/vehicles.py `ConfigMapRecordStore._delete`, called by
-    # `ShardedRecordStore._relayout` (operator/reconcilers/vehicles.py) when spec.vehicles shrinks onto
+    # operator/stores/configmap_records.py `ConfigMapRecordStore._delete`, called by
+    # `ShardedRecordStore._relayout` (operator/stores/records.py) when spec.vehicles shrinks onto
     # fewer shards of SHARD_SIZE (500) vehicles: the stories configure a dozen vehicles.
     ("delete", "", "configmaps"),
 })

@@ -18,23 +18,25 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleetwire.operator.reconcilers.vehicles import (
-    BUNDLES,
     Inputs,
-    MemoryRecordStore,
     NotReady,
     PassResult,
     Settings,
     VehicleReconciler,
+)
+from fleetwire.operator.stores.records import (
+    BUNDLES,
+    MemoryRecordStore,
     decode_record,
     encode_record,
     shard_layout,
     shard_name,
 )
+from fleetwire.operator.stores.tokens import MemoryTokenStore
 from fleetwire.operator.clients.fleetapi import (
     FleetApiClient,
     FleetApiError,
     FleetStatus,
-    MemoryTokenStore,
     PushResult,
     ServerError,
     TelemetryError,
@@ -593,7 +595,8 @@ async def test_records_in_configmaps_and_tokens_in_a_secret(kube_api: Any, kube:
     from fleetwire.operator.resource.builders import Owner
     from fleetwire.operator.clients.fleetapi import TokenStoreError
     from fleetwire.operator.clients.kube import KubernetesApi, load_configuration
-    from fleetwire.operator.handlers.vehicles import ConfigMapRecordStore, SecretTokenStore
+    from fleetwire.operator.stores.configmap_records import ConfigMapRecordStore
+    from fleetwire.operator.stores.secret_tokens import SecretTokenStore
 
     owner_obj = await kube.create({"apiVersion": "fleetwire.io/v1alpha1", "kind": "FleetTelemetryConfig",
                                    "metadata": {"name": "fleet", "namespace": "default"},

@@ -32,7 +32,7 @@ from kube import CONFIGMAPS, FTC, SECRETS, KubeApi, KubeClient, condition
 from fleetwire.demo.run import SecretFiles
 from fleetwire.operator.clients.fleetapi import FleetApiClient
 from fleetwire.operator.clients.kube import KubernetesApi, load_configuration
-from fleetwire.operator.handlers.vehicles import SecretTokenStore
+from fleetwire.operator.stores.secret_tokens import SecretTokenStore
 from fleetwire.operator.commands.vehicles import format_table, read_vehicles
 from fleetwire.operator.policies.vehicles import APPLIED, VehicleRecord, ca_fingerprint
 from fleetwire.pki import FleetPki, load_bundle

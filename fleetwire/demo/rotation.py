@@ -176,8 +176,10 @@ async def trial(n: int, before: Served, after: Served, *, mode: str, hostname: s
 
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from fleetwire.operator.reconcilers.vehicles import MemoryRecordStore, Settings
-    from fleetwire.operator.clients.fleetapi import FleetApiClient, MemoryTokenStore, Tokens
+    from fleetwire.operator.reconcilers.vehicles import Settings
+    from fleetwire.operator.clients.fleetapi import FleetApiClient, Tokens
+    from fleetwire.operator.stores.records import MemoryRecordStore
+    from fleetwire.operator.stores.tokens import MemoryTokenStore
     from fleetwire.operator.resource.spec import parse_spec
     from fleetwire.sim.fleet import sim_vin
     from fleetwire.sim.fleetapi import FleetApiSimulator, LongTailSync, Reconnects

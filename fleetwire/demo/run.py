@@ -362,7 +362,7 @@ async def _whole_loop(cluster: Any, node: Any, stack: contextlib.AsyncExitStack,
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from fleetwire.operator.resource import crd
-    from fleetwire.operator.reconcilers.vehicles import decode_record
+    from fleetwire.operator.stores.records import decode_record
     from fleetwire.operator.clients.kube import KINDS, KubernetesApi, load_configuration
     from fleetwire.operator.commands.vehicles import format_table
     from fleetwire.operator.policies.vehicles import ca_fingerprint

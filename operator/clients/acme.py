@@ -9,8 +9,9 @@ executor, which asyncio also needs for DNS lookups. Waiting between polls happen
 event loop, so the operator stays responsive while a CA validates.
 
 The deciding parts are pure and tested without sockets: CSR building, challenge
-selection, chain splitting and root matching (`assemble`), and the translation of library
-and network failures into errors that say what to do (`explain`).
+selection, chain splitting and root matching (`assemble`, in `acme_chains`), and the
+translation of library and network failures into errors that say what to do (`explain`, in
+`acme_errors`). Where a chain's root comes from is `acme_roots`.
 """
 
 from __future__ import annotations
@@ -19,25 +20,34 @@ import asyncio
 import datetime as dt
 import functools
 import logging
-import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast
 
-import aiohttp
-from josepy.errors import DeserializationError
 from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
-import requests
 from acme import client, errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from fleetwire.operator.clients.acme_chains import IssuedCertificate, assemble, choose_chain
+from fleetwire.operator.clients.acme_errors import (
+    AcmeError,
+    AcmeServerError,
+    ChallengeFailed,
+    DirectoryUnreachable,
+    RateLimited,
+    challenge_error,
+    explain,
+)
+from fleetwire.operator.clients.acme_roots import PebbleRoots, RootFetcher, static_roots
 from fleetwire.pki import generate_key
 
+# The client, and the errors (acme_errors), chains (acme_chains) and root sources (acme_roots)
+# a caller of it needs, importable from here.
 __all__ = [
     "AcmeClient",
     "AcmeError",
@@ -60,148 +70,10 @@ __all__ = [
 log = logging.getLogger("fleetwire.operator.acme")
 T = TypeVar("T")
 
-RootFetcher = Callable[[x509.Certificate], Awaitable[Sequence[x509.Certificate]]]
-"""Given the last certificate of the served chain, candidate roots that may have issued it."""
-
-
-# ======================================================================================
-# Errors: each says what happened and what to do about it
-# ======================================================================================
-
-
-class AcmeError(Exception):
-    """An ACME step failed; `str(error)` is meant for the resource's status and events."""
-
-
-class DirectoryUnreachable(AcmeError):
-    """The ACME server could not be reached or its TLS certificate was not trusted."""
-
-
-class RateLimited(AcmeError):
-    """The CA refused because of a rate limit; retrying early only extends the wait."""
-
-
-class ChallengeFailed(AcmeError):
-    """The CA tried to validate the challenge and failed; `detail` is the CA's own words."""
-
-    def __init__(self, message: str, challenge_type: str, detail: str) -> None:
-        super().__init__(message)
-        self.challenge_type = challenge_type
-        self.detail = detail
-
-
-class AcmeServerError(AcmeError):
-    """The CA answered with a problem other than the above (refused name, bad account, ...)."""
-
-
-_HINTS = {
-    "rejectedIdentifier": "the CA will not issue for this name (policy or blocklist)",
-    "unauthorized": "the account may not act on this resource; check the account key and directory",
-    "externalAccountRequired": "this CA requires External Account Binding credentials",
-    "invalidContact": "fix the registration email address",
-    "unsupportedContact": "fix the registration email address",
-    "accountDoesNotExist": "the stored account key is unknown to this CA; register again",
-    "caa": "a CAA record on the domain forbids this CA from issuing",
-    "dns": "the CA could not resolve the name; check the DNS record",
-    "connection": "the CA could not connect; check the DNS record, port 80 and the firewall",
-}
-
-
-def explain(exc: BaseException, action: str, url: str) -> AcmeError:
-    """Turn a library, HTTP or protocol failure during `action` into an actionable `AcmeError`."""
-    if isinstance(exc, AcmeError):
-        return exc
-    if isinstance(exc, requests.exceptions.SSLError):
-        return DirectoryUnreachable(
-            f"TLS verification failed talking to the ACME server at {url} while trying to {action}: "
-            f"{exc}. For a private CA pass its CA bundle as `verify`."
-        )
-    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
-        return DirectoryUnreachable(
-            f"cannot reach the ACME server at {url} while trying to {action}: {type(exc).__name__}. "
-            "Check the directory URL, DNS and outbound firewall rules."
-        )
-    if isinstance(exc, errors.ValidationError):
-        return _challenge_failed(exc)
-    if isinstance(exc, messages.Error):
-        detail = exc.detail or exc.title or exc.description or str(exc.typ)
-        if exc.code == "rateLimited":
-            return RateLimited(
-                f"the ACME server rate-limited the request to {action}: {detail}. "
-                "Wait before retrying; every early retry counts against the limit."
-            )
-        hint = _HINTS.get(exc.code or "")
-        return AcmeServerError(
-            f"the ACME server refused to {action}: {exc.code or exc.typ}: {detail}" + (f" ({hint})" if hint else "")
-        )
-    if isinstance(exc, errors.IssuanceError):
-        return AcmeServerError(f"the ACME server did not issue the certificate: {exc.error}")
-    if isinstance(exc, errors.TimeoutError):
-        return AcmeError(f"timed out waiting for the ACME server to {action}; it may be overloaded, try again later")
-    if isinstance(exc, DeserializationError):
-        return AcmeServerError(f"{url} did not answer like an ACME server while trying to {action}: {exc}")
-    if isinstance(exc, errors.ClientError):
-        return AcmeServerError(f"unexpected answer from the ACME server at {url} while trying to {action}: {exc!r}")
-    return AcmeError(f"could not {action}: {type(exc).__name__}: {exc}")
-
-
-def _challenge_failed(exc: errors.ValidationError) -> ChallengeFailed:
-    for authzr in exc.failed_authzrs:
-        for challb in authzr.body.challenges:
-            if challb.error is not None:
-                return _challenge_error(authzr.body.identifier.value, challb)
-    return ChallengeFailed("challenge validation failed without detail from the server", "unknown", "")
-
-
-def _challenge_error(name: str, challb: messages.ChallengeBody) -> ChallengeFailed:
-    error = challb.error
-    detail = (error.detail or str(error)) if error is not None else "no detail given"
-    code = error.code if error is not None else None
-    hint = _HINTS.get(code or "")
-    return ChallengeFailed(
-        f"{challb.chall.typ} validation of {name} failed: {detail}" + (f" ({hint})" if hint else ""),
-        challb.chall.typ,
-        detail,
-    )
-
 
 # ======================================================================================
 # Pure parts
 # ======================================================================================
-
-
-@dataclass(frozen=True)
-class IssuedCertificate:
-    """What the server needs (key + chain) and what vehicles need (`ca_chain_pem`).
-
-    `ca_chain_pem` is everything above the leaf, the root included when it was found:
-    vehicles verify the server against it, and one holding only an intermediate breaks as
-    soon as the CA signs a renewal with another one. `root_missing_reason` says why the
-    root is absent (no `root_fetcher`, fetch failed, no candidate matched).
-    """
-
-    key_pem: bytes = field(repr=False)
-    chain_pem: bytes
-    leaf: x509.Certificate
-    ca_chain_pem: bytes
-    root: x509.Certificate | None = None
-    root_missing_reason: str | None = None
-    alternates: tuple[IssuedCertificate, ...] = ()  # the same leaf under the other chains the CA offered
-
-    @property
-    def root_missing(self) -> bool:
-        return self.root is None
-
-    @property
-    def chains(self) -> tuple[IssuedCertificate, ...]:
-        """The chain the CA serves by default, then its alternates (RFC 8555 `Link: rel="alternate"`)."""
-        return (self, *self.alternates)
-
-
-def choose_chain(issued: IssuedCertificate, accepts: Callable[[IssuedCertificate], bool]) -> IssuedCertificate:
-    """The first chain offered for the certificate that `accepts` (the `ca` the vehicles hold
-    accepts it), else the default one: serving a chain the fleet already trusts costs no push."""
-    return next((chain for chain in issued.chains if accepts(chain)), issued)
 
 
 class ChallengeSolver(Protocol):
@@ -217,9 +89,6 @@ class ChallengeSolver(Protocol):
 
     async def cleanup(self, domain: str, token: str, validation: str) -> None: ...
 
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def make_key_and_csr(hostname: str) -> tuple[bytes, bytes]:
@@ -253,64 +122,6 @@ def select_challenge(authzr: messages.AuthorizationResource, challenge_type: str
     )
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except Exception:  # InvalidSignature, a name mismatch, an unsupported key type
-        return False
-    return True
-
-
-def pick_root(last: x509.Certificate, candidates: Sequence[x509.Certificate]) -> x509.Certificate | None:
-    """The candidate that actually signed `last` (name match AND signature), if any."""
-    for root in candidates:
-        if root.subject == last.issuer and _issued_by(last, root):
-            return root
-    return None
-
-
-def assemble(
-    key_pem: bytes,
-    fullchain_pem: bytes,
-    hostname: str,
-    roots: Sequence[x509.Certificate] = (),
-    root_missing_reason: str | None = None,
-) -> IssuedCertificate:
-    """Check what the CA sent and add the root: the leaf must carry our key and our name."""
-    chain = x509.load_pem_x509_certificates(fullchain_pem)
-    leaf = chain[0]
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    if leaf.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) != key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
-        raise AcmeServerError("the ACME server returned a certificate for a different key than the CSR's")
-    try:
-        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        sans = [n.lower() for n in names.get_values_for_type(x509.DNSName)]
-    except x509.ExtensionNotFound:
-        sans = []
-    if hostname.lower() not in sans:
-        raise AcmeServerError(f"the issued certificate does not name {hostname} in subjectAltName (has {sans})")
-    above = chain[1:]
-    last = chain[-1]
-    root: x509.Certificate | None
-    if len(chain) > 1 and last.subject == last.issuer and _issued_by(last, last):
-        root, root_missing_reason = last, None  # this CA sends its root in the chain
-    else:
-        root = pick_root(last, roots)
-        if root is not None:
-            above, root_missing_reason = [*above, root], None
-        elif root_missing_reason is None:
-            root_missing_reason = f"none of {len(roots)} candidate root(s) signed {last.issuer.rfc4514_string()}"
-    return IssuedCertificate(
-        key_pem=key_pem,
-        chain_pem=b"".join(_pem(c) for c in chain),
-        leaf=leaf,
-        ca_chain_pem=b"".join(_pem(c) for c in above),
-        root=root,
-        root_missing_reason=root_missing_reason,
-    )
-
 
 def _load_account_key(pem: bytes) -> tuple[JWK, JWASignature]:
     key = serialization.load_pem_private_key(pem, password=None)
@@ -323,54 +134,6 @@ def _load_account_key(pem: bytes) -> tuple[JWK, JWASignature]:
         return JWKRSA(key=key), RS256
     raise ValueError("the ACME account key must be an EC (P-256/384/521) or RSA private key")
 
-
-# ======================================================================================
-# Root sources
-# ======================================================================================
-
-
-def _ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
-    if verify is True:
-        return True
-    if verify is False:
-        return False
-    return ssl.create_default_context(cafile=verify)
-
-
-class PebbleRoots:
-    """Roots from a pebble-style management endpoint: `/roots/0` plus its `alternate` links.
-
-    Pebble makes a new root at every start and serves it only there, never in a chain.
-    """
-
-    def __init__(self, management_url: str, verify: bool | str = True, timeout: float = 10.0) -> None:
-        self.base = management_url.rstrip("/")
-        self.verify = verify
-        self.timeout = timeout
-
-    async def __call__(self, last: x509.Certificate) -> list[x509.Certificate]:
-        ssl_arg = _ssl_context(self.verify)
-        found: list[x509.Certificate] = []
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
-            async with session.get(f"{self.base}/roots/0", ssl=ssl_arg) as response:
-                response.raise_for_status()
-                found += x509.load_pem_x509_certificates(await response.read())
-                alternates = [str(link["url"]) for link in response.links.getall("alternate", [])]
-            for url in alternates:
-                async with session.get(url, ssl=ssl_arg) as response:
-                    response.raise_for_status()
-                    found += x509.load_pem_x509_certificates(await response.read())
-        return found
-
-
-def static_roots(pem: bytes) -> RootFetcher:
-    """A root source from PEM the user supplies, e.g. Let's Encrypt's ISRG Root X1 and X2."""
-    roots = x509.load_pem_x509_certificates(pem)
-
-    async def fetch(last: x509.Certificate) -> list[x509.Certificate]:
-        return roots
-
-    return fetch
 
 
 # ======================================================================================
@@ -540,7 +303,7 @@ class AcmeClient:
             if status not in (messages.STATUS_PENDING, messages.STATUS_PROCESSING):
                 failed = next((c for c in authzr.body.challenges if c.error is not None), None)
                 if failed is not None:
-                    raise _challenge_error(name, failed)
+                    raise challenge_error(name, failed)
                 raise ChallengeFailed(f"authorization of {name} ended {status}", challb.chall.typ, str(status))
             if loop.time() >= deadline:
                 raise AcmeError(

@@ -28,32 +28,49 @@ Tokens and secrets never reach a log line, an exception message or a `repr`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import random
-import re
 import ssl
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from fleetwire.operator.clients.fleetapi_errors import (
+    FleetApiError,
+    LegacyEndpointError,
+    MissingScopeError,
+    RateLimitedError,
+    ServerError,
+    TokenError,
+    TokenStoreError,
+    UnreachableError,
+    error_detail,
+    json_or_none,
+)
+from fleetwire.operator.clients.fleetapi_retry import RetryPolicy, alt_svc_base_url, retry_after_seconds
+from fleetwire.operator.clients.fleetapi_types import (
+    SKIP_REASONS,
+    FleetStatus,
+    PushResult,
+    TelemetryError,
+    TokenStore,
+    Tokens,
+    VehicleConfigState,
+    VehicleInfo,
+)
+
+# The client, and the errors it raises and the types it takes and returns (defined in
+# fleetapi_errors, fleetapi_types, fleetapi_retry): what a caller needs, importable from here.
 __all__ = [
     "AUTH_URL",
     "REGIONS",
     "FleetApiClient",
     "FleetApiError",
     "FleetStatus",
-    "JsonFileTokenStore",
     "LegacyEndpointError",
-    "MemoryTokenStore",
     "MissingScopeError",
     "PushResult",
     "RateLimitedError",
@@ -68,6 +85,7 @@ __all__ = [
     "UnreachableError",
     "VehicleConfigState",
     "VehicleInfo",
+    "alt_svc_base_url",
 ]
 
 log = logging.getLogger("fleetwire.fleetapi")
@@ -78,312 +96,6 @@ REGIONS: Mapping[str, str] = {
     "cn": "https://fleet-api.prd.cn.vn.cloud.tesla.cn",
 }
 AUTH_URL = "https://fleet-auth.prd.vn.cloud.tesla.com/oauth2/v3/token"
-SKIP_REASONS = ("missing_key", "unsupported_hardware", "unsupported_firmware", "max_configs")
-_SIGNED_CLAIMS = ("iss", "aud")  # added by the signer; never part of the desired config
-
-
-# --------------------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------------------
-
-
-class FleetApiError(Exception):
-    """A Fleet API call that did not succeed; `status` is the HTTP status (0: no answer)."""
-
-    def __init__(self, message: str, *, status: int = 0, path: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.path = path
-
-
-class TokenError(FleetApiError):
-    """401, or a token grant refused: the token expired or is invalid even after one renewal."""
-
-
-class TokenStoreError(FleetApiError):
-    """The token store could not save a rotated token pair; it is kept in memory, unused."""
-
-
-class MissingScopeError(FleetApiError):
-    """403: the token lacks a scope (e.g. `vehicle_location` for Location) or the right kind."""
-
-
-class LegacyEndpointError(FleetApiError):
-    """412: the unsigned config endpoint works only for apps on the legacy CSR process."""
-
-
-class RateLimitedError(FleetApiError):
-    """429 on every attempt, or a `Retry-After` longer than the policy accepts to wait."""
-
-    def __init__(self, message: str, *, retry_after: float | None, path: str = "") -> None:
-        super().__init__(message, status=429, path=path)
-        self.retry_after = retry_after
-
-
-class ServerError(FleetApiError):
-    """5xx on every attempt: the service is failing, not the request."""
-
-
-class UnreachableError(FleetApiError):
-    """No answer at all (connection refused, DNS, TLS, timeout) on every attempt."""
-
-
-# --------------------------------------------------------------------------------------
-# Tokens and their stores
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """A user's token pair. The refresh token is single-use: each refresh replaces it."""
-
-    access_token: str = field(repr=False)
-    refresh_token: str = field(repr=False)
-    expires_at: float = 0.0  # epoch seconds; 0 means unknown (refresh on the first 401)
-
-    def expired(self, margin: float = 0.0, now: float | None = None) -> bool:
-        return self.expires_at > 0 and (now if now is not None else time.time()) >= self.expires_at - margin
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"access_token": self.access_token, "refresh_token": self.refresh_token, "expires_at": self.expires_at}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Tokens:
-        try:
-            return cls(str(data["access_token"]), str(data["refresh_token"]), float(data.get("expires_at", 0.0)))
-        except KeyError as exc:
-            raise ValueError(f"a token record needs access_token and refresh_token; {exc.args[0]} is missing") from None
-
-
-class TokenStore(Protocol):
-    """Where the user's current token pair lives between calls and restarts.
-
-    `save()` must have made the pair durable when it returns: the client uses a new
-    access token only after that, because the refresh token it replaced is already dead.
-    """
-
-    async def load(self) -> Tokens: ...
-
-    async def save(self, tokens: Tokens) -> None: ...
-
-
-class MemoryTokenStore:
-    """A store for tests and short-lived tools: gone with the process."""
-
-    def __init__(self, tokens: Tokens) -> None:
-        self.tokens = tokens
-        self.saves = 0
-
-    async def load(self) -> Tokens:
-        return self.tokens
-
-    async def save(self, tokens: Tokens) -> None:
-        self.tokens = tokens
-        self.saves += 1
-
-
-class JsonFileTokenStore:
-    """A JSON file, replaced atomically (write, fsync, rename) and readable by the owner only,
-    so a crash mid-save leaves either the old or the new pair, never a torn file."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    async def load(self) -> Tokens:
-        return await asyncio.to_thread(self._load)
-
-    async def save(self, tokens: Tokens) -> None:
-        await asyncio.to_thread(self._save, tokens)
-
-    def _load(self) -> Tokens:
-        try:
-            return Tokens.from_dict(json.loads(self.path.read_text()))
-        except (OSError, json.JSONDecodeError, ValueError) as exc:
-            raise TokenStoreError(f"cannot read the token file {self.path}: {type(exc).__name__}: {exc}") from None
-
-    def _save(self, tokens: Tokens) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(tokens.as_dict(), handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-# --------------------------------------------------------------------------------------
-# Typed responses
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PushResult:
-    """What a config push answered. `updated_vehicles` counts acceptances by the API, not
-    configs applied on vehicles: poll `get_config` to know that."""
-
-    updated_vehicles: int
-    skipped: dict[str, list[str]]  # reason → VINs; only reasons with VINs
-
-    def skip_reason(self, vin: str) -> str | None:
-        return next((reason for reason, vins in self.skipped.items() if vin in vins), None)
-
-    @classmethod
-    def from_response(cls, data: Mapping[str, Any]) -> PushResult:
-        skipped_raw = data.get("skipped_vehicles") or {}
-        skipped = {str(reason): [str(v) for v in vins] for reason, vins in skipped_raw.items() if vins}
-        return cls(int(data.get("updated_vehicles", 0)), skipped)
-
-
-@dataclass(frozen=True)
-class VehicleConfigState:
-    """GET fleet_telemetry_config: what the vehicle holds for this app."""
-
-    synced: bool
-    config: dict[str, Any] | None
-    limit_reached: bool
-    key_paired: bool
-
-    def applied(self, desired: Mapping[str, Any]) -> bool:
-        """Applied only when synced, present, equal to `desired`, under the limit and paired:
-        `synced` alone is true for a config refused over the limit or signed by another key."""
-        if not self.synced or self.config is None or self.limit_reached or not self.key_paired:
-            return False
-        return _unsigned(self.config) == _unsigned(desired)
-
-    @classmethod
-    def from_response(cls, data: Mapping[str, Any]) -> VehicleConfigState:
-        config = data.get("config")
-        return cls(
-            synced=bool(data.get("synced")),
-            config=dict(config) if isinstance(config, Mapping) else None,
-            limit_reached=bool(data.get("limit_reached")),
-            key_paired=bool(data.get("key_paired")),
-        )
-
-
-def _unsigned(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config without the claims a signer adds, for comparing what was sent with what is held."""
-    return {k: v for k, v in config.items() if k not in _SIGNED_CLAIMS}
-
-
-@dataclass(frozen=True)
-class VehicleInfo:
-    firmware_version: str | None
-    vehicle_command_protocol_required: bool | None
-    fleet_telemetry_version: str | None
-    safety_screen_streaming_toggle_enabled: bool | None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_response(cls, data: Mapping[str, Any]) -> VehicleInfo:
-        known = (
-            "firmware_version", "vehicle_command_protocol_required", "fleet_telemetry_version",
-            "safety_screen_streaming_toggle_enabled",
-        )
-        return cls(*(data.get(k) for k in known), extra={k: v for k, v in data.items() if k not in known})
-
-
-@dataclass(frozen=True)
-class FleetStatus:
-    key_paired_vins: list[str]
-    unpaired_vins: list[str]
-    vehicle_info: dict[str, VehicleInfo]
-
-    @classmethod
-    def from_response(cls, data: Mapping[str, Any]) -> FleetStatus:
-        info = data.get("vehicle_info") or {}
-        return cls(
-            list(data.get("key_paired_vins") or []),
-            list(data.get("unpaired_vins") or []),
-            {vin: VehicleInfo.from_response(item or {}) for vin, item in info.items()},
-        )
-
-
-@dataclass(frozen=True)
-class TelemetryError:
-    """One entry of the partner's telemetry errors: how a bad signature (`config_manager_error`)
-    or an unreachable / untrusted server (`cloud_manager_error`) becomes visible at all."""
-
-    vin: str
-    error_name: str  # config_manager_error, cloud_manager_error, ...
-    error: str
-    created_at: str
-    name: str
-    txid: str
-    hostname: str | None
-    port: int | None
-
-    @classmethod
-    def from_response(cls, data: Mapping[str, Any]) -> TelemetryError:
-        port = data.get("port")
-        return cls(
-            vin=str(data.get("vin", "")),
-            error_name=str(data.get("error_name", "")),
-            error=str(data.get("error", "")),
-            created_at=str(data.get("created_at", "")),
-            name=str(data.get("name", "")),
-            txid=str(data.get("txID", data.get("txid", ""))),
-            hostname=data.get("hostname"),
-            port=int(port) if isinstance(port, int | str) and str(port).isdigit() else None,
-        )
-
-
-# --------------------------------------------------------------------------------------
-# Retry policy
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5  # per call, counting the first
-    base_delay: float = 0.5  # seconds; the backoff cap doubles from here
-    max_delay: float = 30.0
-    max_retry_after: float = 120.0  # wait no longer than this for a 429; raise instead
-    max_redirects: int = 2  # 421 hops per call
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Full jitter: uniform in [0, min(max, base·2^(attempt-1))], so clients spread out."""
-        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
-
-
-def _retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
-        return None
-
-
-_ALT_SVC_AUTHORITY = re.compile(r'="([^"]*)"')
-
-
-def alt_svc_base_url(header: str, current: str) -> str | None:
-    """The base URL a 421 points to: `h2="host:port"` (Alt-Svc syntax), a host, or a URL.
-
-    The scheme of `current` is kept: the answer names a host, not a protocol change.
-    """
-    header = header.strip()
-    if not header:
-        return None
-    scheme = urlsplit(current).scheme or "https"
-    match = _ALT_SVC_AUTHORITY.search(header)
-    target = match.group(1) if match else header.split(";")[0].split(",")[0].strip()
-    if "://" in target:
-        parts = urlsplit(target)
-        return f"{parts.scheme}://{parts.netloc}"
-    if target.startswith(":") or not target:
-        return None
-    return f"{scheme}://{target}"
 
 
 # --------------------------------------------------------------------------------------
@@ -547,11 +259,11 @@ class FleetApiClient:
                 await self._sleep(policy.backoff(attempt, self._rng))
                 continue
             log.debug("%s %s%s -> %d", method, urlsplit(base).netloc, path, status)
-            payload = _json_or_none(raw)
+            payload = json_or_none(raw)
             if status < 400:
                 response_body = payload.get("response") if isinstance(payload, dict) else None
                 return response_body if isinstance(response_body, dict) else {}
-            detail = _error_detail(payload, raw)
+            detail = error_detail(payload, raw)
             if status == 421 and not via_proxy:
                 target = alt_svc_base_url(headers.get("Alt-Svc", ""), self.base_url)
                 if target is None or target == self.base_url or redirects >= policy.max_redirects:
@@ -568,7 +280,7 @@ class FleetApiClient:
                 attempt -= 1  # a hop is not a failed attempt
                 continue
             if status == 429:
-                wait = _retry_after(headers.get("Retry-After"), time.time())
+                wait = retry_after_seconds(headers.get("Retry-After"), time.time())
                 if wait is not None and wait > policy.max_retry_after:
                     raise RateLimitedError(
                         f"{method} {path}: rate limited for {wait:.0f} s, longer than the"
@@ -703,15 +415,15 @@ class FleetApiClient:
                 await self._sleep(self.retry.backoff(attempt, self._rng))
                 continue
             log.debug("POST %s (%s grant) -> %d", urlsplit(self.auth_url).netloc, grant, status)
-            payload = _json_or_none(raw)
+            payload = json_or_none(raw)
             if status == 200 and isinstance(payload, dict) and isinstance(payload.get("access_token"), str):
                 return payload
             if (status == 429 or status >= 500) and attempt < self.retry.max_attempts:
-                wait = _retry_after(headers.get("Retry-After"), time.time()) if status == 429 else None
+                wait = retry_after_seconds(headers.get("Retry-After"), time.time()) if status == 429 else None
                 await self._sleep(min(wait, self.retry.max_retry_after) if wait is not None
                                   else self.retry.backoff(attempt, self._rng))
                 continue
-            detail = _error_detail(payload, raw)
+            detail = error_detail(payload, raw)
             hint = (
                 "the refresh token was refused (already used, revoked or expired): the user must authorize"
                 " the app again" if grant == "refresh_token" else "check client_id, client_secret, scope and audience"
@@ -719,20 +431,3 @@ class FleetApiClient:
             raise TokenError(
                 f"token endpoint refused the {grant} grant: HTTP {status} ({detail}); {hint}", status=status)
         raise TokenError(f"token endpoint: no usable answer to the {grant} grant")
-
-
-def _json_or_none(raw: bytes) -> Any:
-    try:
-        return json.loads(raw) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def _error_detail(payload: Any, raw: bytes) -> str:
-    """The API's own words for an error (`error`, `error_description`), short, never the request."""
-    if isinstance(payload, dict):
-        parts = [str(payload[k]) for k in ("error", "error_description") if payload.get(k)]
-        if parts:
-            return ": ".join(parts)[:300]
-    text = raw.decode("utf-8", "replace").strip()
-    return text[:200] if text else "no body"

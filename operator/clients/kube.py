@@ -15,6 +15,8 @@ a real API server an apply that creates the object is authorised as `patch` and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import ssl
 from collections.abc import Mapping
@@ -26,7 +28,8 @@ import kubernetes
 
 from fleetwire import __version__
 
-__all__ = ["FIELD_MANAGER", "KINDS", "KubeError", "KubernetesApi", "Kind", "USER_AGENT", "load_configuration"]
+__all__ = ["FIELD_MANAGER", "KINDS", "KubeError", "KubernetesApi", "Kind", "USER_AGENT", "load_configuration",
+           "secret_value"]
 
 FIELD_MANAGER = "fleetwire-operator"
 USER_AGENT = f"fleetwire-operator/{__version__}"
@@ -67,6 +70,17 @@ class KubeError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+
+
+def secret_value(secret: Mapping[str, Any], key: str) -> str | None:
+    """A Secret's `data[key]` decoded; None when absent, empty or not base64 of UTF-8 text."""
+    value = (secret.get("data") or {}).get(key)
+    if not value:
+        return None
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
 
 
 def load_configuration() -> kubernetes.client.Configuration:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 from fleetwire.operator.resource import crd
-from fleetwire.operator.reconcilers.vehicles import decode_record, shard_name
+from fleetwire.operator.stores.records import decode_record, shard_name
 from fleetwire.operator.policies.vehicles import (
     STATES,
     VEHICLES_CONFIGURED,

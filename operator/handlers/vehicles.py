@@ -30,8 +30,6 @@ reach a log line, an event or the status.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime as dt
 import logging
 import os
@@ -52,18 +50,19 @@ from fleetwire.operator.reconcilers.vehicles import (
     NotReady,
     PassResult,
     Settings,
-    ShardedRecordStore,
     VehicleReconciler,
-    shard_name,
 )
-from fleetwire.operator.clients.fleetapi import AUTH_URL, FleetApiClient, Tokens, TokenStoreError
-from fleetwire.operator.clients.kube import KINDS, KubeError, KubernetesApi, load_configuration
+from fleetwire.operator.clients.fleetapi import AUTH_URL, FleetApiClient
+from fleetwire.operator.clients.kube import KubeError, KubernetesApi, load_configuration
+from fleetwire.operator.clients.kube import secret_value as _decoded
+from fleetwire.operator.stores.configmap_records import ConfigMapRecordStore
+from fleetwire.operator.stores.secret_tokens import SecretTokenStore
 from fleetwire.operator.policies.conditions import Condition, find_condition, set_condition
 from fleetwire.operator.resource.spec import FleetTelemetrySpec, SpecError, parse_spec
 from fleetwire.operator.policies.rotation import next_secret_name
 from fleetwire.operator.policies.vehicles import CA_REFUSED, VEHICLES_CONFIGURED, ca_fingerprint, ca_union
 
-__all__ = ["ConfigMapRecordStore", "SecretTokenStore", "VehicleHandlers", "register"]
+__all__ = ["VehicleHandlers", "register"]
 
 RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
 CERTIFICATE_LABELS = {"app.kubernetes.io/managed-by": "fleetwire-operator",
@@ -74,111 +73,6 @@ CA_CHECK_SECONDS = 5.0
 """Longest sleep between passes: a TLS Secret someone else manages (secretRef) is not watched."""
 
 log = logging.getLogger("fleetwire.operator.policies.vehicles")
-
-
-# --------------------------------------------------------------------------------------
-# Secrets and ConfigMaps
-# --------------------------------------------------------------------------------------
-
-
-def _decoded(secret: Mapping[str, Any], key: str) -> str | None:
-    value = (secret.get("data") or {}).get(key)
-    if not value:
-        return None
-    try:
-        return base64.b64decode(value, validate=True).decode()
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
-
-
-def _encoded(value: str) -> str:
-    return base64.b64encode(value.encode()).decode("ascii")
-
-
-class SecretTokenStore:
-    """The user's token pair in a Secret: `refresh_token`, `access_token`, `expires_at`.
-
-    `save()` returns once the API server has stored the new pair (a merge patch of the
-    Secret's data): only then does the client use the new access token, since the refresh
-    token it replaced no longer works.
-    """
-
-    def __init__(self, api: KubernetesApi, namespace: str, name: str) -> None:
-        self.api, self.namespace, self.name = api, namespace, name
-
-    def __repr__(self) -> str:
-        return f"SecretTokenStore({self.namespace}/{self.name})"
-
-    async def load(self) -> Tokens:
-        try:
-            secret = await self.api.get("Secret", self.namespace, self.name)
-        except KubeError as exc:
-            raise TokenStoreError(f"cannot read Secret {self.namespace}/{self.name}: {exc}") from None
-        if secret is None:
-            raise TokenStoreError(f"Secret {self.namespace}/{self.name} (spec.fleetApi.userTokenSecretRef) does not "
-                                  "exist: create it with the user's refresh_token")
-        refresh = _decoded(secret, "refresh_token")
-        if not refresh:
-            raise TokenStoreError(f"Secret {self.namespace}/{self.name} has no refresh_token: the user must "
-                                  "authorize the app and the refresh token be stored there")
-        access = _decoded(secret, "access_token") or ""
-        try:
-            expires_at = float(_decoded(secret, "expires_at") or 0.0)
-        except ValueError:
-            expires_at = 0.0
-        return Tokens(access, refresh, expires_at if access else 1.0)  # no access token yet: refresh first
-
-    async def save(self, tokens: Tokens) -> None:
-        data = {"access_token": _encoded(tokens.access_token), "refresh_token": _encoded(tokens.refresh_token),
-                "expires_at": _encoded(repr(tokens.expires_at))}
-        await self.api.request("PATCH", KINDS["Secret"].path(self.namespace, self.name), {"data": data},
-                               content_type="application/merge-patch+json")
-
-
-class ConfigMapRecordStore(ShardedRecordStore):
-    """Vehicle records in ConfigMaps `<name>-vehicles-<n>`, owned by the resource.
-
-    Changed records are merge-patched key by key (a removed VIN is a null), so a pass
-    that changed 50 vehicles sends 50 records, whatever the fleet's size.
-    """
-
-    def __init__(self, api: KubernetesApi, owner: Owner, shard_size: int | None = None) -> None:
-        super().__init__(owner.name, **({"shard_size": shard_size} if shard_size else {}))
-        self.api, self.owner = api, owner
-
-    def _path(self, index: int) -> str:
-        return KINDS["ConfigMap"].path(self.owner.namespace, shard_name(self.owner.name, index))
-
-    async def _read(self, index: int) -> dict[str, str] | None:
-        found = await self.api.get("ConfigMap", self.owner.namespace, shard_name(self.owner.name, index))
-        return None if found is None else dict(found.get("data") or {})
-
-    async def _patch(self, index: int, data: Mapping[str, str | None]) -> bool:
-        try:
-            await self.api.request("PATCH", self._path(index), {"data": dict(data)},
-                                   content_type="application/merge-patch+json")
-        except KubeError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
-    async def _create(self, index: int, data: Mapping[str, str]) -> None:
-        body = {"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": shard_name(self.owner.name, index), "namespace": self.owner.namespace,
-                             "labels": builders.labels(self.owner, "vehicles"),
-                             "ownerReferences": [builders.owner_reference(self.owner)]},
-                "data": dict(data)}
-        try:
-            await self.api.request("POST", KINDS["ConfigMap"].path(self.owner.namespace), body)
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
-            await self.api.request("PATCH", self._path(index), {"data": dict(data)},
-                                   content_type="application/merge-patch+json")
-
-    async def _delete(self, index: int) -> None:
-        await self.api.delete("ConfigMap", self.owner.namespace, shard_name(self.owner.name, index))
 
 
 # --------------------------------------------------------------------------------------
