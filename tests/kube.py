@@ -69,13 +69,10 @@ from kopf.testing import KopfRunner
 
 from fleetwire.sim.kube_emulator import (  # noqa: F401 - re-exported for the tests
     ALL_VERBS,
-    CLUSTER_KOPF_PEERINGS,
     CONFIGMAPS,
     CRDS,
     DEPLOYMENTS,
     EVENTS,
-    FTC,
-    KOPF_PEERINGS,
     LEASES,
     NAMESPACES,
     PODS,
@@ -95,6 +92,12 @@ from fleetwire.sim.kube_emulator import (  # noqa: F401 - re-exported for the te
     merge_patch,
     write_kubeconfig,
 )
+from fleetwire.operator.resource import crd as _operator_crd
+
+# The emulator serves the CRDs it is given, as an API server does: these are the operator's.
+FTC = Resource.from_crd(_operator_crd.build_crd())[0]
+"""FleetTelemetryConfig, as the operator's CRD defines it (discoverable once the CRD is created)."""
+CLUSTER_KOPF_PEERINGS, KOPF_PEERINGS = (Resource.from_crd(d)[0] for d in _operator_crd.build_peering_crds())
 
 # ======================================================================================
 # The asynchronous client for tests

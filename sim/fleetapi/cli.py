@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fleetwire.proto.ss256 import public_point
 from fleetwire.sim.fleetapi.simulator import FleetApiSimulator
 from fleetwire.sim.fleetapi.state import REGION_NAMES, _to_point
-
 from fleetwire.pki import load_bundle
 
 

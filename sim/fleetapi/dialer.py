@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from picows import ws_connect
 
 from fleetwire.sim.fleetapi.state import HostTarget
 from fleetwire.sim.vehicle import SimulatedVehicle, VehicleStats, _Client
-from picows import ws_connect
-
 from fleetwire.pki import make_ca, make_vehicle_cert, write_bundle
 
 

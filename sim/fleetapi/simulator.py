@@ -35,7 +35,6 @@ from fleetwire.sim.fleetapi.state import (
 )
 from fleetwire.sim.fleetapi.streaming import _Streaming
 from fleetwire.sim.vehicle import VehicleStats
-
 from fleetwire.pki import Bundle, write_bundle
 
 log = logging.getLogger("fleetwire.sim.fleetapi")  # one logger for the whole simulator
