@@ -152,7 +152,8 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence  # noqa:
 from typing import Any  # noqa: E402
 
 import pytest_asyncio  # noqa: E402
-from fleetwire.pki import FleetPki, load_bundle, make_test_fleet_pki, make_vehicle_cert, write_bundle  # noqa: E402
+from fleetwire.pki import load_bundle, make_vehicle_cert, write_bundle  # noqa: E402
+from fleetwire.sim.fleet_pki import FleetPki, make_test_fleet_pki  # noqa: E402
 from fleetwire.server.app import Ports, TelemetryServer  # noqa: E402
 from fleetwire.server.config import ServerConfig, parse_config  # noqa: E402
 from fleetwire.server.dispatchers.base import Record  # noqa: E402

@@ -45,7 +45,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from fleetwire.pki import Bundle, load_bundle, make_ca, make_test_fleet_pki, make_vehicle_cert, write_bundle
+from fleetwire.pki import Bundle, load_bundle, make_ca, make_vehicle_cert, write_bundle
+from fleetwire.sim.fleet_pki import make_test_fleet_pki
 from fleetwire.server.app import TelemetryServer
 from fleetwire.server.config import parse_config
 from fleetwire.server.dispatchers.base import Record
