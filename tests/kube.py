@@ -12,8 +12,8 @@ JSON and apply patches, the status subresource, garbage collection, selectors, w
 admission, RBAC) lives in `fleetwire.sim.kube_emulator`, which `fleetwire demo` uses too; its
 docstring lists the kmock gaps it covers and what it still does not emulate. The end of
 this module re-exports, from `tests/fixtures/`, kopf runs (`kopf_runs`), the `kubelet`
-fixture (the server's pods run by `fleetwire.sim.kubelet`), `accept_any_spec` (a CRD without rules, to reach the operator's own checks) and the
-`operator_rbac` fixture (the operator authorized as the chart's ServiceAccount). Here:
+fixture (the server's pods run by `fleetwire.sim.kubelet`), `accept_any_spec` (a CRD
+without rules, to reach the operator's own checks) and the `operator_rbac` fixture (the operator authorized as the chart's ServiceAccount). Here:
 
 15. (kopf in tests) KopfRunner's CLI changes process-wide state: the default handler
     registry, the root logger (level, a handler bound to a buffer), the `asyncio` logger,
