@@ -8,7 +8,8 @@ from pathlib import Path
 
 from fleetwire.sim.vehicle import client_context
 
-from fleetwire.pki import FleetPki, load_bundle, make_test_fleet_pki, make_vehicle_cert, write_bundle
+from fleetwire.pki import load_bundle, make_vehicle_cert, write_bundle
+from fleetwire.sim.fleet_pki import FleetPki, make_test_fleet_pki
 
 
 @dataclass(frozen=True)

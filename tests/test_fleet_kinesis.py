@@ -20,7 +20,7 @@ import uvloop
 from brokers.moto_server import FAKE_CREDENTIALS, MotoServer, moto_server_binary
 from brokers.pubsub import PubsubStandIn
 from conftest import free_port, server_config_data, streaming_fleet
-from fleetwire.pki import FleetPki, make_test_fleet_pki
+from fleetwire.sim.fleet_pki import FleetPki, make_test_fleet_pki
 from fleetwire.proto import vehicle_alert_pb2, vehicle_data_pb2, vehicle_error_pb2
 from fleetwire.server.app import TelemetryServer
 from fleetwire.server.config import load_config, parse_config

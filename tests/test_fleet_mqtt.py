@@ -13,7 +13,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from fleetwire.pki import FleetPki, make_test_fleet_pki
+from fleetwire.sim.fleet_pki import FleetPki, make_test_fleet_pki
 from fleetwire.server.app import TelemetryServer
 from fleetwire.server.config import parse_config
 from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin

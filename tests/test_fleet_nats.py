@@ -28,7 +28,7 @@ from fleetwire.proto.envelope_codec import decode_reply
 from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin
 from fleetwire.sim.vehicle import SimulatedVehicle
 
-from fleetwire.pki import FleetPki, make_test_fleet_pki
+from fleetwire.sim.fleet_pki import FleetPki, make_test_fleet_pki
 
 ASYNCIO_LOOP_FACTORY = uvloop.new_event_loop  # the loop `fleetwire serve` runs on
 

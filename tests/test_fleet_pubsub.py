@@ -21,7 +21,7 @@ import pytest
 import uvloop
 from brokers.pubsub import PubsubStandIn
 from conftest import server_config_data
-from fleetwire.pki import FleetPki, make_test_fleet_pki
+from fleetwire.sim.fleet_pki import FleetPki, make_test_fleet_pki
 from fleetwire.proto import vehicle_alert_pb2, vehicle_data_pb2, vehicle_error_pb2
 from fleetwire.server.app import TelemetryServer
 from fleetwire.server.config import parse_config

@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 from brokers.moto_server import FAKE_CREDENTIALS, REGION, MotoServer, moto_server_binary
 from conftest import server_config_data
-from fleetwire.pki import FleetPki
+from fleetwire.sim.fleet_pki import FleetPki
 from fleetwire.proto import vehicle_alert_pb2, vehicle_data_pb2
 from fleetwire.server.config import ConfigError, parse_config
 from fleetwire.server.dispatchers import kinesis

@@ -30,6 +30,7 @@ from fleetwire.operator.environment import OperatorEnvironment
 from fleetwire.operator.resource.spec import parse_spec
 from fleetwire.sim import kubelet as kl
 from fleetwire.sim.fleet import issue_vehicle_certs
+from fleetwire.sim import fleet_pki
 from fleetwire.sim.kubelet import KubeletThread
 from fleetwire.sim.vehicle import SimulatedVehicle, client_context
 
@@ -238,11 +239,11 @@ def test_volumes_are_swapped_through_dot_dot_data(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> pki.FleetPki:
-    return pki.make_test_fleet_pki(tmp_path / "pki")
+def fleet(tmp_path: Path) -> fleet_pki.FleetPki:
+    return fleet_pki.make_test_fleet_pki(tmp_path / "pki")
 
 
-async def install(kube: KubeClient, fleet: pki.FleetPki, objects: list[dict[str, Any]]) -> None:
+async def install(kube: KubeClient, fleet: fleet_pki.FleetPki, objects: list[dict[str, Any]]) -> None:
     ca = pki.make_ca("Server CA")
     leaf = pki.make_server_cert(ca, ["localhost", "127.0.0.1"])
     await kube.create(tls_secret("fleet-tls", leaf, ca))
@@ -258,7 +259,7 @@ def ready(obj: dict[str, Any]) -> bool:
     return int((obj.get("status") or {}).get("readyReplicas") or 0) >= 1
 
 
-async def served_certificate(address: tuple[str, int], fleet: pki.FleetPki, vin: str = "5YJ3SIM0000000001",
+async def served_certificate(address: tuple[str, int], fleet: fleet_pki.FleetPki, vin: str = "5YJ3SIM0000000001",
                              ) -> x509.Certificate:
     cert, key = issue_vehicle_certs(fleet.vehicle_ca_cert, fleet.vehicle_ca_key, [vin], fleet.directory / "v")[vin]
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -270,7 +271,7 @@ async def served_certificate(address: tuple[str, int], fleet: pki.FleetPki, vin:
     return x509.load_der_x509_certificate(der)
 
 
-async def stream_one(address: tuple[str, int], fleet: pki.FleetPki, vin: str = "5YJ3SIM0000000001") -> int:
+async def stream_one(address: tuple[str, int], fleet: fleet_pki.FleetPki, vin: str = "5YJ3SIM0000000001") -> int:
     cert, key = issue_vehicle_certs(fleet.vehicle_ca_cert, fleet.vehicle_ca_key, [vin], fleet.directory / "v")[vin]
     vehicle = SimulatedVehicle(vin, f"wss://localhost:{address[1]}/",
                                client_context(cert, key, fleet.directory / "served-ca.pem"))
@@ -283,7 +284,7 @@ async def stream_one(address: tuple[str, int], fleet: pki.FleetPki, vin: str = "
 
 
 async def test_the_operators_deployment_runs_serves_vehicles_and_reloads_a_renewed_secret(
-    kube: KubeClient, kube_api: KubeApi, kubelet: KubeletThread, fleet: pki.FleetPki,
+    kube: KubeClient, kube_api: KubeApi, kubelet: KubeletThread, fleet: fleet_pki.FleetPki,
 ) -> None:
     started = time.monotonic()
     await install(kube, fleet, server_objects())
@@ -321,7 +322,7 @@ async def test_the_operators_deployment_runs_serves_vehicles_and_reloads_a_renew
 
 
 async def test_a_wrong_mount_path_crash_loops_and_never_gets_ready(
-    kube: KubeClient, kubelet: KubeletThread, fleet: pki.FleetPki,
+    kube: KubeClient, kubelet: KubeletThread, fleet: fleet_pki.FleetPki,
 ) -> None:
     objects = server_objects()
     container = deployment_of(objects)["spec"]["template"]["spec"]["containers"][0]
@@ -340,7 +341,7 @@ async def test_a_wrong_mount_path_crash_loops_and_never_gets_ready(
 
 
 async def test_probes_on_the_wrong_port_fail_readiness_and_liveness_restarts(
-    kube: KubeClient, kubelet: KubeletThread, fleet: pki.FleetPki,
+    kube: KubeClient, kubelet: KubeletThread, fleet: fleet_pki.FleetPki,
 ) -> None:
     objects = server_objects()
     container = deployment_of(objects)["spec"]["template"]["spec"]["containers"][0]
@@ -356,7 +357,7 @@ async def test_probes_on_the_wrong_port_fail_readiness_and_liveness_restarts(
 
 
 async def test_a_template_change_rolls_the_pod_and_the_service_follows(
-    kube: KubeClient, kubelet: KubeletThread, fleet: pki.FleetPki,
+    kube: KubeClient, kubelet: KubeletThread, fleet: fleet_pki.FleetPki,
 ) -> None:
     await install(kube, fleet, server_objects())
     await kube.wait_for(DEPLOYMENTS, "fleet-server", NS, ready)

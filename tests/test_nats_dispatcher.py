@@ -35,7 +35,7 @@ from fleetwire.server.dispatchers.nats import (
 from fleetwire.server.dispatchers.registry import build_dispatchers
 from nats.js.api import StorageType
 
-from fleetwire.pki import FleetPki
+from fleetwire.sim.fleet_pki import FleetPki
 from fleetwire.strictjson import ConfigError, Reader
 
 VIN = "5YJ3E1EA7KF000001"

@@ -35,7 +35,8 @@ from fleetwire.operator.clients.kube import KubernetesApi, load_configuration
 from fleetwire.operator.stores.secret_tokens import SecretTokenStore
 from fleetwire.operator.commands.vehicles import format_table, read_vehicles
 from fleetwire.operator.policies.vehicles import APPLIED, VehicleRecord, ca_fingerprint
-from fleetwire.pki import FleetPki, load_bundle
+from fleetwire.pki import load_bundle
+from fleetwire.sim.fleet_pki import FleetPki
 from fleetwire.sim.fleetapi import FleetApiSimulator
 
 OPERATOR = "fleetwire.operator.handlers.resource"

@@ -26,11 +26,11 @@ from fleetwire.pki import (
     load_bundle,
     make_ca,
     make_server_cert,
-    make_test_fleet_pki,
     make_vehicle_cert,
     write_bundle,
     write_pem,
 )
+from fleetwire.sim.fleet_pki import make_test_fleet_pki
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from brokers.pubsub import PubsubStandIn
 from conftest import server_config_data
-from fleetwire.pki import FleetPki
+from fleetwire.sim.fleet_pki import FleetPki
 from fleetwire.proto import vehicle_data_pb2
 from fleetwire.server.config import ConfigError, parse_config
 from fleetwire.server.dispatchers import pubsub

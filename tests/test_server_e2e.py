@@ -23,7 +23,8 @@ import pytest_asyncio
 import uvloop
 from conftest import RunningServer, ServerFactory, free_port
 from cryptography import x509
-from fleetwire.pki import Bundle, FleetPki, make_ca, make_server_cert, make_vehicle_cert, write_bundle, write_pem
+from fleetwire.pki import Bundle, make_ca, make_server_cert, make_vehicle_cert, write_bundle, write_pem
+from fleetwire.sim.fleet_pki import FleetPki
 from fleetwire.proto import vehicle_connectivity_pb2, vehicle_data_pb2
 from fleetwire.proto.envelope_codec import Reply, decode_reply, encode_ack, encode_stream
 from fleetwire.sim.vehicle import SimulatedVehicle, client_context

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fleetwire.operator.clients.fleetapi import FleetApiClient, Tokens
 from fleetwire.operator.stores.tokens import MemoryTokenStore
 from fleetwire.proto.ss256 import sign_telemetry_config
-from fleetwire.pki import FleetPki, load_bundle, make_ca, make_server_cert, write_bundle
+from fleetwire.pki import load_bundle, make_ca, make_server_cert, write_bundle
+from fleetwire.sim.fleet_pki import FleetPki
 from fleetwire.proto import vehicle_data_pb2
 from fleetwire.sim.fleetapi import FleetApiSimulator
 

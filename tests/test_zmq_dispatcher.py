@@ -34,7 +34,7 @@ from fleetwire.server.dispatchers.zmq import (
     topic,
 )
 
-from fleetwire.pki import FleetPki
+from fleetwire.sim.fleet_pki import FleetPki
 from fleetwire.strictjson import ConfigError, Reader
 
 VIN = "5YJ3E1EA7KF000001"
