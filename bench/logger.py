@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from fleetwire.server.dispatchers.base import Record
+from fleetwire.server.records import Record
 from fleetwire.server.dispatchers.logger import LoggerDispatcher
 from fleetwire.proto.envelope_codec import decode_frame, encode_ack, encode_stream
 from fleetwire.server.records import decode_record

@@ -18,7 +18,8 @@ from picows import ws_create_server
 from prometheus_client import start_http_server
 
 from fleetwire.server.config import ConfigError, ServerConfig
-from fleetwire.server.dispatchers.base import Dispatcher, DispatchQueue
+from fleetwire.server.dispatch import Dispatcher
+from fleetwire.server.dispatch_queue import DispatchQueue
 from fleetwire.server.dispatchers.registry import build_queues
 from fleetwire.server.handshake import LOG_INTERVAL_ENV, SUPPRESS_ENV, log_interval, suppress_logging
 from fleetwire.server.metrics import QueueMetrics, ServerMetrics

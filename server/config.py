@@ -109,7 +109,7 @@ class VinPolicy:
 
 @dataclass(frozen=True, slots=True)
 class DispatchConfig:
-    """The queue in front of every dispatcher (see `dispatchers.base.DispatchQueue`)."""
+    """The queue in front of every dispatcher (see `dispatch_queue.DispatchQueue`)."""
 
     queue_size: int = DEFAULT_QUEUE_SIZE
     batch_size: int = DEFAULT_BATCH_SIZE

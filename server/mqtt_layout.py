@@ -25,7 +25,7 @@ one empty name) and a value of a variant newer than the schema as
 reference publishes nothing); a timestamp beyond year 9999 is
 ``{"nanos": .., "seconds": ".."}``. Nothing in a record stops its other messages, nor
 the batch's other records: what cannot be printed is printed raw and counted
-(`base.RenderProblems`).
+(`records.RenderProblems`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from fleetwire.server.dispatchers.base import Record
+from fleetwire.server.records import Record
 from fleetwire.server.protojson import raw_timestamp, render, unknown_value
 from fleetwire.server.records import field_name
 

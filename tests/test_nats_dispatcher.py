@@ -18,12 +18,9 @@ from conftest import free_port, server_config_data
 from fleetwire.proto import vehicle_connectivity_pb2, vehicle_data_pb2
 from fleetwire.server.config import parse_config
 from fleetwire.server.dispatchers import nats as nats_backend
-from fleetwire.server.dispatchers.base import (
-    Dispatcher,
-    DispatchError,
-    DispatchQueue,
-    Record,
-)
+from fleetwire.server.dispatch import Dispatcher, DispatchError
+from fleetwire.server.dispatch_queue import DispatchQueue
+from fleetwire.server.records import Record
 from fleetwire.server.dispatchers.nats import (
     NatsDispatcher,
     NatsSettings,

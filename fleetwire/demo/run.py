@@ -48,7 +48,7 @@ from typing import Any, TextIO
 from fleetwire.pki import Bundle, load_bundle, make_ca, make_test_fleet_pki, make_vehicle_cert, write_bundle
 from fleetwire.server.app import TelemetryServer
 from fleetwire.server.config import parse_config
-from fleetwire.server.dispatchers.base import Record
+from fleetwire.server.records import Record
 from fleetwire.server.dispatchers.logger import LoggerDispatcher
 from fleetwire.server.records import to_dict
 from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin

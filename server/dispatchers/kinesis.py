@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fleetwire.server.dispatchers.base import DispatchError, Record
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.records import Record
 from fleetwire.server.records import RECORD_TYPES
 from fleetwire.strictjson import ConfigError, Reader, looks_secret, show, suggest
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 from fleetwire.proto import vehicle_data_pb2
-from fleetwire.server.dispatchers.base import DispatchError, Record, render_problems
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.records import Record, render_problems
 from fleetwire.server.protojson import (
     print_double,
     print_float,

@@ -63,7 +63,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fleetwire.server.dispatchers.base import DispatchError, Record
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.records import Record
 from fleetwire.server.metadata import metadata
 from nats.aio.client import Client
 from nats.errors import NoRespondersError

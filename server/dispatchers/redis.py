@@ -51,7 +51,8 @@ from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from fleetwire.server.dispatchers.base import DispatchError, Record
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.records import Record
 from fleetwire.strictjson import ConfigError, Reader, show
 
 if TYPE_CHECKING:

@@ -59,7 +59,8 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
-from fleetwire.server.dispatchers.base import DispatchError, Record
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.records import Record
 from zmq.auth import CURVE_ALLOW_ANY
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
