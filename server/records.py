@@ -28,7 +28,8 @@ from fleetwire.proto import (
     vehicle_error_pb2,
 )
 from fleetwire.proto.record_types import RECORD_TYPES
-from fleetwire.server.protojson import message_to_dict, render
+from fleetwire.server.protojson import message_to_dict
+from fleetwire.server.protojson_render import render
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -356,7 +357,7 @@ class Record:
         dispatchers ask; never raises.
 
         A value protobuf-JSON cannot print (a timestamp past year 9999, say) is printed
-        raw (see `protojson.render`); pass the dispatcher's name so that such a record is
+        raw (see `protojson_render.render`); pass the dispatcher's name so that such a record is
         counted and logged for it.
         """
         cached = self._json

@@ -34,7 +34,8 @@ from fleetwire.proto import (
     vehicle_error_pb2,
     vehicle_metric_pb2,
 )
-from fleetwire.server.protojson import message_to_dict, render
+from fleetwire.server.protojson import message_to_dict
+from fleetwire.server.protojson_render import render
 from fleetwire.server.records import MILLISECONDS_THRESHOLD, decode_record, to_dict, to_json
 from fleetwire.sim.vehicle import DEFAULT_FIELDS, vehicle_payload
 
