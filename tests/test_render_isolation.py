@@ -38,7 +38,7 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_protojson import VALUE_MEMBERS, messages, values
+from protojson_cases import VALUE_MEMBERS, messages, values
 
 VIN = "5YJ3E1EA7KF000001"
 OTHER_VIN = "5YJ3E1EA7KF000002"
