@@ -19,7 +19,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 
-
 VIN = "5YJ3E1EA7KF000001"
 OTHER_VIN = "5YJ3E1EA7KF000002"
 INCORRECT_FORMAT = b"incorrect message format"

@@ -1,14 +1,11 @@
-"""Records for the nats dispatcher's tests, and the mark of those that need a nats-server.
-"""
+"""Records for the nats dispatcher's tests, and the mark of those that need a nats-server."""
 
 from __future__ import annotations
-
 
 import pytest
 from brokers.nats_server import nats_server_binary
 from fleetwire.proto import vehicle_connectivity_pb2, vehicle_data_pb2
 from fleetwire.server.records import Record
-
 
 
 VIN = "5YJ3E1EA7KF000001"

@@ -259,7 +259,6 @@ def test_every_type_reachable_from_records_converts_empty() -> None:
         assert_same(message_factory.GetMessageClass(descriptor)())
 
 
-
 # --- render: message_to_dict that never raises ------------------------------------------------------
 
 
