@@ -1,10 +1,11 @@
 """The redis backend: records published to Redis pub/sub channels, as the reference does.
 
-Settings are the reference's `redis` section (read in `redis_settings`). Durations (`publish_timeout`, the pool's
-timeouts) are Go `time.Duration` values in its JSON, i.e. integer nanoseconds; 0 means
-the default (5 s to publish, as the reference). `REDIS_PASSWORD` in the environment
-overrides `password`. `tls.server_cert`/`tls.server_key` are the client certificate
-presented to Redis, `tls.ca_file` the CA that Redis' certificate must chain to. Several
+Settings are the reference's `redis` section (read in `redis_settings`). Durations
+(`publish_timeout`, the pool's timeouts) are Go `time.Duration` values in its JSON, i.e.
+integer nanoseconds; 0 means the default (5 s to publish, as the reference).
+`REDIS_PASSWORD` in the environment overrides `password`. `tls.server_cert`/`tls.server_key`
+are the client certificate presented to Redis, `tls.ca_file` the CA that Redis' certificate
+must chain to. Several
 `addrs`, or `cluster_mode`, make a Redis Cluster client (as go-redis' universal client).
 `publish_timeout` bounds a whole batch; `pool.read_timeout` is the socket timeout (3 s by
 default, as go-redis), `pool.pool_size` (or `max_active_conns`) the connections per node
