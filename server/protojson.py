@@ -37,33 +37,34 @@ from google.protobuf.json_format import SerializeToJsonError
 from google.protobuf.message import Message
 
 from fleetwire.server.protojson_values import (
-    _DELEGATED,
-    _FD,
-    _FLOAT_TYPES,
-    _INT64_TYPES,
-    _TIMESTAMP,
-    _TO_JSON_STRING,
-    _WRAPPERS_FILE,
-    _ClosedEnumNames,
-    _OpenEnumNames,
+    DELEGATED,
+    FLOAT_TYPES,
+    INT64_TYPES,
+    TIMESTAMP,
+    TO_JSON_STRING,
+    WRAPPERS_FILE,
+    ClosedEnumNames,
     Converter,
-    _bytes,
-    _default,
-    _delegate,
-    _double,
-    _each,
-    _enum,
-    _float,
-    _is_map,
-    _map,
-    _may_raise,
-    _timestamp,
-    _to_json_string,
-    _unknown_member_key,
+    OpenEnumNames,
+    default_value,
+    delegate,
+    each,
+    enum_names,
+    is_map,
+    map_converter,
+    may_raise,
+    print_bytes,
+    print_double,
+    print_float,
+    print_timestamp,
+    to_json_string,
+    unknown_member_key,
     unknown_value,
 )
 
 __all__ = ["message_to_dict"]
+
+_FD = FieldDescriptor
 
 
 def _single_converter(field: FieldDescriptor, pending: dict[Descriptor, Converter]) -> Converter | None:
@@ -71,27 +72,27 @@ def _single_converter(field: FieldDescriptor, pending: dict[Descriptor, Converte
     if cpp_type == _FD.CPPTYPE_MESSAGE:
         return _message_converter(field.message_type, pending)
     if cpp_type == _FD.CPPTYPE_ENUM:
-        return _enum(field.enum_type)
+        return enum_names(field.enum_type)
     if cpp_type == _FD.CPPTYPE_STRING:
-        return _bytes if field.type == _FD.TYPE_BYTES else None
-    if cpp_type in _INT64_TYPES:
+        return print_bytes if field.type == _FD.TYPE_BYTES else None
+    if cpp_type in INT64_TYPES:
         return str
     if cpp_type == _FD.CPPTYPE_DOUBLE:
-        return _double
+        return print_double
     if cpp_type == _FD.CPPTYPE_FLOAT:
-        return _float
+        return print_float
     return None  # bool and the 32-bit integers
 
 
 def _field_converter(field: FieldDescriptor, pending: dict[Descriptor, Converter]) -> Converter | None:
     """How a field's value prints; None when it prints as it is."""
-    if _is_map(field):
+    if is_map(field):
         entry = field.message_type
         value_convert = _single_converter(entry.fields_by_name["value"], pending)
-        return _map(entry.fields_by_name["key"], value_convert)
+        return map_converter(entry.fields_by_name["key"], value_convert)
     convert = _single_converter(field, pending)
     if field.is_repeated:
-        return list if convert is None else _each(convert)
+        return list if convert is None else each(convert)
     return convert
 
 
@@ -136,12 +137,12 @@ def _listed_converter(descriptor: Descriptor, pending: dict[Descriptor, Converte
         fields[field] = (field.json_name, field_convert)
         if field.has_presence:
             continue
-        if _is_map(field):
+        if is_map(field):
             defaults.append((field.json_name, None, dict))
         elif field.is_repeated:
             defaults.append((field.json_name, None, list))
         else:
-            defaults.append((field.json_name, _default(field, field_convert), None))
+            defaults.append((field.json_name, default_value(field, field_convert), None))
     return convert
 
 
@@ -167,10 +168,10 @@ def _oneofs_in_place(descriptor: Descriptor) -> bool:
 def _is_generated(descriptor: Descriptor) -> bool:
     full_name = descriptor.full_name
     return not (
-        full_name == _TIMESTAMP
-        or full_name in _TO_JSON_STRING
-        or full_name in _DELEGATED
-        or descriptor.file.name == _WRAPPERS_FILE
+        full_name == TIMESTAMP
+        or full_name in TO_JSON_STRING
+        or full_name in DELEGATED
+        or descriptor.file.name == WRAPPERS_FILE
         or descriptor.is_extendable
         or not _oneofs_in_place(descriptor)
     )
@@ -218,12 +219,12 @@ class _Writer:
         """The expression printing `value`, a local holding a singular value."""
         if convert is None:
             return value
-        if convert is _double:  # inlined: finite doubles, nearly all, print as themselves
-            return f"({value} if {value} - {value} == 0.0 else _double({value}))"
+        if convert is print_double:  # inlined: finite doubles, nearly all, print as themselves
+            return f"({value} if {value} - {value} == 0.0 else print_double({value}))"
         names = getattr(convert, "__self__", None)
-        if isinstance(names, _OpenEnumNames):  # a plain dict's get beats a subclass's subscript
+        if isinstance(names, OpenEnumNames):  # a plain dict's get beats a subclass's subscript
             return f"{self.constant('e', dict(names).get)}({value}, {value})"
-        if isinstance(names, _ClosedEnumNames):
+        if isinstance(names, ClosedEnumNames):
             return f"{self.constant('e', names)}[{value}]"
         return f"{self.constant('c', convert)}({value})"
 
@@ -237,7 +238,7 @@ class _Writer:
 def _inlined(field: FieldDescriptor, stack: tuple[Descriptor, ...]) -> Descriptor | None:
     """The message type to write out in place for this field, if any."""
     child = field.message_type
-    if child is None or _is_map(field) or child in stack or len(stack) > _INLINE_DEPTH:
+    if child is None or is_map(field) or child in stack or len(stack) > _INLINE_DEPTH:
         return None
     return child if _is_generated(child) else None
 
@@ -266,15 +267,15 @@ def _write_oneof(w: _Writer, oneof: OneofDescriptor, message: str, js: str, inde
     which, name, convert, value = w.name("w"), w.name("n"), w.name("c"), w.name("x")
     w.line(indent, f"{which} = {message}.WhichOneof({oneof.name!r})")
     w.line(indent, f"if {which} is not None:")
-    if any(_may_raise(field) for field in oneof.fields):
+    if any(may_raise(field) for field in oneof.fields):
         w.mark(indent + 1, which)
     w.line(indent + 1, f"{name}, {convert} = {table}[{which}]")
     w.line(indent + 1, f"{value} = getattr({message}, {which})")
     w.line(indent + 1, f"if {convert} is None:")
     w.line(indent + 2, f"{js}[{name}] = {value}")
-    if any(convert is _double for _, convert in members.values()):
-        w.line(indent + 1, f"elif {convert} is _double:")
-        w.line(indent + 2, f"{js}[{name}] = {w.printed(_double, value)}")
+    if any(convert is print_double for _, convert in members.values()):
+        w.line(indent + 1, f"elif {convert} is print_double:")
+        w.line(indent + 2, f"{js}[{name}] = {w.printed(print_double, value)}")
     w.line(indent + 1, "else:")
     w.line(indent + 2, f"{js}[{name}] = {convert}({value})")
     if len(oneof.fields) == len(oneof.containing_type.fields):
@@ -283,7 +284,7 @@ def _write_oneof(w: _Writer, oneof: OneofDescriptor, message: str, js: str, inde
         w.line(indent, "else:")
         w.line(indent + 1, f"{unknown} = _unknown_value({message})")
         w.line(indent + 1, f"if {unknown} is not None:")
-        w.line(indent + 2, f"{js}[{_unknown_member_key(oneof)!r}] = {unknown}")
+        w.line(indent + 2, f"{js}[{unknown_member_key(oneof)!r}] = {unknown}")
 
 
 def _write_field(
@@ -313,16 +314,16 @@ def _write_field(
             return []
         value = w.name("x")
         w.line(indent, f"if {message}.HasField({field.name!r}):")
-        if _may_raise(field):
+        if may_raise(field):
             w.mark(indent + 1, repr(field.name))
         w.line(indent + 1, f"{value} = {attribute}")
         w.line(indent + 1, f"{js}[{key}] = {w.printed(_field_converter(field, w.pending), value)}")
         return []
     value = w.name("v")
     w.line(indent, f"{value} = {attribute}")
-    if _is_map(field) or field.is_repeated:
+    if is_map(field) or field.is_repeated:
         w.line(indent, f"if {value}:")
-        if _may_raise(field):
+        if may_raise(field):
             w.mark(indent + 1, repr(field.name))
         if child is not None:
             items, append, sub, sub_js = w.name("l"), w.name("a"), w.name("m"), w.name("js")
@@ -334,13 +335,13 @@ def _write_field(
             w.lines.extend((indent + 2 + depth, text) for depth, text in sub_tail)
             w.line(indent + 2, f"{append}({sub_js})")
             w.line(indent + 1, f"{js}[{key}] = {items}")
-        elif _is_map(field):
+        elif is_map(field):
             w.line(indent + 1, f"{js}[{key}] = {w.printed(_field_converter(field, w.pending), value)}")
         else:
             w.line(indent + 1, f"{js}[{key}] = {w.printed_each(_single_converter(field, w.pending), value)}")
-        return [(0, f"if not {value}:"), (1, f"{js}[{key}] = {{}}" if _is_map(field) else f"{js}[{key}] = []")]
+        return [(0, f"if not {value}:"), (1, f"{js}[{key}] = {{}}" if is_map(field) else f"{js}[{key}] = []")]
     convert = _field_converter(field, w.pending)
-    if field.cpp_type in _FLOAT_TYPES:
+    if field.cpp_type in FLOAT_TYPES:
         # upb lists a float at -0.0 as set (it compares bits), yet -0.0 is falsy.
         w.line(indent, f"if {value} or _copysign(1.0, {value}) < 0.0:")
         unset = f"if {key} not in {js}:"
@@ -348,12 +349,12 @@ def _write_field(
         w.line(indent, f"if {value}:")
         unset = f"if not {value}:"
     w.line(indent + 1, f"{js}[{key}] = {w.printed(convert, value)}")
-    return [(0, unset), (1, f"{js}[{key}] = {w.constant('d', _default(field, convert))}")]
+    return [(0, unset), (1, f"{js}[{key}] = {w.constant('d', default_value(field, convert))}")]
 
 
 def _generated_converter(descriptor: Descriptor, pending: dict[Descriptor, Converter]) -> Converter:
     namespace: dict[str, Any] = {
-        "_double": _double,
+        "print_double": print_double,
         "_unknown_value": unknown_value,
         "_copysign": math.copysign,
         "SerializeToJsonError": SerializeToJsonError,
@@ -395,13 +396,13 @@ def _message_converter(descriptor: Descriptor, pending: dict[Descriptor, Convert
     if convert is not None:
         return convert
     full_name = descriptor.full_name
-    if full_name == _TIMESTAMP:
-        convert = _timestamp
-    elif full_name in _TO_JSON_STRING:
-        convert = _to_json_string
-    elif full_name in _DELEGATED:
-        convert = _delegate
-    elif descriptor.file.name == _WRAPPERS_FILE:
+    if full_name == TIMESTAMP:
+        convert = print_timestamp
+    elif full_name in TO_JSON_STRING:
+        convert = to_json_string
+    elif full_name in DELEGATED:
+        convert = delegate
+    elif descriptor.file.name == WRAPPERS_FILE:
         unwrap = _field_converter(descriptor.fields_by_name["value"], pending)
         convert = (lambda wrapper: wrapper.value) if unwrap is None else (lambda wrapper: unwrap(wrapper.value))
     elif _is_generated(descriptor):

@@ -14,12 +14,12 @@ from google.protobuf.message import Message
 
 from fleetwire.server.protojson import _converter, _single_converter
 from fleetwire.server.protojson_values import (
-    _DELEGATED,
-    _TIMESTAMP,
-    _TO_JSON_STRING,
-    _is_map,
-    _map_key,
-    _unknown_member_key,
+    DELEGATED,
+    TIMESTAMP,
+    TO_JSON_STRING,
+    is_map,
+    map_key,
+    unknown_member_key,
     raw_timestamp,
     unknown_value,
 )
@@ -55,19 +55,19 @@ def _lenient(message: Message, path: str, problems: list[str]) -> Any:
     except Exception as exc:
         failure = exc
     descriptor = message.DESCRIPTOR
-    if descriptor.full_name == _TIMESTAMP:
+    if descriptor.full_name == TIMESTAMP:
         problems.append(f"{path or descriptor.name}: {failure}")
         return raw_timestamp(message)
-    if descriptor.full_name in _TO_JSON_STRING or descriptor.full_name in _DELEGATED:
+    if descriptor.full_name in TO_JSON_STRING or descriptor.full_name in DELEGATED:
         problems.append(f"{path or descriptor.name}: {failure}")  # then printed as a plain message
     js: dict[str, Any] = {}
     for field, value in message.ListFields():
         name = f"[{field.full_name}]" if field.is_extension else field.json_name
         where = _where(path, name)
-        if _is_map(field):
+        if is_map(field):
             value_field = field.message_type.fields_by_name["value"]
             js[name] = {
-                _map_key(key): _lenient_value(value_field, value[key], f"{where}[{key!r}]", problems) for key in value
+                map_key(key): _lenient_value(value_field, value[key], f"{where}[{key!r}]", problems) for key in value
             }
         elif field.is_repeated:
             js[name] = [_lenient_value(field, item, f"{where}[{i}]", problems) for i, item in enumerate(value)]
@@ -76,7 +76,7 @@ def _lenient(message: Message, path: str, problems: list[str]) -> Any:
     for field in descriptor.fields:
         if field.has_presence or field.json_name in js:
             continue
-        if _is_map(field):
+        if is_map(field):
             js[field.json_name] = {}
         elif field.is_repeated:
             js[field.json_name] = []
@@ -86,7 +86,7 @@ def _lenient(message: Message, path: str, problems: list[str]) -> Any:
     if len(oneofs) == 1 and len(oneofs[0].fields) == len(descriptor.fields) and not js:
         unknown = unknown_value(message)
         if unknown is not None:
-            js[_unknown_member_key(oneofs[0])] = unknown
+            js[unknown_member_key(oneofs[0])] = unknown
     return js
 
 

@@ -18,13 +18,18 @@ from google.protobuf.json_format import SerializeToJsonError
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-__all__ = ["Converter", "print_double", "print_float", "raw_timestamp", "unknown_value"]
+__all__ = [
+    "DELEGATED", "FLOAT_TYPES", "INT64_TYPES", "TIMESTAMP", "TO_JSON_STRING", "WRAPPERS_FILE",
+    "ClosedEnumNames", "Converter", "OpenEnumNames", "default_value", "delegate", "each", "enum_names",
+    "is_map", "map_converter", "map_key", "may_raise", "print_bytes", "print_double", "print_float",
+    "print_timestamp", "raw_timestamp", "to_json_string", "unknown_member_key", "unknown_value",
+]
 
 Converter = Callable[[Any], Any]
 
 _FD = FieldDescriptor
-_INT64_TYPES = frozenset({_FD.CPPTYPE_INT64, _FD.CPPTYPE_UINT64})
-_FLOAT_TYPES = frozenset({_FD.CPPTYPE_FLOAT, _FD.CPPTYPE_DOUBLE})
+INT64_TYPES = frozenset({_FD.CPPTYPE_INT64, _FD.CPPTYPE_UINT64})
+FLOAT_TYPES = frozenset({_FD.CPPTYPE_FLOAT, _FD.CPPTYPE_DOUBLE})
 _NAN = "NaN"
 _INFINITY = "Infinity"
 _NEG_INFINITY = "-Infinity"
@@ -46,12 +51,12 @@ _f32_unpack = _F32.unpack
 _FLOAT_FORMATS = (".6g", ".7g", ".8g")
 _FLOAT_FORMAT_MAX = ".9g"
 
-_TIMESTAMP = "google.protobuf.Timestamp"
+TIMESTAMP = "google.protobuf.Timestamp"
 # Printed by their own ToJsonString, as json_format does.
-_TO_JSON_STRING = frozenset({"google.protobuf.Duration", "google.protobuf.FieldMask"})
+TO_JSON_STRING = frozenset({"google.protobuf.Duration", "google.protobuf.FieldMask"})
 # Printed by a walk of json_format's own (Any's embedded message, Struct's dynamic
 # values); rare in records, so they are handed to it.
-_DELEGATED = frozenset({
+DELEGATED = frozenset({
     "google.protobuf.Any",
     "google.protobuf.Struct",
     "google.protobuf.Value",
@@ -59,11 +64,11 @@ _DELEGATED = frozenset({
 })
 # Types whose conversion may raise ValueError, which the enclosing message reports
 # as SerializeToJsonError naming the field.
-_MAY_RAISE = _DELEGATED | _TO_JSON_STRING | {_TIMESTAMP}
-_WRAPPERS_FILE = "google/protobuf/wrappers.proto"
+_MAY_RAISE = DELEGATED | TO_JSON_STRING | {TIMESTAMP}
+WRAPPERS_FILE = "google/protobuf/wrappers.proto"
 
 
-def _double(value: float) -> float | str:
+def print_double(value: float) -> float | str:
     """A double prints as itself unless JSON has no number for it."""
     if value - value == 0.0:  # false for ±inf (inf - inf is NaN) and NaN alike
         return value
@@ -72,11 +77,11 @@ def _double(value: float) -> float | str:
     return _INFINITY if value > 0.0 else _NEG_INFINITY
 
 
-def _float(value: float) -> float | str:
+def print_float(value: float) -> float | str:
     """A float32 prints as json_format's ToShortestFloat prints it: the fewest significant
     digits, 6 at least, that read back as the same float32."""
     if value - value != 0.0:
-        return _double(value)
+        return print_double(value)
     for spec in _FLOAT_FORMATS:
         rounded = float(format(value, spec))
         if _f32_unpack(_f32_pack(rounded))[0] == value:
@@ -84,15 +89,12 @@ def _float(value: float) -> float | str:
     return float(format(value, _FLOAT_FORMAT_MAX))
 
 
-print_double = _double
-print_float = _float
-
-
-def _bytes(value: bytes) -> str:
+def print_bytes(value: bytes) -> str:
+    """Bytes as json_format prints them: base64."""
     return binascii.b2a_base64(value, newline=False).decode("ascii")
 
 
-def _timestamp(timestamp: Any) -> str:
+def print_timestamp(timestamp: Any) -> str:
     """RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits, as Timestamp.ToJsonString."""
     seconds = timestamp.seconds
     nanos = timestamp.nanos
@@ -112,11 +114,13 @@ def _timestamp(timestamp: Any) -> str:
     return "%s.%09dZ" % (text, nanos)
 
 
-def _to_json_string(message: Any) -> str:
+def to_json_string(message: Any) -> str:
+    """A well-known type json_format prints with its own ToJsonString (Duration, FieldMask)."""
     return message.ToJsonString()
 
 
-def _delegate(message: Message) -> Any:
+def delegate(message: Message) -> Any:
+    """A type json_format walks itself (Any, Struct, Value, ListValue), handed to it: rare in records."""
     return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
 
 
@@ -133,16 +137,16 @@ def _unknown_field(field: Any) -> dict[str, Any]:
     data = field.data
     out: dict[str, Any] = {"number": field.field_number, "wireType": _WIRE_TYPES.get(wire_type, str(wire_type))}
     if wire_type == 2:
-        out["value"] = _bytes(data)
+        out["value"] = print_bytes(data)
     elif wire_type == 3:
         out["value"] = [_unknown_field(inner) for inner in data]
     else:
         out["value"] = data
         # Fixed widths are most likely a float or double: their reading saves decoding by hand.
         if wire_type == 5:
-            out["float"] = _float(_f32_unpack(_U32.pack(data))[0])
+            out["float"] = print_float(_f32_unpack(_U32.pack(data))[0])
         elif wire_type == 1:
-            out["double"] = _double(_F64.unpack(_U64.pack(data))[0])
+            out["double"] = print_double(_F64.unpack(_U64.pack(data))[0])
     return out
 
 
@@ -159,7 +163,8 @@ def unknown_value(message: Message) -> dict[str, Any] | None:
     return _unknown_field(fields[count - 1]) if count else None
 
 
-def _unknown_member_key(oneof: OneofDescriptor) -> str:
+def unknown_member_key(oneof: OneofDescriptor) -> str:
+    """The key an unknown member of `oneof` prints under (`unknownValue` for `value`)."""
     return "unknown" + "".join(part[:1].upper() + part[1:] for part in oneof.name.split("_"))
 
 
@@ -167,14 +172,14 @@ class _EnumNames(dict[int, Any]):
     """Number → name of one enum type."""
 
 
-class _OpenEnumNames(_EnumNames):
+class OpenEnumNames(_EnumNames):
     """An open enum's unknown numbers print as themselves."""
 
     def __missing__(self, number: int) -> int:
         return number
 
 
-class _ClosedEnumNames(_EnumNames):
+class ClosedEnumNames(_EnumNames):
     """json_format refuses a closed enum's unknown numbers."""
 
     def __missing__(self, number: int) -> Any:
@@ -185,29 +190,31 @@ def _none(_value: Any) -> None:
     return None
 
 
-def _enum(enum_type: EnumDescriptor) -> Converter:
+def enum_names(enum_type: EnumDescriptor) -> Converter:
     if enum_type.full_name == "google.protobuf.NullValue":
         return _none
-    names: _EnumNames = _ClosedEnumNames() if enum_type.is_closed else _OpenEnumNames()
+    names: _EnumNames = ClosedEnumNames() if enum_type.is_closed else OpenEnumNames()
     for value in enum_type.values:  # aliases: a number's first name, as values_by_number has it
         names.setdefault(value.number, value.name)
     return names.__getitem__
 
 
-def _each(convert: Converter) -> Converter:
+def each(convert: Converter) -> Converter:
+    """The converter of a repeated field whose items convert with `convert`."""
     def convert_all(values: Iterable[Any]) -> list[Any]:
         return list(map(convert, values))
 
     return convert_all
 
 
-def _map_key(key: Any) -> str:
+def map_key(key: Any) -> str:
+    """A map key as JSON spells it: booleans in lower case, the rest as str."""
     if key.__class__ is bool:
         return "true" if key else "false"
     return str(key)
 
 
-def _map(key_field: FieldDescriptor, value_convert: Converter | None) -> Converter:
+def map_converter(key_field: FieldDescriptor, value_convert: Converter | None) -> Converter:
     """Keys in the map's iteration order, as json_format walks it (`items()` of a upb map
     is the generic Mapping mixin's, slower than subscripting)."""
     if key_field.cpp_type == _FD.CPPTYPE_STRING:
@@ -215,23 +222,26 @@ def _map(key_field: FieldDescriptor, value_convert: Converter | None) -> Convert
             return lambda entries: {key: entries[key] for key in entries}
         return lambda entries: {key: value_convert(entries[key]) for key in entries}
     if value_convert is None:
-        return lambda entries: {_map_key(key): entries[key] for key in entries}
-    return lambda entries: {_map_key(key): value_convert(entries[key]) for key in entries}
+        return lambda entries: {map_key(key): entries[key] for key in entries}
+    return lambda entries: {map_key(key): value_convert(entries[key]) for key in entries}
 
 
-def _is_map(field: FieldDescriptor) -> bool:
+def is_map(field: FieldDescriptor) -> bool:
+    """Whether `field` is a map (repeated entries of a map_entry message)."""
     message_type = field.message_type
     return message_type is not None and message_type.GetOptions().map_entry
 
 
-def _may_raise(field: FieldDescriptor) -> bool:
+def may_raise(field: FieldDescriptor) -> bool:
+    """Whether the field's conversion may raise ValueError, which its message reports by name."""
     message_type = field.message_type
-    if message_type is not None and _is_map(field):
+    if message_type is not None and is_map(field):
         message_type = message_type.fields_by_name["value"].message_type
     return message_type is not None and message_type.full_name in _MAY_RAISE
 
 
-def _default(field: FieldDescriptor, convert: Converter | None) -> Any:
+def default_value(field: FieldDescriptor, convert: Converter | None) -> Any:
+    """An unset field's value, printed as a set one would be."""
     value = field.default_value
     return value if convert is None else convert(value)
 
