@@ -62,12 +62,14 @@ from fleetwire.server.protojson_values import (
     unknown_value,
 )
 
-__all__ = ["message_to_dict"]
+__all__ = ["converter_for", "message_to_dict", "single_converter"]
 
 _FD = FieldDescriptor
 
 
-def _single_converter(field: FieldDescriptor, pending: dict[Descriptor, Converter]) -> Converter | None:
+def single_converter(field: FieldDescriptor, pending: dict[Descriptor, Converter]) -> Converter | None:
+    """How one value of `field` prints (an item, for a repeated field); None: as it is.
+    `pending` holds the message types being planned."""
     cpp_type = field.cpp_type
     if cpp_type == _FD.CPPTYPE_MESSAGE:
         return _message_converter(field.message_type, pending)
@@ -88,9 +90,9 @@ def _field_converter(field: FieldDescriptor, pending: dict[Descriptor, Converter
     """How a field's value prints; None when it prints as it is."""
     if is_map(field):
         entry = field.message_type
-        value_convert = _single_converter(entry.fields_by_name["value"], pending)
+        value_convert = single_converter(entry.fields_by_name["value"], pending)
         return map_converter(entry.fields_by_name["key"], value_convert)
-    convert = _single_converter(field, pending)
+    convert = single_converter(field, pending)
     if field.is_repeated:
         return list if convert is None else each(convert)
     return convert
@@ -338,7 +340,7 @@ def _write_field(
         elif is_map(field):
             w.line(indent + 1, f"{js}[{key}] = {w.printed(_field_converter(field, w.pending), value)}")
         else:
-            w.line(indent + 1, f"{js}[{key}] = {w.printed_each(_single_converter(field, w.pending), value)}")
+            w.line(indent + 1, f"{js}[{key}] = {w.printed_each(single_converter(field, w.pending), value)}")
         return [(0, f"if not {value}:"), (1, f"{js}[{key}] = {{}}" if is_map(field) else f"{js}[{key}] = []")]
     convert = _field_converter(field, w.pending)
     if field.cpp_type in FLOAT_TYPES:
@@ -413,7 +415,7 @@ def _message_converter(descriptor: Descriptor, pending: dict[Descriptor, Convert
     return convert
 
 
-def _converter(descriptor: Descriptor) -> Converter:
+def converter_for(descriptor: Descriptor) -> Converter:
     """The function printing messages of this type, planned on first use."""
     convert = _converters.get(descriptor)
     if convert is None:
@@ -429,4 +431,4 @@ def message_to_dict(message: Message) -> Any:
     A dict for every message but the well-known types JSON prints as scalars or lists
     (Timestamp → str, wrappers → their value, ListValue → list, …), exactly as json_format.
     """
-    return _converter(message.DESCRIPTOR)(message)
+    return converter_for(message.DESCRIPTOR)(message)

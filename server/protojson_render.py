@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from fleetwire.server.protojson import _converter, _single_converter
+from fleetwire.server.protojson import converter_for, single_converter
 from fleetwire.server.protojson_values import (
     DELEGATED,
     TIMESTAMP,
@@ -32,7 +32,7 @@ def _where(path: str, name: str) -> str:
 
 
 def _scalar(field: FieldDescriptor, value: Any, path: str, problems: list[str]) -> Any:
-    convert = _single_converter(field, {})
+    convert = single_converter(field, {})
     if convert is None:
         return value
     try:
@@ -51,7 +51,7 @@ def _lenient_value(field: FieldDescriptor, value: Any, path: str, problems: list
 def _lenient(message: Message, path: str, problems: list[str]) -> Any:
     """`message_to_dict`, descending only into what it refuses, printing that raw."""
     try:
-        return _converter(message.DESCRIPTOR)(message)
+        return converter_for(message.DESCRIPTOR)(message)
     except Exception as exc:
         failure = exc
     descriptor = message.DESCRIPTOR
@@ -96,7 +96,7 @@ def render(message: Message) -> tuple[Any, list[str]]:
     enum's number as itself), and one problem per such value ("createdAt: …")."""
     problems: list[str] = []
     try:
-        return _converter(message.DESCRIPTOR)(message), problems
+        return converter_for(message.DESCRIPTOR)(message), problems
     except Exception:
         pass
     try:
