@@ -33,10 +33,9 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from fleetwire.server.dispatchers.base import Record
 from fleetwire.server.dispatchers.logger import LoggerDispatcher
 from fleetwire.proto.envelope_codec import decode_frame, encode_ack, encode_stream
-from fleetwire.server.records import decode_record
+from fleetwire.server.records import Record, decode_record
 from fleetwire.sim.vehicle import DEFAULT_FIELDS, vehicle_payload
 
 VIN = "5YJ3E1EA7KF000001"

@@ -1,7 +1,8 @@
 """Stack configuration, read once and checked before any resource is declared.
 
 Every problem is reported at once, each naming its config key and the expected form, so a
-`pulumi preview` that fails tells the user everything to fix. The check that matters most
+`pulumi preview` that fails tells the user everything to fix; values are read with
+`fleetwire.strictjson`, as the server's config.json is (see `stack_config`). The check that matters most
 is `check_root_domain`: Tesla configures vehicles only with a telemetry hostname under the
 root domain the app registered, and a wrong name would otherwise surface days later as
 vehicles that never connect.
@@ -19,7 +20,9 @@ import pulumi
 from cryptography import x509
 from publicsuffixlist import PublicSuffixList
 
+from fleetwire.strictjson import ConfigError, Reader, show, suggest
 from infra.components.node import is_public_address
+from infra.stack_config import StackConfig, alternatives
 
 __all__ = [
     "CHALLENGES",
@@ -184,98 +187,34 @@ class StackSettings:
         return f"https://tesla.com/_ak/{self.app_domain}"
 
 
-class _Reader:
-    """Reads config keys, collecting problems instead of stopping at the first."""
-
-    def __init__(self, config: pulumi.Config) -> None:
-        self.config = config
-        self.problems: list[tuple[str, str]] = []
-
-    def key(self, name: str) -> str:
-        return self.config.full_key(name)
-
-    def fail(self, name: str, message: str) -> None:
-        self.problems.append((self.key(name), message))
-
-    def text(self, name: str, default: str | None = None, *, required: bool = False,
-             choices: Sequence[str] = (), pattern: re.Pattern[str] | None = None, hint: str = "") -> str | None:
-        value = self.config.get(name)
-        if value is None or value == "":
-            if required:
-                self.fail(name, f"is required ({hint or 'pulumi config set ' + name + ' …'})")
-            return default
-        if choices and value not in choices:
-            self.fail(name, f"must be one of {', '.join(choices)}, not {value!r}")
-            return default
-        if pattern is not None and not pattern.match(value):
-            self.fail(name, f"{value!r} is not {hint}")
-            return default
-        return value
-
-    def integer(self, name: str, default: int, minimum: int = 0) -> int:
-        raw = self.config.get(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            self.fail(name, f"must be an integer, not {raw!r}")
-            return default
-        if value < minimum:
-            self.fail(name, f"must be at least {minimum}")
-            return default
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        raw = self.config.get(name)
-        if raw is None:
-            return default
-        if raw.lower() in ("true", "false"):
-            return raw.lower() == "true"
-        self.fail(name, f"must be true or false, not {raw!r}")
-        return default
-
-    def obj(self, name: str, default: Any) -> Any:
-        try:
-            value = self.config.get_object(name)
-        except pulumi.ConfigTypeError:
-            self.fail(name, "must be JSON (pulumi config set --path, or a JSON value)")
-            return default
-        return default if value is None else value
-
-    def secret(self, name: str, *, required: bool, hint: str) -> pulumi.Output[str] | None:
-        if self.config.get(name) in (None, ""):
-            if required:
-                self.fail(name, f"is required: pulumi config set --secret {name} … ({hint})")
-            return None
-        if not pulumi.runtime.is_config_secret(self.key(name)):
-            self.fail(name, f"is stored in plain text in the stack file: set it again with "
-                            f"`pulumi config set --secret {name} …`")
-            return None
-        return self.config.require_secret(name)
-
-
-def _cidrs(reader: _Reader, name: str) -> tuple[str, ...]:
-    raw = reader.obj(name, [])
+def _listed(stack: StackConfig, name: str) -> list[Any] | None:
+    """A list, or text of comma-separated items (`pulumi config set vins "A, B"` as JSON text)."""
+    raw = stack.obj(name, [])
     if isinstance(raw, str):
         raw = [part.strip() for part in raw.split(",") if part.strip()]
-    if not isinstance(raw, list) or not raw:
-        reader.fail(name, "is required: the CIDRs that may reach SSH and the Kubernetes API, "
-                          "e.g. pulumi config set --path 'adminCidrs[0]' 203.0.113.7/32")
+    return raw if isinstance(raw, list) else None
+
+
+def _cidr(item: Any) -> str:
+    try:
+        network = ipaddress.ip_network(str(item), strict=False)
+    except ValueError:
+        raise ConfigError("adminCidrs", f"expected CIDRs such as 203.0.113.7/32 or 2001:db8::/64, "
+                          f"got {show(item)}") from None
+    if network.prefixlen == 0:
+        raise ConfigError("adminCidrs", f"expected your own addresses, got {show(item)}, which opens SSH "
+                          "and the Kubernetes API to the whole internet")
+    return str(network)
+
+
+def _cidrs(stack: StackConfig, name: str) -> tuple[str, ...]:
+    raw = _listed(stack, name)
+    if not raw:
+        stack.fail(name, "missing: expected the CIDRs that may reach SSH and the Kubernetes API, "
+                         "e.g. pulumi config set --path 'adminCidrs[0]' 203.0.113.7/32")
         return ()
-    out: list[str] = []
-    for item in raw:
-        try:
-            network = ipaddress.ip_network(str(item), strict=False)
-        except ValueError:
-            reader.fail(name, f"{item!r} is not a CIDR (203.0.113.7/32, 2001:db8::/64)")
-            continue
-        if network.prefixlen == 0:
-            reader.fail(name, f"{item!r} opens SSH and the Kubernetes API to the whole internet; "
-                              "list your own addresses")
-            continue
-        out.append(str(network))
-    return tuple(out)
+    checked = [stack.check(lambda item=item: _cidr(item), None) for item in raw]
+    return tuple(c for c in checked if c is not None)
 
 
 def _number(value: Any) -> Any:
@@ -291,73 +230,88 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _fields(reader: _Reader) -> dict[str, dict[str, int | float]]:
-    raw = reader.obj("fields", {})
+_FIELD_KEYS = ("interval_seconds", "minimum_delta", "resend_interval_seconds")
+
+
+def _field(fields: Reader, name: str) -> dict[str, int | float]:
+    key = fields.key(name)
+    if not _FIELD.match(name):
+        raise ConfigError(key, "expected a field name (vehicle_data.proto Field enum, e.g. VehicleSpeed)")
+    value = fields.data[name]
+    item = {key: _number(v) for key, v in value.items()} if isinstance(value, dict) else \
+        {"interval_seconds": _number(value)}
+    interval = item.get("interval_seconds")
+    if type(interval) is not int or interval < 1:
+        raise ConfigError(key, 'expected a whole number of seconds of at least 1, or {"interval_seconds": N, …}, '
+                          f"got {show(value, key)}")
+    unknown = sorted(set(item) - set(_FIELD_KEYS))
+    if unknown:
+        raise ConfigError(key, f"unknown keys {', '.join(unknown)}{suggest(unknown[0], _FIELD_KEYS)}; expected "
+                          f"{alternatives(_FIELD_KEYS)}")
+    return dict(item)
+
+
+def _fields(stack: StackConfig) -> dict[str, dict[str, int | float]]:
+    raw = stack.obj("fields", {})
     if not isinstance(raw, dict):
-        reader.fail("fields", "must be an object: field name → seconds, or → {interval_seconds, …}")
+        stack.fail("fields", "expected an object: field name → seconds, or → {interval_seconds, …}, "
+                             f"got {show(raw)}")
+        return {}
+    fields = stack.section("fields")
+    if fields is None:
         return {}
     out: dict[str, dict[str, int | float]] = {}
-    for name, value in raw.items():
-        if not _FIELD.match(str(name)):
-            reader.fail("fields", f"{name!r} is not a field name (vehicle_data.proto Field enum, e.g. VehicleSpeed)")
-            continue
-        item = {"interval_seconds": value} if not isinstance(value, dict) else value
-        item = {key: _number(v) for key, v in item.items()}
-        interval = item.get("interval_seconds")
-        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-            reader.fail("fields", f"{name}: give a whole number of seconds ≥ 1, or {{\"interval_seconds\": N, …}}")
-            continue
-        unknown = set(item) - {"interval_seconds", "minimum_delta", "resend_interval_seconds"}
-        if unknown:
-            reader.fail("fields", f"{name}: unknown keys {', '.join(sorted(unknown))}")
-            continue
-        out[str(name)] = dict(item)
+    for name in fields.data:
+        item = stack.check(lambda name=name: _field(fields, str(name)), None)
+        if item is not None:
+            out[str(name)] = item
     return out
 
 
-def _vins(reader: _Reader) -> tuple[str, ...]:
-    raw = reader.obj("vins", [])
-    if isinstance(raw, str):
-        raw = [part.strip() for part in raw.split(",") if part.strip()]
-    if not isinstance(raw, list):
-        reader.fail("vins", "must be a list of VINs")
+def _vins(stack: StackConfig) -> tuple[str, ...]:
+    raw = _listed(stack, "vins")
+    if raw is None:
+        stack.fail("vins", f"expected a list of VINs, got {show(stack.obj('vins', None))}")
         return ()
     bad = [v for v in raw if not isinstance(v, str) or not _VIN.match(v)]
     if bad:
-        reader.fail("vins", f"not VINs (17 upper-case letters and digits): {', '.join(map(str, bad))}")
+        stack.fail("vins", "expected VINs (17 upper-case letters and digits), got "
+                           f"{', '.join(show(v) for v in bad)}")
     return tuple(v for v in raw if isinstance(v, str) and _VIN.match(v))
 
 
-def _vehicle_ca(reader: _Reader) -> str:
+def _vehicle_ca(stack: StackConfig) -> str:
     """The vehicles' CA bundle: PEM text holding at least one certificate and no private key."""
-    hint = ("the vehicle CA bundle the reference server's repository publishes as config/files/prod_ca.crt: "
-            "pulumi config set vehicleCa \"$(cat prod_ca.crt)\"")
-    value = reader.text("vehicleCa", required=True, hint=hint)
+    hint = ("the vehicles' CA bundle, which is required: the reference server's repository publishes it as "
+            "config/files/prod_ca.crt; pulumi config set vehicleCa \"$(cat prod_ca.crt)\"")
+    value = stack.text("vehicleCa", required=True, hint=hint)
     if value is None:
         return ""
     if "PRIVATE KEY" in value:
-        reader.fail("vehicleCa", "holds a private key: it is stored in a ConfigMap, which is not secret; "
-                                 "give the CA certificates only")
+        stack.fail("vehicleCa", "expected CA certificates only, got text that holds a private key (not shown): "
+                                "it would be stored in a ConfigMap, which is not secret")
         return ""
     try:
         x509.load_pem_x509_certificates(value.encode())
     except ValueError:
-        reader.fail("vehicleCa", f"holds no readable PEM certificate; give {hint}")
+        stack.fail("vehicleCa", f"expected {hint.replace(', which is required', '')}, got {show(value)}, "
+                                "which holds no readable PEM certificate")
         return ""
     return value
 
 
-def _address(reader: _Reader, name: str, version: int, required: bool) -> str | None:
-    value = reader.text(name, required=required, hint=f"the public IPv{version} address vehicles reach")
+def _address(stack: StackConfig, name: str, version: int, required: bool) -> str | None:
+    value = stack.text(name, required=required, hint=f"the public IPv{version} address vehicles reach")
     if value is None:
         return None
     try:
         parsed = ipaddress.ip_address(value)
     except ValueError:
-        reader.fail(name, f"{value!r} is not an IP address")
+        stack.fail(name, f"expected an IP address, got {show(value)}")
         return None
     if parsed.version != version or not is_public_address(str(parsed)):
-        reader.fail(name, f"{value!r} is not a public IPv{version} address (vehicles cannot reach private ones)")
+        stack.fail(name, f"expected a public IPv{version} address (vehicles cannot reach private ones), "
+                         f"got {show(value)}")
         return None
     return str(parsed)
 
@@ -365,7 +319,7 @@ def _address(reader: _Reader, name: str, version: int, required: bool) -> str | 
 def load_settings(config: pulumi.Config | None = None,
                   on_warning: Callable[[str], None] = pulumi.log.warn) -> StackSettings:
     """Read and check the stack's config (namespace `fleetwire`); raise SettingsError listing every problem."""
-    reader = _Reader(config or pulumi.Config("fleetwire"))
+    reader = StackConfig(config or pulumi.Config("fleetwire"))
     cloud = reader.text("cloud", required=True, choices=CLOUDS,
                         hint="linode, aws or existing") or "existing"
     hostname = reader.text("hostname", required=True, pattern=_HOSTNAME,
@@ -393,16 +347,17 @@ def load_settings(config: pulumi.Config | None = None,
                 image=reader.text("nodeImage"), k3s_version=reader.text("k3sVersion"))
     else:
         kubeconfig = reader.secret("kubeconfig", required=True,
-                                   hint="pulumi config set --secret kubeconfig \"$(cat ~/.kube/config)\"")
+                                   hint="the cluster's kubeconfig, e.g. \"$(cat ~/.kube/config)\"")
 
     dns_provider = reader.text("dnsProvider", _DEFAULT_DNS.get(cloud), choices=DNS_PROVIDERS)
     if dns_provider is None:
-        reader.fail("dnsProvider", "is required with cloud existing: cloudflare, linode, route53 or none")
+        reader.fail("dnsProvider", "missing: expected cloudflare, linode, route53 or none with cloud existing "
+                                    "(pulumi config set dnsProvider …)")
         dns_provider = "none"
     default_zone = _PSL.privatesuffix(hostname) if hostname else None
     zone = reader.text("dnsZone", default_zone or "")
     if zone and hostname and hostname != zone and not hostname.endswith("." + zone):
-        reader.fail("dnsZone", f"{hostname!r} is not inside the zone {zone!r}")
+        reader.fail("dnsZone", f"expected the DNS zone that holds {hostname}, got {show(zone)}")
     dns = DnsSettings(provider=dns_provider, zone=zone or "", zone_id=reader.text("dnsZoneId"),
                       publish_ipv6=reader.boolean("ipv6", False))
 
@@ -424,7 +379,7 @@ def load_settings(config: pulumi.Config | None = None,
     client_id = reader.text("fleetApiClientId")
     vins = _vins(reader)
     if vins and client_id is None:
-        reader.fail("fleetApiClientId", "is required to configure vins: the operator pushes their "
+        reader.fail("fleetApiClientId", "missing: expected the app's client ID, which vins need: the operator pushes their "
                                         "configuration through the Fleet API")
     need_fleet = client_id is not None
     telemetry = TelemetrySettings(

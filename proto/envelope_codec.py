@@ -1,4 +1,10 @@
-"""Sans-I/O codec for the FlatBuffers envelope every vehicle frame travels in.
+"""Sans-I/O codec for the FlatBuffers envelope (`envelope.fbs`) every vehicle frame travels in.
+
+Both ends of the wire use it, so it sits beside the schema and imports nothing of either:
+the server decodes frames (`decode_frame`) and answers them (`encode_ack`,
+`encode_error`); a vehicle, such as the simulator in `sim/`, writes frames
+(`encode_stream`) and reads the answers (`decode_reply`). The generated modules in
+`envelope/` are the schema's reference reading, used by tests, not by this codec.
 
 Every vehicle message passes through `decode_frame` and, usually, `encode_ack`, so both
 work on the FlatBuffers binary layout directly with precompiled `struct` readers: the

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import ssl
 from collections.abc import Callable, Mapping
@@ -18,9 +17,10 @@ from picows import ws_create_server
 from prometheus_client import start_http_server
 
 from fleetwire.server.config import ConfigError, ServerConfig
-from fleetwire.server.dispatchers.base import Dispatcher, DispatchQueue
+from fleetwire.server.dispatch import Dispatcher
+from fleetwire.server.dispatch_queue import DispatchQueue
 from fleetwire.server.dispatchers.registry import build_queues
-from fleetwire.server.handshake import LOG_INTERVAL_ENV, SUPPRESS_ENV, log_interval, suppress_logging
+from fleetwire.server.environment import ServerEnvironment, read_environment
 from fleetwire.server.metrics import QueueMetrics, ServerMetrics
 from fleetwire.server.session import RateLimit, Route, Router
 from fleetwire.server.tls import CertificateReloader, server_context
@@ -75,8 +75,11 @@ class TelemetryServer:
         *,
         dispatchers: dict[str, Dispatcher] | None = None,
         metrics: ServerMetrics | None = None,
+        environment: ServerEnvironment | None = None,
     ) -> None:
         self.config = config
+        # None: read the process's at start (`environment.read_environment`).
+        self.environment = environment
         self.metrics = metrics or ServerMetrics()
         self.queues = build_queues(config, dispatchers, observer=QueueMetrics(self.metrics))
         self.ssl_context: ssl.SSLContext | None = None
@@ -100,14 +103,7 @@ class TelemetryServer:
                 "required: fleetwire ships no copy of the vehicles' CAs; name a PEM file holding them "
                 "(the reference server's repository publishes config/files/prod_ca.crt)",
             )
-        try:
-            quiet = suppress_logging(os.environ)
-        except ValueError as exc:
-            raise ConfigError(SUPPRESS_ENV, str(exc)) from None
-        try:
-            interval = log_interval(os.environ)
-        except ValueError as exc:
-            raise ConfigError(LOG_INTERVAL_ENV, str(exc)) from None
+        env = self.environment if self.environment is not None else read_environment()
         self.ssl_context = server_context(tls.server_cert, tls.server_key, tls.ca_file)
         for queue in self.queues.values():
             await queue.start()
@@ -131,7 +127,7 @@ class TelemetryServer:
         )
         self._servers.append(server)
         vehicles_port = server.sockets[0].getsockname()[1]
-        self._watch_handshakes(vehicles_port, quiet, interval)
+        self._watch_handshakes(vehicles_port, env.suppress_handshake_logging, env.handshake_log_interval)
         status_port = None
         if cfg.status_port is not None:
             status = await asyncio.start_server(_status_handler, cfg.host, cfg.status_port)

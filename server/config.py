@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetwire.proto.record_types import RECORD_TYPES
+from fleetwire.server.environment import process_environment
 from fleetwire.server.dispatchers.registry import BACKENDS, parse_backend_settings, unavailable_reason
 from fleetwire.strictjson import ConfigError, Reader, suggest
 
@@ -109,7 +110,7 @@ class VinPolicy:
 
 @dataclass(frozen=True, slots=True)
 class DispatchConfig:
-    """The queue in front of every dispatcher (see `dispatchers.base.DispatchQueue`)."""
+    """The queue in front of every dispatcher (see `dispatch_queue.DispatchQueue`)."""
 
     queue_size: int = DEFAULT_QUEUE_SIZE
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -183,9 +184,10 @@ def parse_config(
 ) -> tuple[ServerConfig, list[str]]:
     """Check a decoded configuration; returns it with the warnings worth showing the user.
 
-    `env` is the environment some backends read (default: the process's).
+    `env` is the environment some backends and `{"env": ...}` secrets read (default: the
+    process's, see `environment`).
     """
-    root = Reader(data, "", [], base_dir, env)
+    root = Reader(data, "", [], base_dir, process_environment() if env is None else env)
     root.known(_TOP_LEVEL_KEYS)
     warnings = root.warnings
 

@@ -11,17 +11,13 @@ from __future__ import annotations
 import collections
 import math
 import ssl
-from collections.abc import Mapping
+
+from fleetwire.server.environment import SUPPRESS_ENV
 
 __all__ = [
-    "DEFAULT_LOG_INTERVAL",
-    "LOG_INTERVAL_ENV",
     "REASONS",
-    "SUPPRESS_ENV",
     "FailureSummary",
     "classify",
-    "log_interval",
-    "suppress_logging",
 ]
 
 # Metric label values, in the order a summary line lists them.
@@ -36,9 +32,6 @@ REASONS = (
     "other",  # any other TLS failure: no common protocol version or cipher, …
 )
 
-SUPPRESS_ENV = "SUPPRESS_TLS_HANDSHAKE_ERROR_LOGGING"
-LOG_INTERVAL_ENV = "FLEETWIRE_TLS_HANDSHAKE_LOG_INTERVAL"
-DEFAULT_LOG_INTERVAL = 60.0
 
 # OpenSSL's reason codes (`SSLError.reason`) of bytes that are not TLS at all.
 _NOT_TLS = frozenset({
@@ -92,39 +85,6 @@ def classify(exc: BaseException | type[BaseException]) -> str | None:
     if issubclass(kind, (ConnectionResetError, BrokenPipeError, EOFError)):
         return "closed_before_handshake"
     return "other"
-
-
-_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-
-
-def suppress_logging(environ: Mapping[str, str]) -> bool:
-    """Whether `SUPPRESS_TLS_HANDSHAKE_ERROR_LOGGING` asks for silence.
-
-    The reference server parses it as a Go boolean and refuses to start on any other
-    value; so does this one (an empty value counts as unset). Only the log line is
-    suppressed: failures are still counted.
-    """
-    value = environ.get(SUPPRESS_ENV, "")
-    if value == "" or value in _FALSE:
-        return False
-    if value in _TRUE:
-        return True
-    raise ValueError(f"{value!r} is not a boolean: use true or false (or 1/0, t/f, TRUE/FALSE, True/False)")
-
-
-def log_interval(environ: Mapping[str, str]) -> float:
-    """Seconds between two summary lines (`FLEETWIRE_TLS_HANDSHAKE_LOG_INTERVAL`, default 60)."""
-    value = environ.get(LOG_INTERVAL_ENV, "")
-    if value == "":
-        return DEFAULT_LOG_INTERVAL
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{value!r} is not a positive number of seconds")
-    return seconds
 
 
 class FailureSummary:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fleetwire.server.dispatchers.base import Record
+    from fleetwire.server.records import Record
 
 __all__ = ["KEYS", "metadata", "metadata_headers"]
 

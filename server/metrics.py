@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fleetwire.server.dispatchers.base import Record, render_problems
+from fleetwire.server.records import Record, render_problems
 from fleetwire.server.handshake import REASONS as HANDSHAKE_REASONS
 
 

@@ -21,11 +21,11 @@ reference fails the whole record); `+`, `#` and NUL in a topic segment become `_
 reference's publish would be refused by the broker); a field number newer than the
 schema is published at ``.../v/UnknownField_<n>`` (the reference collapses them all onto
 one empty name) and a value of a variant newer than the schema as
-``{"number": 61, "value": .., "wireType": "varint"}`` (`protojson.unknown_value`; the
+``{"number": 61, "value": .., "wireType": "varint"}`` (`protojson_values.unknown_value`; the
 reference publishes nothing); a timestamp beyond year 9999 is
 ``{"nanos": .., "seconds": ".."}``. Nothing in a record stops its other messages, nor
 the batch's other records: what cannot be printed is printed raw and counted
-(`base.RenderProblems`).
+(`records.RenderProblems`).
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from fleetwire.server.dispatchers.base import Record
-from fleetwire.server.protojson import raw_timestamp, render, unknown_value
+from fleetwire.server.records import Record
+from fleetwire.server.protojson_render import render
+from fleetwire.server.protojson_values import raw_timestamp, unknown_value
 from fleetwire.server.records import field_name
 
 _dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode

@@ -21,278 +21,81 @@ One deliberate difference: a message made of one oneof and nothing else (a recor
 prints that field as `{"unknownValue": {"number", "wireType", "value"}}` (see
 `unknown_value`) where json_format prints `{}`, so a newer vehicle's data is not lost.
 
-`render` never raises: what json_format refuses (a timestamp past year 9999, nanos out
-of range, a closed enum's unknown number) is printed raw, and reported, so one bad
-value costs neither its record nor its batch.
+Printing one value: `protojson_values`; printing what this refuses: `protojson_render`.
 """
 
 from __future__ import annotations
 
-import binascii
-import datetime
 import keyword
 import math
-import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.descriptor import (
-    Descriptor,
-    EnumDescriptor,
-    FieldDescriptor,
-    OneofDescriptor,
-)
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, OneofDescriptor
 from google.protobuf.json_format import SerializeToJsonError
 from google.protobuf.message import Message
-from google.protobuf.unknown_fields import UnknownFieldSet
 
-__all__ = ["message_to_dict", "print_double", "print_float", "raw_timestamp", "render", "unknown_value"]
+from fleetwire.server.protojson_values import (
+    DELEGATED,
+    FLOAT_TYPES,
+    INT64_TYPES,
+    TIMESTAMP,
+    TO_JSON_STRING,
+    WRAPPERS_FILE,
+    ClosedEnumNames,
+    Converter,
+    OpenEnumNames,
+    default_value,
+    delegate,
+    each,
+    enum_names,
+    is_map,
+    map_converter,
+    may_raise,
+    print_bytes,
+    print_double,
+    print_float,
+    print_timestamp,
+    to_json_string,
+    unknown_member_key,
+    unknown_value,
+)
 
-Converter = Callable[[Any], Any]
+__all__ = ["converter_for", "message_to_dict", "single_converter"]
 
 _FD = FieldDescriptor
-_INT64_TYPES = frozenset({_FD.CPPTYPE_INT64, _FD.CPPTYPE_UINT64})
-_FLOAT_TYPES = frozenset({_FD.CPPTYPE_FLOAT, _FD.CPPTYPE_DOUBLE})
-_NAN = "NaN"
-_INFINITY = "Infinity"
-_NEG_INFINITY = "-Infinity"
-
-# json_format's Timestamp range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
-_TIMESTAMP_SECONDS_MIN = -62135596800
-_TIMESTAMP_SECONDS_MAX = 253402300799
-_EPOCH = datetime.datetime(1970, 1, 1)
-_timedelta = datetime.timedelta
-# "YYYY-MM-DDTHH:MM:SS" by seconds since the epoch: records' timestamps are nearly all
-# "now", so the calendar arithmetic is done about once a second. Bounded, cleared when full.
-_second_texts: dict[int, str] = {}
-_SECOND_TEXTS_MAX = 4096
-
-_F32 = struct.Struct("<f")
-_f32_pack = _F32.pack
-_f32_unpack = _F32.unpack
-# ToShortestFloat's precisions: 6 significant digits at least, and 9 round-trip any float32.
-_FLOAT_FORMATS = (".6g", ".7g", ".8g")
-_FLOAT_FORMAT_MAX = ".9g"
-
-_TIMESTAMP = "google.protobuf.Timestamp"
-# Printed by their own ToJsonString, as json_format does.
-_TO_JSON_STRING = frozenset({"google.protobuf.Duration", "google.protobuf.FieldMask"})
-# Printed by a walk of json_format's own (Any's embedded message, Struct's dynamic
-# values); rare in records, so they are handed to it.
-_DELEGATED = frozenset({
-    "google.protobuf.Any",
-    "google.protobuf.Struct",
-    "google.protobuf.Value",
-    "google.protobuf.ListValue",
-})
-# Types whose conversion may raise ValueError, which the enclosing message reports
-# as SerializeToJsonError naming the field.
-_MAY_RAISE = _DELEGATED | _TO_JSON_STRING | {_TIMESTAMP}
-_WRAPPERS_FILE = "google/protobuf/wrappers.proto"
 
 
-def _double(value: float) -> float | str:
-    """A double prints as itself unless JSON has no number for it."""
-    if value - value == 0.0:  # false for ±inf (inf - inf is NaN) and NaN alike
-        return value
-    if value != value:
-        return _NAN
-    return _INFINITY if value > 0.0 else _NEG_INFINITY
-
-
-def _float(value: float) -> float | str:
-    """A float32 prints as json_format's ToShortestFloat prints it: the fewest significant
-    digits, 6 at least, that read back as the same float32."""
-    if value - value != 0.0:
-        return _double(value)
-    for spec in _FLOAT_FORMATS:
-        rounded = float(format(value, spec))
-        if _f32_unpack(_f32_pack(rounded))[0] == value:
-            return rounded
-    return float(format(value, _FLOAT_FORMAT_MAX))
-
-
-print_double = _double
-print_float = _float
-
-
-def _bytes(value: bytes) -> str:
-    return binascii.b2a_base64(value, newline=False).decode("ascii")
-
-
-def _timestamp(timestamp: Any) -> str:
-    """RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits, as Timestamp.ToJsonString."""
-    seconds = timestamp.seconds
-    nanos = timestamp.nanos
-    text = _second_texts.get(seconds)
-    if text is None or not 0 <= nanos < 1_000_000_000:
-        if not (_TIMESTAMP_SECONDS_MIN <= seconds <= _TIMESTAMP_SECONDS_MAX and 0 <= nanos < 1_000_000_000):
-            return timestamp.ToJsonString()  # raises json_format's ValueError for this timestamp
-        if len(_second_texts) >= _SECOND_TEXTS_MAX:
-            _second_texts.clear()
-        text = _second_texts[seconds] = (_EPOCH + _timedelta(0, seconds)).isoformat()
-    if not nanos:
-        return text + "Z"
-    if not nanos % 1_000_000:
-        return "%s.%03dZ" % (text, nanos // 1_000_000)
-    if not nanos % 1_000:
-        return "%s.%06dZ" % (text, nanos // 1_000)
-    return "%s.%09dZ" % (text, nanos)
-
-
-def _to_json_string(message: Any) -> str:
-    return message.ToJsonString()
-
-
-def _delegate(message: Message) -> Any:
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-
-
-# --- fields the schema does not know -------------------------------------------------------------
-
-_WIRE_TYPES = {0: "varint", 1: "fixed64", 2: "bytes", 3: "group", 5: "fixed32"}
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_F64 = struct.Struct("<d")
-
-
-def _unknown_field(field: Any) -> dict[str, Any]:
-    wire_type = field.wire_type
-    data = field.data
-    out: dict[str, Any] = {"number": field.field_number, "wireType": _WIRE_TYPES.get(wire_type, str(wire_type))}
-    if wire_type == 2:
-        out["value"] = _bytes(data)
-    elif wire_type == 3:
-        out["value"] = [_unknown_field(inner) for inner in data]
-    else:
-        out["value"] = data
-        # Fixed widths are most likely a float or double: their reading saves decoding by hand.
-        if wire_type == 5:
-            out["float"] = _float(_f32_unpack(_U32.pack(data))[0])
-        elif wire_type == 1:
-            out["double"] = _double(_F64.unpack(_U64.pack(data))[0])
-    return out
-
-
-def unknown_value(message: Message) -> dict[str, Any] | None:
-    """The last field of `message` that its schema does not know, or None if there is none.
-
-    Shaped `{"number": 61, "wireType": "varint", "value": 3}`. `value` is the raw content:
-    varint, fixed32 and fixed64 as unsigned integers (a fixed32 also read as "float", a
-    fixed64 as "double"), bytes in base64, a group as a list of such objects. The last
-    one, because a oneof keeps the last member it reads.
-    """
-    fields = UnknownFieldSet(message)
-    count = len(fields)
-    return _unknown_field(fields[count - 1]) if count else None
-
-
-def _unknown_member_key(oneof: OneofDescriptor) -> str:
-    return "unknown" + "".join(part[:1].upper() + part[1:] for part in oneof.name.split("_"))
-
-
-class _EnumNames(dict[int, Any]):
-    """Number → name of one enum type."""
-
-
-class _OpenEnumNames(_EnumNames):
-    """An open enum's unknown numbers print as themselves."""
-
-    def __missing__(self, number: int) -> int:
-        return number
-
-
-class _ClosedEnumNames(_EnumNames):
-    """json_format refuses a closed enum's unknown numbers."""
-
-    def __missing__(self, number: int) -> Any:
-        raise SerializeToJsonError("Enum field contains an integer value which can not mapped to an enum value.")
-
-
-def _none(_value: Any) -> None:
-    return None
-
-
-def _enum(enum_type: EnumDescriptor) -> Converter:
-    if enum_type.full_name == "google.protobuf.NullValue":
-        return _none
-    names: _EnumNames = _ClosedEnumNames() if enum_type.is_closed else _OpenEnumNames()
-    for value in enum_type.values:  # aliases: a number's first name, as values_by_number has it
-        names.setdefault(value.number, value.name)
-    return names.__getitem__
-
-
-def _each(convert: Converter) -> Converter:
-    def convert_all(values: Iterable[Any]) -> list[Any]:
-        return list(map(convert, values))
-
-    return convert_all
-
-
-def _map_key(key: Any) -> str:
-    if key.__class__ is bool:
-        return "true" if key else "false"
-    return str(key)
-
-
-def _map(key_field: FieldDescriptor, value_convert: Converter | None) -> Converter:
-    """Keys in the map's iteration order, as json_format walks it (`items()` of a upb map
-    is the generic Mapping mixin's, slower than subscripting)."""
-    if key_field.cpp_type == _FD.CPPTYPE_STRING:
-        if value_convert is None:
-            return lambda entries: {key: entries[key] for key in entries}
-        return lambda entries: {key: value_convert(entries[key]) for key in entries}
-    if value_convert is None:
-        return lambda entries: {_map_key(key): entries[key] for key in entries}
-    return lambda entries: {_map_key(key): value_convert(entries[key]) for key in entries}
-
-
-def _is_map(field: FieldDescriptor) -> bool:
-    message_type = field.message_type
-    return message_type is not None and message_type.GetOptions().map_entry
-
-
-def _single_converter(field: FieldDescriptor, pending: dict[Descriptor, Converter]) -> Converter | None:
+def single_converter(field: FieldDescriptor, pending: dict[Descriptor, Converter]) -> Converter | None:
+    """How one value of `field` prints (an item, for a repeated field); None: as it is.
+    `pending` holds the message types being planned."""
     cpp_type = field.cpp_type
     if cpp_type == _FD.CPPTYPE_MESSAGE:
         return _message_converter(field.message_type, pending)
     if cpp_type == _FD.CPPTYPE_ENUM:
-        return _enum(field.enum_type)
+        return enum_names(field.enum_type)
     if cpp_type == _FD.CPPTYPE_STRING:
-        return _bytes if field.type == _FD.TYPE_BYTES else None
-    if cpp_type in _INT64_TYPES:
+        return print_bytes if field.type == _FD.TYPE_BYTES else None
+    if cpp_type in INT64_TYPES:
         return str
     if cpp_type == _FD.CPPTYPE_DOUBLE:
-        return _double
+        return print_double
     if cpp_type == _FD.CPPTYPE_FLOAT:
-        return _float
+        return print_float
     return None  # bool and the 32-bit integers
 
 
 def _field_converter(field: FieldDescriptor, pending: dict[Descriptor, Converter]) -> Converter | None:
     """How a field's value prints; None when it prints as it is."""
-    if _is_map(field):
+    if is_map(field):
         entry = field.message_type
-        value_convert = _single_converter(entry.fields_by_name["value"], pending)
-        return _map(entry.fields_by_name["key"], value_convert)
-    convert = _single_converter(field, pending)
+        value_convert = single_converter(entry.fields_by_name["value"], pending)
+        return map_converter(entry.fields_by_name["key"], value_convert)
+    convert = single_converter(field, pending)
     if field.is_repeated:
-        return list if convert is None else _each(convert)
+        return list if convert is None else each(convert)
     return convert
-
-
-def _may_raise(field: FieldDescriptor) -> bool:
-    message_type = field.message_type
-    if message_type is not None and _is_map(field):
-        message_type = message_type.fields_by_name["value"].message_type
-    return message_type is not None and message_type.full_name in _MAY_RAISE
-
-
-def _default(field: FieldDescriptor, convert: Converter | None) -> Any:
-    value = field.default_value
-    return value if convert is None else convert(value)
 
 
 # --- types walked with ListFields: extendable ones, whose extensions no attribute reaches, and
@@ -336,12 +139,12 @@ def _listed_converter(descriptor: Descriptor, pending: dict[Descriptor, Converte
         fields[field] = (field.json_name, field_convert)
         if field.has_presence:
             continue
-        if _is_map(field):
+        if is_map(field):
             defaults.append((field.json_name, None, dict))
         elif field.is_repeated:
             defaults.append((field.json_name, None, list))
         else:
-            defaults.append((field.json_name, _default(field, field_convert), None))
+            defaults.append((field.json_name, default_value(field, field_convert), None))
     return convert
 
 
@@ -367,10 +170,10 @@ def _oneofs_in_place(descriptor: Descriptor) -> bool:
 def _is_generated(descriptor: Descriptor) -> bool:
     full_name = descriptor.full_name
     return not (
-        full_name == _TIMESTAMP
-        or full_name in _TO_JSON_STRING
-        or full_name in _DELEGATED
-        or descriptor.file.name == _WRAPPERS_FILE
+        full_name == TIMESTAMP
+        or full_name in TO_JSON_STRING
+        or full_name in DELEGATED
+        or descriptor.file.name == WRAPPERS_FILE
         or descriptor.is_extendable
         or not _oneofs_in_place(descriptor)
     )
@@ -418,12 +221,12 @@ class _Writer:
         """The expression printing `value`, a local holding a singular value."""
         if convert is None:
             return value
-        if convert is _double:  # inlined: finite doubles, nearly all, print as themselves
-            return f"({value} if {value} - {value} == 0.0 else _double({value}))"
+        if convert is print_double:  # inlined: finite doubles, nearly all, print as themselves
+            return f"({value} if {value} - {value} == 0.0 else print_double({value}))"
         names = getattr(convert, "__self__", None)
-        if isinstance(names, _OpenEnumNames):  # a plain dict's get beats a subclass's subscript
+        if isinstance(names, OpenEnumNames):  # a plain dict's get beats a subclass's subscript
             return f"{self.constant('e', dict(names).get)}({value}, {value})"
-        if isinstance(names, _ClosedEnumNames):
+        if isinstance(names, ClosedEnumNames):
             return f"{self.constant('e', names)}[{value}]"
         return f"{self.constant('c', convert)}({value})"
 
@@ -437,7 +240,7 @@ class _Writer:
 def _inlined(field: FieldDescriptor, stack: tuple[Descriptor, ...]) -> Descriptor | None:
     """The message type to write out in place for this field, if any."""
     child = field.message_type
-    if child is None or _is_map(field) or child in stack or len(stack) > _INLINE_DEPTH:
+    if child is None or is_map(field) or child in stack or len(stack) > _INLINE_DEPTH:
         return None
     return child if _is_generated(child) else None
 
@@ -466,15 +269,15 @@ def _write_oneof(w: _Writer, oneof: OneofDescriptor, message: str, js: str, inde
     which, name, convert, value = w.name("w"), w.name("n"), w.name("c"), w.name("x")
     w.line(indent, f"{which} = {message}.WhichOneof({oneof.name!r})")
     w.line(indent, f"if {which} is not None:")
-    if any(_may_raise(field) for field in oneof.fields):
+    if any(may_raise(field) for field in oneof.fields):
         w.mark(indent + 1, which)
     w.line(indent + 1, f"{name}, {convert} = {table}[{which}]")
     w.line(indent + 1, f"{value} = getattr({message}, {which})")
     w.line(indent + 1, f"if {convert} is None:")
     w.line(indent + 2, f"{js}[{name}] = {value}")
-    if any(convert is _double for _, convert in members.values()):
-        w.line(indent + 1, f"elif {convert} is _double:")
-        w.line(indent + 2, f"{js}[{name}] = {w.printed(_double, value)}")
+    if any(convert is print_double for _, convert in members.values()):
+        w.line(indent + 1, f"elif {convert} is print_double:")
+        w.line(indent + 2, f"{js}[{name}] = {w.printed(print_double, value)}")
     w.line(indent + 1, "else:")
     w.line(indent + 2, f"{js}[{name}] = {convert}({value})")
     if len(oneof.fields) == len(oneof.containing_type.fields):
@@ -483,7 +286,7 @@ def _write_oneof(w: _Writer, oneof: OneofDescriptor, message: str, js: str, inde
         w.line(indent, "else:")
         w.line(indent + 1, f"{unknown} = _unknown_value({message})")
         w.line(indent + 1, f"if {unknown} is not None:")
-        w.line(indent + 2, f"{js}[{_unknown_member_key(oneof)!r}] = {unknown}")
+        w.line(indent + 2, f"{js}[{unknown_member_key(oneof)!r}] = {unknown}")
 
 
 def _write_field(
@@ -513,16 +316,16 @@ def _write_field(
             return []
         value = w.name("x")
         w.line(indent, f"if {message}.HasField({field.name!r}):")
-        if _may_raise(field):
+        if may_raise(field):
             w.mark(indent + 1, repr(field.name))
         w.line(indent + 1, f"{value} = {attribute}")
         w.line(indent + 1, f"{js}[{key}] = {w.printed(_field_converter(field, w.pending), value)}")
         return []
     value = w.name("v")
     w.line(indent, f"{value} = {attribute}")
-    if _is_map(field) or field.is_repeated:
+    if is_map(field) or field.is_repeated:
         w.line(indent, f"if {value}:")
-        if _may_raise(field):
+        if may_raise(field):
             w.mark(indent + 1, repr(field.name))
         if child is not None:
             items, append, sub, sub_js = w.name("l"), w.name("a"), w.name("m"), w.name("js")
@@ -534,13 +337,13 @@ def _write_field(
             w.lines.extend((indent + 2 + depth, text) for depth, text in sub_tail)
             w.line(indent + 2, f"{append}({sub_js})")
             w.line(indent + 1, f"{js}[{key}] = {items}")
-        elif _is_map(field):
+        elif is_map(field):
             w.line(indent + 1, f"{js}[{key}] = {w.printed(_field_converter(field, w.pending), value)}")
         else:
-            w.line(indent + 1, f"{js}[{key}] = {w.printed_each(_single_converter(field, w.pending), value)}")
-        return [(0, f"if not {value}:"), (1, f"{js}[{key}] = {{}}" if _is_map(field) else f"{js}[{key}] = []")]
+            w.line(indent + 1, f"{js}[{key}] = {w.printed_each(single_converter(field, w.pending), value)}")
+        return [(0, f"if not {value}:"), (1, f"{js}[{key}] = {{}}" if is_map(field) else f"{js}[{key}] = []")]
     convert = _field_converter(field, w.pending)
-    if field.cpp_type in _FLOAT_TYPES:
+    if field.cpp_type in FLOAT_TYPES:
         # upb lists a float at -0.0 as set (it compares bits), yet -0.0 is falsy.
         w.line(indent, f"if {value} or _copysign(1.0, {value}) < 0.0:")
         unset = f"if {key} not in {js}:"
@@ -548,12 +351,12 @@ def _write_field(
         w.line(indent, f"if {value}:")
         unset = f"if not {value}:"
     w.line(indent + 1, f"{js}[{key}] = {w.printed(convert, value)}")
-    return [(0, unset), (1, f"{js}[{key}] = {w.constant('d', _default(field, convert))}")]
+    return [(0, unset), (1, f"{js}[{key}] = {w.constant('d', default_value(field, convert))}")]
 
 
 def _generated_converter(descriptor: Descriptor, pending: dict[Descriptor, Converter]) -> Converter:
     namespace: dict[str, Any] = {
-        "_double": _double,
+        "print_double": print_double,
         "_unknown_value": unknown_value,
         "_copysign": math.copysign,
         "SerializeToJsonError": SerializeToJsonError,
@@ -595,13 +398,13 @@ def _message_converter(descriptor: Descriptor, pending: dict[Descriptor, Convert
     if convert is not None:
         return convert
     full_name = descriptor.full_name
-    if full_name == _TIMESTAMP:
-        convert = _timestamp
-    elif full_name in _TO_JSON_STRING:
-        convert = _to_json_string
-    elif full_name in _DELEGATED:
-        convert = _delegate
-    elif descriptor.file.name == _WRAPPERS_FILE:
+    if full_name == TIMESTAMP:
+        convert = print_timestamp
+    elif full_name in TO_JSON_STRING:
+        convert = to_json_string
+    elif full_name in DELEGATED:
+        convert = delegate
+    elif descriptor.file.name == WRAPPERS_FILE:
         unwrap = _field_converter(descriptor.fields_by_name["value"], pending)
         convert = (lambda wrapper: wrapper.value) if unwrap is None else (lambda wrapper: unwrap(wrapper.value))
     elif _is_generated(descriptor):
@@ -612,7 +415,7 @@ def _message_converter(descriptor: Descriptor, pending: dict[Descriptor, Convert
     return convert
 
 
-def _converter(descriptor: Descriptor) -> Converter:
+def converter_for(descriptor: Descriptor) -> Converter:
     """The function printing messages of this type, planned on first use."""
     convert = _converters.get(descriptor)
     if convert is None:
@@ -628,92 +431,4 @@ def message_to_dict(message: Message) -> Any:
     A dict for every message but the well-known types JSON prints as scalars or lists
     (Timestamp → str, wrappers → their value, ListValue → list, …), exactly as json_format.
     """
-    return _converter(message.DESCRIPTOR)(message)
-
-
-
-# --- rendering that never fails --------------------------------------------------------------------
-
-
-def raw_timestamp(timestamp: Any) -> dict[str, Any]:
-    """A Timestamp RFC 3339 cannot spell, as its fields (proto-JSON of a plain message)."""
-    return {"seconds": str(timestamp.seconds), "nanos": timestamp.nanos}
-
-
-def _where(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def _scalar(field: FieldDescriptor, value: Any, path: str, problems: list[str]) -> Any:
-    convert = _single_converter(field, {})
-    if convert is None:
-        return value
-    try:
-        return convert(value)
-    except Exception as exc:  # a closed enum's unknown number: printed as the number
-        problems.append(f"{path}: {exc}")
-        return value
-
-
-def _lenient_value(field: FieldDescriptor, value: Any, path: str, problems: list[str]) -> Any:
-    if field.message_type is None:
-        return _scalar(field, value, path, problems)
-    return _lenient(value, path, problems)
-
-
-def _lenient(message: Message, path: str, problems: list[str]) -> Any:
-    """`message_to_dict`, descending only into what it refuses, printing that raw."""
-    try:
-        return _converter(message.DESCRIPTOR)(message)
-    except Exception as exc:
-        failure = exc
-    descriptor = message.DESCRIPTOR
-    if descriptor.full_name == _TIMESTAMP:
-        problems.append(f"{path or descriptor.name}: {failure}")
-        return raw_timestamp(message)
-    if descriptor.full_name in _TO_JSON_STRING or descriptor.full_name in _DELEGATED:
-        problems.append(f"{path or descriptor.name}: {failure}")  # then printed as a plain message
-    js: dict[str, Any] = {}
-    for field, value in message.ListFields():
-        name = f"[{field.full_name}]" if field.is_extension else field.json_name
-        where = _where(path, name)
-        if _is_map(field):
-            value_field = field.message_type.fields_by_name["value"]
-            js[name] = {
-                _map_key(key): _lenient_value(value_field, value[key], f"{where}[{key!r}]", problems) for key in value
-            }
-        elif field.is_repeated:
-            js[name] = [_lenient_value(field, item, f"{where}[{i}]", problems) for i, item in enumerate(value)]
-        else:
-            js[name] = _lenient_value(field, value, where, problems)
-    for field in descriptor.fields:
-        if field.has_presence or field.json_name in js:
-            continue
-        if _is_map(field):
-            js[field.json_name] = {}
-        elif field.is_repeated:
-            js[field.json_name] = []
-        else:
-            js[field.json_name] = _scalar(field, field.default_value, _where(path, field.json_name), problems)
-    oneofs = descriptor.oneofs
-    if len(oneofs) == 1 and len(oneofs[0].fields) == len(descriptor.fields) and not js:
-        unknown = unknown_value(message)
-        if unknown is not None:
-            js[_unknown_member_key(oneofs[0])] = unknown
-    return js
-
-
-def render(message: Message) -> tuple[Any, list[str]]:
-    """`message_to_dict(message)` and [] — or, for a message it refuses, what could be
-    printed, with what could not printed raw (a timestamp as `raw_timestamp`, a closed
-    enum's number as itself), and one problem per such value ("createdAt: …")."""
-    problems: list[str] = []
-    try:
-        return _converter(message.DESCRIPTOR)(message), problems
-    except Exception:
-        pass
-    try:
-        return _lenient(message, "", problems), problems
-    except Exception as exc:  # nothing printable at all: say so rather than fail the batch
-        problems.append(f"{message.DESCRIPTOR.full_name}: {type(exc).__name__}: {exc}")
-        return {}, problems
+    return converter_for(message.DESCRIPTOR)(message)

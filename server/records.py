@@ -1,4 +1,5 @@
-"""Record decoding and transforms, free of I/O: protobuf bytes in, (message, bytes) out.
+"""Records: decoding and transforms, free of I/O (protobuf bytes in, (message, bytes) out),
+and `Record`, the decoded record every dispatcher receives.
 
 Every record the server dispatches passes through `decode_record`, so the common case
 (the vehicle already put its own VIN in the record and nothing needs rewriting) costs a
@@ -8,10 +9,14 @@ back the very bytes object it was given. Only a record that must change is re-en
 
 from __future__ import annotations
 
+import collections
 import json
+import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -23,7 +28,8 @@ from fleetwire.proto import (
     vehicle_error_pb2,
 )
 from fleetwire.proto.record_types import RECORD_TYPES
-from fleetwire.server.protojson import message_to_dict, render
+from fleetwire.server.protojson import message_to_dict
+from fleetwire.server.protojson_render import render
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -31,7 +37,9 @@ __all__ = [
     "LOCATION_FIELDS",
     "MILLISECONDS_THRESHOLD",
     "RECORD_TYPES",
+    "Record",
     "RecordError",
+    "RenderProblems",
     "connectivity_record",
     "decode_record",
     "field_name",
@@ -39,6 +47,7 @@ __all__ = [
     "parse_location",
     "render_dict",
     "render_json",
+    "render_problems",
     "to_dict",
     "to_json",
 ]
@@ -320,3 +329,84 @@ def field_name(number: int) -> str:
     (distinct per number, where the reference collapses them all onto "")."""
     name = _FIELD_NAMES.get(number)
     return name if name is not None else f"UnknownField_{number}"
+
+
+log = logging.getLogger("fleetwire.dispatch")
+
+
+@dataclass(slots=True)
+class Record:
+    """One decoded record on its way to the backends; shared by every dispatcher it goes to."""
+
+    record_type: str
+    vin: str
+    client_type: str
+    txid: str
+    connection_id: str
+    payload: bytes  # the re-encoded protobuf (VIN from the certificate)
+    message: Any  # the decoded protobuf message
+    created_at: float
+    received_at: float
+    client_version: str = ""  # the vehicle's `Version` header (metadata `device_client_version`)
+    _json: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _json_problems: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _render_reported: set[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def json(self, dispatcher: str | None = None) -> bytes:
+        """Compact one-line protobuf-JSON of `message`, computed once however many
+        dispatchers ask; never raises.
+
+        A value protobuf-JSON cannot print (a timestamp past year 9999, say) is printed
+        raw (see `protojson_render.render`); pass the dispatcher's name so that such a record is
+        counted and logged for it.
+        """
+        cached = self._json
+        if cached is None:
+            cached, self._json_problems = render_json(self.message)
+            self._json = cached
+        if self._json_problems and dispatcher is not None:
+            render_problems.report(dispatcher, self, self._json_problems)
+        return cached
+
+
+class RenderProblems:
+    """Records a dispatcher could not render in full, counted by (record type, dispatcher)
+    for `fleetwire_records_unrenderable_total` and logged at most once per `interval`
+    per dispatcher. Such a record is still published, degraded (a value printed raw);
+    only one whose encoding raised even alone is given up — never the rest of its batch:
+    one vehicle's bad value costs no one else's data.
+
+    Process-wide, like the log: every encoder reports here through `report`.
+    """
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._unlogged: collections.Counter[str] = collections.Counter()
+        self._next_log: dict[str, float] = {}
+
+    def report(self, dispatcher: str, record: Record, problems: Sequence[str]) -> None:
+        """Count `record` once for `dispatcher` (a retried batch is not counted again)."""
+        if not problems:
+            return
+        reported = record._render_reported
+        if reported is None:
+            reported = record._render_reported = set()
+        elif dispatcher in reported:
+            return
+        reported.add(dispatcher)
+        self.counts[(record.record_type, dispatcher)] += 1
+        self._unlogged[dispatcher] += 1
+        now = time.monotonic()
+        if now < self._next_log.get(dispatcher, 0.0):
+            return
+        self._next_log[dispatcher] = now + self.interval
+        count = self._unlogged.pop(dispatcher)
+        log.warning(
+            "%s: %d record(s) rendered with values printed raw (fleetwire_records_unrenderable_total; "
+            "logged at most every %.0f s); latest: %s record of %s (txid %s): %s",
+            dispatcher, count, self.interval, record.record_type, record.vin, record.txid, "; ".join(problems[:3]),
+        )
+
+
+render_problems = RenderProblems()

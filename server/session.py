@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from fleetwire.proto.record_types import RECORD_TYPES, SERVER_RECORD_TYPES
-from fleetwire.server.dispatchers.base import DispatchQueue, Record
+from fleetwire.server.dispatch_queue import DispatchQueue
+from fleetwire.server.records import Record
 from fleetwire.proto.envelope_codec import FrameError, decode_frame, encode_ack, encode_error
 from fleetwire.server.identity import Identity
 from fleetwire.server.metrics import ServerMetrics

@@ -31,7 +31,7 @@ from picows import (
 )
 
 from fleetwire.server.config import VinPolicy
-from fleetwire.server.dispatchers.base import DispatchQueue
+from fleetwire.server.dispatch_queue import DispatchQueue
 from fleetwire.proto.envelope_codec import MAX_MESSAGE_BYTES, encode_error
 from fleetwire.server.handshake import REASONS, FailureSummary, classify
 from fleetwire.server.identity import Identity, IdentityError, identify

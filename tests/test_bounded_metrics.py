@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleetwire.server.dispatchers.base import DispatchQueue
+from fleetwire.server.dispatch_queue import DispatchQueue
 from fleetwire.proto.envelope_codec import decode_reply, encode_stream
 from fleetwire.server.identity import Identity
 from fleetwire.server.metrics import ServerMetrics

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from fleetwire.server.dispatchers.base import (
-    Dispatcher,
-    DispatchError,
-    DispatchQueue,
-    Record,
-)
+from fleetwire.server.dispatch import Dispatcher, DispatchError
+from fleetwire.server.dispatch_queue import DispatchQueue
+from fleetwire.server.records import Record
 
 
 def record(n: int, record_type: str = "V") -> Record:

@@ -24,7 +24,8 @@ from conftest import RunningServer, ServerFactory
 from fleetwire.pki import make_ca, make_vehicle_cert, write_bundle
 from fleetwire.server import app
 from fleetwire.server.config import ConfigError
-from fleetwire.server.handshake import REASONS, FailureSummary, classify, log_interval, suppress_logging
+from fleetwire.server.environment import log_interval, suppress_logging
+from fleetwire.server.handshake import REASONS, FailureSummary, classify
 from fleetwire.server.transport import handshake_exception_handler
 from fleetwire.sim.vehicle import client_context
 from websockets.asyncio.client import connect

@@ -12,7 +12,8 @@ import pytest
 from fleetwire.proto import vehicle_connectivity_pb2, vehicle_data_pb2
 from fleetwire.server.config import parse_config
 from fleetwire.server.dispatchers import logger as logger_module
-from fleetwire.server.dispatchers.base import Dispatcher, DispatchError, Record
+from fleetwire.server.dispatch import Dispatcher, DispatchError
+from fleetwire.server.records import Record
 from fleetwire.server.dispatchers.logger import LoggerDispatcher
 from fleetwire.server.records import to_dict
 

@@ -14,7 +14,9 @@ import aiomqtt
 import pytest
 from conftest import Mosquitto, MosquittoFactory, free_port
 from fleetwire.proto import vehicle_alert_pb2, vehicle_connectivity_pb2, vehicle_data_pb2, vehicle_error_pb2
-from fleetwire.server.dispatchers.base import Dispatcher, DispatchError, DispatchQueue, Record
+from fleetwire.server.dispatch import Dispatcher, DispatchError
+from fleetwire.server.dispatch_queue import DispatchQueue
+from fleetwire.server.records import Record
 from fleetwire.server.dispatchers.mqtt import MqttConfig, MqttDispatcher
 from fleetwire.server.mqtt_layout import mqtt_messages, value_json
 

@@ -12,7 +12,7 @@ from typing import Any
 import uvloop
 from conftest import RunningServer, ServerFactory
 from fleetwire.proto import vehicle_connectivity_pb2
-from fleetwire.server.dispatchers.base import Record
+from fleetwire.server.records import Record
 from fleetwire.server.presence import Presence
 from fleetwire.server.records import connectivity_record, decode_record
 from fleetwire.sim.vehicle import client_context

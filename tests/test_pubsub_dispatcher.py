@@ -18,7 +18,9 @@ from fleetwire.sim.fleet_pki import FleetPki
 from fleetwire.proto import vehicle_data_pb2
 from fleetwire.server.config import ConfigError, parse_config
 from fleetwire.server.dispatchers import pubsub
-from fleetwire.server.dispatchers.base import DispatchError, DispatchQueue, Record
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.dispatch_queue import DispatchQueue
+from fleetwire.server.records import Record
 from fleetwire.server.dispatchers.pubsub import PubsubDispatcher, PubsubSettings
 from google.pubsub_v1 import types
 

@@ -18,7 +18,9 @@ from fleetwire import pki
 from fleetwire.proto import vehicle_data_pb2
 from fleetwire.server.config import parse_config
 from fleetwire.server.dispatchers import registry
-from fleetwire.server.dispatchers.base import Dispatcher, DispatchError, DispatchQueue, Record
+from fleetwire.server.dispatch import Dispatcher, DispatchError
+from fleetwire.server.dispatch_queue import DispatchQueue
+from fleetwire.server.records import Record
 from fleetwire.server.dispatchers.redis import (
     RedisDispatcher,
     RedisSettings,

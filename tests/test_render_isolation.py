@@ -27,12 +27,9 @@ from fleetwire.proto import (
 )
 from fleetwire.server.config import parse_config
 from fleetwire.server.dispatchers import logger as logger_module
-from fleetwire.server.dispatchers.base import (
-    DispatchError,
-    DispatchQueue,
-    Record,
-    render_problems,
-)
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.dispatch_queue import DispatchQueue
+from fleetwire.server.records import Record, render_problems
 from fleetwire.server.dispatchers.logger import LoggerDispatcher
 from fleetwire.server.mqtt_layout import mqtt_messages
 from fleetwire.server.metrics import ServerMetrics
@@ -41,7 +38,7 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_protojson import VALUE_MEMBERS, messages, values
+from protojson_cases import VALUE_MEMBERS, messages, values
 
 VIN = "5YJ3E1EA7KF000001"
 OTHER_VIN = "5YJ3E1EA7KF000002"

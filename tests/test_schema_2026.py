@@ -15,7 +15,7 @@ import pytest
 from tesla_protocol.telemetry import vehicle_data_pb2 as theirs
 
 from fleetwire.proto import vehicle_data_pb2
-from fleetwire.server.dispatchers.base import Record
+from fleetwire.server.records import Record
 from fleetwire.server.mqtt_layout import mqtt_messages
 from fleetwire.server.records import to_json
 

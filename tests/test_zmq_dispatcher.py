@@ -20,12 +20,9 @@ from conftest import free_port, server_config_data
 from fleetwire.proto import vehicle_data_pb2
 from fleetwire.server.config import parse_config
 from fleetwire.server.dispatchers import zmq as zmq_backend
-from fleetwire.server.dispatchers.base import (
-    Dispatcher,
-    DispatchError,
-    DispatchQueue,
-    Record,
-)
+from fleetwire.server.dispatch import Dispatcher, DispatchError
+from fleetwire.server.dispatch_queue import DispatchQueue
+from fleetwire.server.records import Record
 from fleetwire.server.dispatchers.registry import build_dispatchers
 from fleetwire.server.dispatchers.zmq import (
     Subscriptions,

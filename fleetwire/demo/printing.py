@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from fleetwire.server.dispatchers.base import Record
+from fleetwire.server.records import Record
 from fleetwire.server.dispatchers.logger import LoggerDispatcher
 from fleetwire.server.records import to_dict
 

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
-from fleetwire.server.dispatchers.base import DispatchError, Record
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.records import Record
 from fleetwire.server.metadata import metadata_headers
 from fleetwire.strictjson import ConfigError, Reader, show
 

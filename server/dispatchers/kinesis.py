@@ -30,7 +30,6 @@ import collections
 import configparser
 import contextlib
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +37,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fleetwire.server.dispatchers.base import DispatchError, Record
-from fleetwire.server.records import RECORD_TYPES
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.environment import process_environment
+from fleetwire.server.records import RECORD_TYPES, Record
 from fleetwire.strictjson import ConfigError, Reader, looks_secret, show, suggest
 
 if TYPE_CHECKING:
@@ -405,7 +405,7 @@ def create(config: ServerConfig) -> KinesisDispatcher:
     settings: KinesisSettings = config.backend("kinesis")
     if not settings.region:  # settings built in code, not read with `kinesis` in use
         settings = KinesisSettings(settings.max_retries, settings.override_host, settings.streams,
-                                   settings.env_streams, aws_region(os.environ))
+                                   settings.env_streams, aws_region(process_environment()))
     streams: dict[str, str] = {}
     for record_type, names in config.records.items():
         if "kinesis" not in names:

@@ -25,14 +25,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 from fleetwire.proto import vehicle_data_pb2
-from fleetwire.server.dispatchers.base import DispatchError, Record, render_problems
-from fleetwire.server.protojson import (
-    print_double,
-    print_float,
-    raw_timestamp,
-    render,
-    unknown_value,
-)
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.records import Record, render_problems
+from fleetwire.server.protojson_render import render
+from fleetwire.server.protojson_values import print_double, print_float, raw_timestamp, unknown_value
 from fleetwire.server.records import field_name
 from fleetwire.strictjson import Reader
 from google.protobuf.descriptor import FieldDescriptor
@@ -141,7 +137,7 @@ def vehicle_data(payload: Any, verbose: bool, problems: list[str]) -> dict[str, 
     """A `V` record as the reference's logger shows it: field name → value.
 
     A field number newer than the schema is `UnknownField_<n>`; a value of a variant newer
-    than the schema is `protojson.unknown_value`'s object (labelled `unknownValue`); a
+    than the schema is `protojson_values.unknown_value`'s object (labelled `unknownValue`); a
     datum without a value is null. A value that cannot be printed is printed as its
     protobuf-JSON and named in `problems`.
     """

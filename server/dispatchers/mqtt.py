@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from fleetwire.server.dispatchers.base import DispatchError, Record, render_problems
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.records import Record, render_problems
 from fleetwire.server.mqtt_layout import LAID_OUT, mqtt_messages
 from fleetwire.strictjson import ConfigError, Reader, show
 

@@ -1,20 +1,7 @@
 """The nats backend: records on subjects `<namespace>.<VIN>.<data|alerts|errors|connectivity>`.
 
-Settings (the ``"nats"`` section; `url` and `name` as in the community fork)::
-
-    "nats": {
-      "url": "nats://nats:4222",          // or a list, or "nats://a:4222,nats://b:4222" (a cluster)
-      "name": "fleetwire",                // the connection's name, shown by the server
-      "user": "", "password": "",         // or "token": "", or "creds_file": "/path/user.creds"
-      "tls": {"ca_file": "", "cert_file": "", "key_file": ""},   // or a tls:// url
-      "jetstream": true,                  // false: core NATS, no persistence
-      "stream": "",                       // JetStream stream to use or create (default: the namespace)
-      "deduplicate": true,                // Nats-Msg-Id from VIN, type and txid
-      "connect_timeout_ms": 2000, "publish_timeout_ms": 5000,
-      "reconnect_initial_ms": 100, "reconnect_max_ms": 5000
-    }
-
-`NATS_PASSWORD` and `NATS_TOKEN` in the environment override `password` and `token`.
+Settings: see `fleetwire.server.nats_settings`; subjects and headers: `nats_layout`;
+the connection kept up in the background: `nats_connection`.
 
 Each record is one message: the subject above (`data` for V records), the protobuf payload
 (protobuf-JSON with `transmit_decoded_records`), and the reference's metadata (`vin`,
@@ -54,275 +41,31 @@ import contextlib
 import itertools
 import json
 import logging
-import random
-import re
-import ssl
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from fleetwire.server.dispatchers.base import DispatchError, Record
-from fleetwire.server.metadata import metadata
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.nats_connection import NatsConnection
+from fleetwire.server.nats_layout import KINDS, covers, header_block, headers, record_header_block, subject, token
+from fleetwire.server.nats_settings import NatsSettings, NatsTls, check_namespace, parse_settings, redact, tls_context
+from fleetwire.server.records import Record
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.js.api import StorageType
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
-from fleetwire.strictjson import ConfigError, Reader, show
+from fleetwire.strictjson import ConfigError
 
 if TYPE_CHECKING:
     from fleetwire.server.config import ServerConfig
     from nats.aio.msg import Msg
 
+# The backend's names as tests and the registry reach them (`parse_settings`, `create`).
+__all__ = ["KINDS", "NatsDispatcher", "NatsSettings", "NatsTls", "TooLarge", "covers", "create", "header_block",
+           "headers", "parse_settings", "record_header_block", "redact", "subject"]
+
 log = logging.getLogger("fleetwire.dispatch.nats")
-
-KINDS: Mapping[str, str] = {"V": "data", "alerts": "alerts", "errors": "errors", "connectivity": "connectivity"}
-"""The last subject token per record type."""
-
-SCHEMES = ("nats", "tls", "ws", "wss")
-_UNSAFE_TOKEN = re.compile(r"[\s.*>]")
-_UNSAFE_HEADER = re.compile(r"[\r\n]")
-
-
-# -- settings ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NatsTls:
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NatsSettings:
-    servers: tuple[str, ...] = ()
-    name: str = "fleetwire"
-    user: str = ""
-    password: str = ""
-    token: str = ""
-    creds_file: Path | None = None
-    tls: NatsTls | None = None
-    jetstream: bool = True
-    stream: str = ""
-    deduplicate: bool = True
-    connect_timeout_ms: int = 2000
-    publish_timeout_ms: int = 5000
-    reconnect_initial_ms: int = 100
-    reconnect_max_ms: int = 5000
-
-    @property
-    def uses_tls(self) -> bool:
-        return self.tls is not None or any(s.startswith(("tls://", "wss://")) for s in self.servers)
-
-
-def redact(url: str) -> str:
-    """`url` without the password or token it may carry (`nats://user:***@host:4222`)."""
-    parts = urlsplit(url if "://" in url else f"nats://{url}")
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-    masked = f"{user}:***" if user else "***"
-    return f"{parts.scheme}://{masked}@{host}{parts.path}"
-
-
-def _server_url(text: str, key: str) -> str:
-    text = text.strip()
-    expected = 'expected "nats://host:port" (scheme nats, tls, ws or wss; port 4222 by default)'
-    shown = repr(redact(text)) if len(text) <= 200 and "\n" not in text else show(text)
-    url = text if "://" in text else f"nats://{text}"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ConfigError(key, f"{expected}, got {shown} (bad port)") from None
-    if parts.scheme.lower() not in SCHEMES:
-        raise ConfigError(key, f"{expected}, got {shown}")
-    if not parts.hostname:
-        raise ConfigError(key, f"{expected}, got {shown} (no host)")
-    if port == 0:
-        raise ConfigError(key, f"{expected}, got {shown} (bad port)")
-    return url
-
-
-def parse_settings(s: Reader, env: Mapping[str, str], in_use: bool) -> NatsSettings:
-    s.known(("url", "name", "user", "password", "token", "creds_file", "tls", "jetstream", "stream",
-             "deduplicate", "connect_timeout_ms", "publish_timeout_ms", "reconnect_initial_ms",
-             "reconnect_max_ms"))
-    url_key = s.key("url")
-    raw = s.data.get("url", "")
-    if isinstance(raw, str):
-        entries = [part for part in raw.split(",") if part.strip()]
-    elif isinstance(raw, list) and all(isinstance(u, str) for u in raw):
-        entries = [part for u in raw for part in u.split(",") if part.strip()]
-    else:
-        raise ConfigError(url_key, "expected a server URL (\"nats://host:4222\") or a list of them, "
-                          f"got {show(raw, url_key)}")
-    if not entries and in_use:
-        raise ConfigError(url_key, 'missing: expected the NATS server, e.g. "nats://nats:4222" '
-                          "(a list or a comma-separated string for a cluster)")
-    servers = tuple(_server_url(entry, url_key) for entry in entries)
-
-    password = env.get("NATS_PASSWORD") or s.string("password", "")
-    token = env.get("NATS_TOKEN") or s.string("token", "")
-    user = s.string("user", "")
-    if password and not user:
-        raise ConfigError(s.key("user"), "missing: a password is set (nats.password or NATS_PASSWORD) "
-                          "but no user; set nats.user")
-    if token and user:
-        raise ConfigError(s.key("token"), "a token and a user are both set; NATS takes one way of "
-                          "logging in: keep either nats.token or nats.user/password")
-    read = s.existing_file if in_use else s.file_path
-    creds_file = read("creds_file", required=False)
-    if creds_file is not None and (user or token):
-        raise ConfigError(s.key("creds_file"), "a credentials file and a user or token are both set; "
-                          "keep one way of logging in")
-
-    tls: NatsTls | None = None
-    if "tls" in s.data:
-        t = s.section("tls")
-        t.known(("ca_file", "cert_file", "key_file"))
-        tread = t.existing_file if in_use else t.file_path
-        tls = NatsTls(tread("ca_file", required=False), tread("cert_file", required=False),
-                      tread("key_file", required=False))
-        if (tls.cert_file is None) != (tls.key_file is None):
-            missing = "key_file" if tls.key_file is None else "cert_file"
-            raise ConfigError(t.key(missing), "missing: a client certificate needs both cert_file and key_file")
-
-    stream = s.string("stream", "")
-    if stream and not _valid_stream_name(stream):
-        raise ConfigError(s.key("stream"), f"expected a JetStream stream name (no spaces, '.', '*', '>', "
-                          f"'/' or '\\'), got {show(stream)}")
-    initial = s.integer("reconnect_initial_ms", 100, minimum=1)
-    return NatsSettings(
-        servers=servers,
-        name=s.string("name", "fleetwire"),
-        user=user,
-        password=password,
-        token=token,
-        creds_file=creds_file,
-        tls=tls,
-        jetstream=s.boolean("jetstream", True),
-        stream=stream,
-        deduplicate=s.boolean("deduplicate", True),
-        connect_timeout_ms=s.integer("connect_timeout_ms", 2000, minimum=1),
-        publish_timeout_ms=s.integer("publish_timeout_ms", 5000, minimum=1),
-        reconnect_initial_ms=initial,
-        reconnect_max_ms=s.integer("reconnect_max_ms", max(5000, initial), minimum=initial),
-    )
-
-
-def _valid_stream_name(name: str) -> bool:
-    return bool(name) and re.search(r"[\s.*>/\\]", name) is None
-
-
-def check_namespace(namespace: str) -> str:
-    """The subject prefix: `namespace` if it is one or more valid subject tokens."""
-    if not namespace:
-        raise ConfigError("namespace", 'missing: the nats dispatcher publishes to "<namespace>.<VIN>.<kind>"; '
-                          'set it, e.g. "namespace": "tesla_telemetry"')
-    if any(not token or _UNSAFE_TOKEN.search(token) for token in namespace.split(".")):
-        raise ConfigError("namespace", f"expected NATS subject tokens separated by '.' (no spaces, '*' or '>') "
-                          f"for the nats dispatcher, got {show(namespace)}")
-    return namespace
-
-
-def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
-    """The client TLS context, or None for a plain connection."""
-    if not settings.uses_tls:
-        return None
-    tls = settings.tls or NatsTls()
-    try:
-        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError("nats.tls.ca_file", f"cannot load CA certificates from {tls.ca_file}: "
-                          f"{getattr(exc, 'reason', None) or exc.strerror or exc}") from None
-    if tls.cert_file is not None and tls.key_file is not None:
-        try:
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError("nats.tls.cert_file", f"cannot load the client certificate {tls.cert_file} with "
-                              f"key {tls.key_file}: {getattr(exc, 'reason', None) or exc.strerror or exc}") from None
-    return context
-
-
-# -- subjects (pure) ---------------------------------------------------------------
-
-
-def token(text: str) -> str:
-    """One subject token: '.', wildcards and whitespace would split or widen the subject."""
-    return _UNSAFE_TOKEN.sub("_", text) if _UNSAFE_TOKEN.search(text) else text or "_"
-
-
-def subject(namespace: str, record: Record) -> str:
-    """`<namespace>.<VIN>.<kind>` for `record`."""
-    return f"{namespace}.{token(record.vin)}.{KINDS.get(record.record_type) or token(record.record_type)}"
-
-
-def covers(pattern: str, subject: str) -> bool:
-    """Whether stream subject `pattern` matches every subject that `subject` (which may
-    itself hold wildcards) matches."""
-    p, s = pattern.split("."), subject.split(".")
-    for i, pt in enumerate(p):
-        if pt == ">":
-            return len(s) > i
-        if i >= len(s):
-            return False
-        st = s[i]
-        if pt == "*":
-            if st == ">":
-                return False
-        elif pt != st:
-            return False
-    return len(p) == len(s)
-
-
-def headers(record: Record, deduplicate: bool) -> dict[str, str]:
-    """The reference's metadata as NATS headers (no line breaks: they end a header)."""
-    out = metadata(record)
-    for key, value in out.items():
-        if "\r" in value or "\n" in value:
-            out[key] = _UNSAFE_HEADER.sub(" ", value)
-    if deduplicate and record.record_type != "connectivity":
-        # Connectivity records of one connection share their txid (the connection id).
-        out["Nats-Msg-Id"] = f"{out['vin']}:{record.record_type}:{out['txid']}"
-    return out
-
-
-# -- the dispatcher ----------------------------------------------------------------
-
-
-def header_block(fields: Mapping[str, str]) -> bytes:
-    """The NATS header block (``NATS/1.0``, one ``Key: value`` line each, a blank line)."""
-    lines = "".join(f"{key}: {value}\r\n" for key, value in fields.items())
-    return f"NATS/1.0\r\n{lines}\r\n".encode()
-
-
-def _clean(text: str) -> str:
-    return _UNSAFE_HEADER.sub(" ", text) if "\r" in text or "\n" in text else text
-
-
-def record_header_block(record: Record, deduplicate: bool) -> bytes:
-    """`header_block(headers(record, deduplicate))`, in one format: this runs per record."""
-    vin, txid, kind = _clean(record.vin), _clean(record.txid), record.record_type
-    block = (f"NATS/1.0\r\nvin: {vin}\r\nreceivedat: {int(record.received_at * 1000)}\r\ntimestamp: 0\r\n"
-             f"txid: {txid}\r\ntxtype: {kind}\r\nversion: 0\r\n"
-             f"device_client_version: {_clean(record.client_version)}\r\n")
-    if deduplicate and kind != "connectivity":
-        block += f"Nats-Msg-Id: {vin}:{kind}:{txid}\r\n"
-    return (block + "\r\n").encode()
-
-
-def hpub(subj: str, reply: str, block: bytes, payload: bytes) -> bytes:
-    """One HPUB protocol command: what the client would write for this message."""
-    size = len(block)
-    line = f"HPUB {subj} {reply} {size} {size + len(payload)}\r\n" if reply else \
-        f"HPUB {subj} {size} {size + len(payload)}\r\n"
-    return b"".join((line.encode(), block, payload, b"\r\n"))
 
 
 class TooLarge(Exception):
@@ -350,7 +93,7 @@ class _Acks:
             self.done.set_exception(error)
 
 
-class NatsDispatcher:
+class NatsDispatcher(NatsConnection):
     """Publishes records to NATS (JetStream by default), one connection kept up in the background."""
 
     name = "nats"
@@ -628,187 +371,9 @@ class NatsDispatcher:
             if not page or len(names) >= answer.get("total", 0):
                 return names
 
-    # -- the connection ----------------------------------------------------------------
-
-    async def _connection(self) -> Client:
-        nc = self._nc
-        if nc is not None and nc.is_connected:
-            return nc
-        if self._stop.is_set():
-            raise DispatchError("the NATS dispatcher is closed", retryable=False)
-        try:
-            await asyncio.wait_for(self._connected.wait(), self._publish_timeout)
-        except TimeoutError:
-            raise DispatchError(f"NATS server {self._where} unavailable: {self.last_error or 'not connected'}") from None
-        nc = self._nc
-        if nc is None or not nc.is_connected:
-            raise DispatchError(f"NATS server {self._where}: connection lost")
-        return nc
-
-    def _options(self, attempt: _Attempt) -> dict[str, Any]:
-        settings = self.settings
-        options: dict[str, Any] = {
-            "servers": list(settings.servers),
-            "name": settings.name or None,
-            "connect_timeout": self._connect_timeout,
-            "allow_reconnect": True,
-            "max_reconnect_attempts": -1,
-            # Paces only the client's own retries of a first connection, which `_maintain`
-            # replaces with its back-off; later reconnects follow `_next_server`.
-            "reconnect_time_wait": 3600,
-            "reconnect_to_server_handler": self._next_server,
-            "ping_interval": 20,
-            "max_outstanding_pings": 2,
-            "error_cb": attempt.on_error,
-            "disconnected_cb": attempt.on_disconnected,
-            "reconnected_cb": attempt.on_reconnected,
-            "closed_cb": attempt.on_closed,
-            "pending_size": 8 * 1024 * 1024,
-        }
-        if settings.user:
-            options.update(user=settings.user, password=settings.password)
-        if settings.token:
-            options["token"] = settings.token
-        if settings.creds_file is not None:
-            options["user_credentials"] = str(settings.creds_file)
-        if self._tls is not None:
-            options["tls"] = self._tls
-        return options
-
-    def _next_server(self, servers: list[Any], info: dict[str, Any]) -> tuple[Any, float]:
-        """The client's reconnect policy: the least-tried server, after an exponential back-off."""
-        server = min(servers, key=lambda s: s.reconnects)
-        if not server.reconnects:
-            return server, 0.0
-        initial, most = self.settings.reconnect_initial_ms / 1000, self.settings.reconnect_max_ms / 1000
-        delay = min(most, initial * 2 ** min(server.reconnects - 1, 30))
-        return server, delay * random.uniform(0.75, 1.0)
-
-    async def _maintain(self) -> None:
-        """Make the first connection (the client keeps it up from then on); make a new
-        one if the client gives up (closed by the server, e.g. an authorization change)."""
-        initial = self.settings.reconnect_initial_ms / 1000
-        most = self.settings.reconnect_max_ms / 1000
-        delay = initial
-        failures = 0
-        while not self._stop.is_set():
-            attempt = _Attempt(self)
-            nc = await self._connect(attempt)
-            if nc is None:
-                failures += 1
-                if failures == 1:
-                    log.warning("nats: cannot connect to %s (retrying with back-off up to %.1f s): %s",
-                                self._where, most, self.last_error)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay * random.uniform(0.75, 1.0))
-                delay = min(most, delay * 2)
-                continue
-            failures = 0
-            delay = initial
-            url = nc.connected_url.geturl() if nc.connected_url is not None else self._where
-            log.info("nats: connected to %s", redact(url))
-            try:
-                await attempt.closed
-            finally:
-                attempt.current = False
-                self._connection_down("the connection was closed")
-                self._nc = None
-
-    async def _connect(self, attempt: _Attempt) -> Client | None:
-        """One try at every server; the connected client with its ack subscription, or None."""
-        nc = Client()
-        connecting = asyncio.ensure_future(nc.connect(**self._options(attempt)))
-        tried = asyncio.ensure_future(attempt.tried_all.wait())
-        try:
-            await asyncio.wait((connecting, tried), timeout=self._connect_timeout * len(self.settings.servers) + 1,
-                               return_when=asyncio.FIRST_COMPLETED)
-            if connecting.done() and connecting.exception() is None:
-                self._inbox = nc.new_inbox()
-                sub = await nc.subscribe(f"{self._inbox}.*", cb=self._ack_messages,
-                                         pending_msgs_limit=-1, pending_bytes_limit=-1)
-                sid = getattr(sub, "_id", None)
-                if isinstance(sid, int):
-                    self._shortcut_acks(nc, sid)
-                attempt.current = True
-                self._nc = nc
-                self._connection_up()
-                return nc
-            if connecting.done():
-                self.last_error = _describe(connecting.exception())  # type: ignore[arg-type]
-            elif not attempt.errors:
-                self.last_error = "connection timed out"
-        except asyncio.CancelledError:
-            connecting.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 1.0)
-            raise
-        except Exception as exc:  # noqa: BLE001 - the connection dropped before the subscription was made
-            self.last_error = _describe(exc)
-        finally:
-            tried.cancel()
-        connecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await connecting
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.close(), 1.0)
-        return None
-
-    def _connection_up(self) -> None:
-        self.connects += 1
-        self.last_error = None
-        self._lost = asyncio.get_running_loop().create_future()
-        self._connected.set()
-
-    def _connection_down(self, reason: str) -> None:
-        self._connected.clear()
-        lost = self._lost
-        if lost is not None and not lost.done():
-            lost.set_result(None)
-        self._fail_all(f"NATS server {self._where}: {reason}")
-
     def _fail_all(self, reason: str) -> None:
         for acks in self._batches.values():
             acks.fail(DispatchError(reason))
-
-
-class _Attempt:
-    """The client callbacks of one connection: they act only while it is the current one."""
-
-    def __init__(self, dispatcher: NatsDispatcher) -> None:
-        self.dispatcher = dispatcher
-        self.current = False
-        self.errors = 0
-        self.tried_all = asyncio.Event()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def on_error(self, exc: Exception) -> None:
-        d = self.dispatcher
-        d.last_error = _describe(exc)
-        self.errors += 1
-        if not self.current and self.errors >= len(d.settings.servers):
-            self.tried_all.set()
-        log.debug("nats: %s", d.last_error)
-
-    async def on_disconnected(self) -> None:
-        d = self.dispatcher
-        if self.current and not d._stop.is_set():
-            log.warning("nats: disconnected from %s; reconnecting", d._where)
-            d._connection_down("connection lost")
-
-    async def on_reconnected(self) -> None:
-        if self.current:
-            log.info("nats: reconnected to %s", self.dispatcher._where)
-            self.dispatcher._connection_up()
-
-    async def on_closed(self) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    name = type(exc).__name__
-    return f"{name}: {text}" if text and text != name else name
 
 
 def create(config: ServerConfig) -> NatsDispatcher:

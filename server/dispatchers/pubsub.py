@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetwire.server.dispatchers.base import DispatchError, Record
+from fleetwire.server.dispatch import DispatchError
+from fleetwire.server.records import Record
 from fleetwire.server.metadata import metadata
 from fleetwire.strictjson import ConfigError, Reader, looks_secret, show
 

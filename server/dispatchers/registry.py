@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from fleetwire.server.dispatchers.base import Dispatcher, DispatchQueue, QueueObserver
+from fleetwire.server.dispatch import Dispatcher
+from fleetwire.server.dispatch_queue import DispatchQueue, QueueObserver
 from fleetwire.strictjson import ConfigError, Reader
 
 if TYPE_CHECKING:

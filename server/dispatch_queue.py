@@ -1,4 +1,4 @@
-"""The dispatcher protocol, the record dispatchers receive, and the queue in front of each.
+"""The queue in front of each dispatcher: back-pressure, batches, retries.
 
 The vehicle's read loop never awaits a backend: it `offer`s records to a `DispatchQueue`
 (synchronous, non-blocking) and a worker task per dispatcher publishes them in batches.
@@ -10,134 +10,17 @@ instead of stalling every connection the way a synchronous publish would.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol
 
-from fleetwire.server.records import render_json
+from fleetwire.server.dispatch import Dispatcher, DispatchError
+from fleetwire.server.records import Record, render_problems
 
 log = logging.getLogger("fleetwire.dispatch")
-
-
-class RenderProblems:
-    """Records a dispatcher could not render in full, counted by (record type, dispatcher)
-    for `fleetwire_records_unrenderable_total` and logged at most once per `interval`
-    per dispatcher. Such a record is still published, degraded (a value printed raw);
-    only one whose encoding raised even alone is given up — never the rest of its batch:
-    one vehicle's bad value costs no one else's data.
-
-    Process-wide, like the log: every encoder reports here through `report`.
-    """
-
-    def __init__(self, interval: float = 60.0) -> None:
-        self.interval = interval
-        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._unlogged: collections.Counter[str] = collections.Counter()
-        self._next_log: dict[str, float] = {}
-
-    def report(self, dispatcher: str, record: Record, problems: Sequence[str]) -> None:
-        """Count `record` once for `dispatcher` (a retried batch is not counted again)."""
-        if not problems:
-            return
-        reported = record._render_reported
-        if reported is None:
-            reported = record._render_reported = set()
-        elif dispatcher in reported:
-            return
-        reported.add(dispatcher)
-        self.counts[(record.record_type, dispatcher)] += 1
-        self._unlogged[dispatcher] += 1
-        now = time.monotonic()
-        if now < self._next_log.get(dispatcher, 0.0):
-            return
-        self._next_log[dispatcher] = now + self.interval
-        count = self._unlogged.pop(dispatcher)
-        log.warning(
-            "%s: %d record(s) rendered with values printed raw (fleetwire_records_unrenderable_total; "
-            "logged at most every %.0f s); latest: %s record of %s (txid %s): %s",
-            dispatcher, count, self.interval, record.record_type, record.vin, record.txid, "; ".join(problems[:3]),
-        )
-
-
-render_problems = RenderProblems()
-
-
-@dataclass(slots=True)
-class Record:
-    """One decoded record on its way to the backends; shared by every dispatcher it goes to."""
-
-    record_type: str
-    vin: str
-    client_type: str
-    txid: str
-    connection_id: str
-    payload: bytes  # the re-encoded protobuf (VIN from the certificate)
-    message: Any  # the decoded protobuf message
-    created_at: float
-    received_at: float
-    client_version: str = ""  # the vehicle's `Version` header (metadata `device_client_version`)
-    _json: bytes | None = field(default=None, init=False, repr=False, compare=False)
-    _json_problems: list[str] | None = field(default=None, init=False, repr=False, compare=False)
-    _render_reported: set[str] | None = field(default=None, init=False, repr=False, compare=False)
-
-    def json(self, dispatcher: str | None = None) -> bytes:
-        """Compact one-line protobuf-JSON of `message`, computed once however many
-        dispatchers ask; never raises.
-
-        A value protobuf-JSON cannot print (a timestamp past year 9999, say) is printed
-        raw (see `protojson.render`); pass the dispatcher's name so that such a record is
-        counted and logged for it.
-        """
-        cached = self._json
-        if cached is None:
-            cached, self._json_problems = render_json(self.message)
-            self._json = cached
-        if self._json_problems and dispatcher is not None:
-            render_problems.report(dispatcher, self, self._json_problems)
-        return cached
-
-
-class DispatchError(Exception):
-    """A publish did not reach the backend.
-
-    `retryable` (the default) means the same batch may succeed later — a broker outage,
-    a timeout — so the queue keeps it and retries. False means it never will (a record
-    the backend refuses), so the queue gives up on the batch.
-    """
-
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-@runtime_checkable
-class Dispatcher(Protocol):
-    """A backend. One class per backend, one module per class."""
-
-    name: str
-
-    async def start(self) -> None:
-        """Prepare the connection; must not fail because the backend is down right now."""
-
-    async def publish(self, batch: Sequence[Record]) -> None:
-        """Return once the backend has accepted every record of `batch`.
-
-        This return is what reliable acks wait for. Raise `DispatchError` when any
-        record was not accepted; the whole batch may then be offered again.
-
-        Encoding must not fail because of what one record holds: print it degraded
-        (`record.json(self.name)` never raises; `render_problems.report` counts what a
-        backend's own encoding had to print raw). Should it raise anyway, the queue
-        publishes the batch again one record at a time, so that only that record is lost.
-        """
-
-    async def close(self) -> None:
-        """Release the connection; called once, after the last publish."""
 
 
 class QueueObserver(Protocol):

@@ -1,0 +1,93 @@
+"""The process environment the server reads: read once, at start, into typed values.
+
+Every variable the server itself takes is parsed here, and a bad value is a
+`ConfigError` naming the variable, as a bad config key is named. The backends' own
+variables (`NATS_PASSWORD`, `AWS_REGION`, `KINESIS_STREAM_<TYPE>`, …) and config values
+written `{"env": "<VARIABLE>"}` are read from the same mapping, handed to
+`config.parse_config` as `env`; nothing else in `server/` touches `os.environ`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fleetwire.strictjson import ConfigError
+
+__all__ = [
+    "DEFAULT_LOG_INTERVAL",
+    "LOG_INTERVAL_ENV",
+    "SUPPRESS_ENV",
+    "ServerEnvironment",
+    "log_interval",
+    "process_environment",
+    "read_environment",
+    "suppress_logging",
+]
+
+SUPPRESS_ENV = "SUPPRESS_TLS_HANDSHAKE_ERROR_LOGGING"
+LOG_INTERVAL_ENV = "FLEETWIRE_TLS_HANDSHAKE_LOG_INTERVAL"
+DEFAULT_LOG_INTERVAL = 60.0
+
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def process_environment() -> Mapping[str, str]:
+    """The process's environment: the one place the server reads `os.environ`."""
+    return os.environ
+
+
+def suppress_logging(environ: Mapping[str, str]) -> bool:
+    """Whether `SUPPRESS_TLS_HANDSHAKE_ERROR_LOGGING` asks for silence.
+
+    The reference server parses it as a Go boolean and refuses to start on any other
+    value; so does this one (an empty value counts as unset). Only the log line is
+    suppressed: failures are still counted.
+    """
+    value = environ.get(SUPPRESS_ENV, "")
+    if value == "" or value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    raise ValueError(f"{value!r} is not a boolean: use true or false (or 1/0, t/f, TRUE/FALSE, True/False)")
+
+
+def log_interval(environ: Mapping[str, str]) -> float:
+    """Seconds between two summary lines (`FLEETWIRE_TLS_HANDSHAKE_LOG_INTERVAL`, default 60)."""
+    value = environ.get(LOG_INTERVAL_ENV, "")
+    if value == "":
+        return DEFAULT_LOG_INTERVAL
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{value!r} is not a positive number of seconds")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEnvironment:
+    """What the server takes from its environment, checked."""
+
+    suppress_handshake_logging: bool = False
+    """Failed TLS handshakes are counted but not logged (`SUPPRESS_TLS_HANDSHAKE_ERROR_LOGGING`)."""
+    handshake_log_interval: float = DEFAULT_LOG_INTERVAL
+    """Seconds between two summary lines of failed handshakes (`FLEETWIRE_TLS_HANDSHAKE_LOG_INTERVAL`)."""
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> ServerEnvironment:
+    """`environ` (default: the process's) checked; raises ConfigError naming the variable."""
+    env = process_environment() if environ is None else environ
+    try:
+        quiet = suppress_logging(env)
+    except ValueError as exc:
+        raise ConfigError(SUPPRESS_ENV, str(exc)) from None
+    try:
+        interval = log_interval(env)
+    except ValueError as exc:
+        raise ConfigError(LOG_INTERVAL_ENV, str(exc)) from None
+    return ServerEnvironment(suppress_handshake_logging=quiet, handshake_log_interval=interval)
