@@ -21,7 +21,7 @@ from typing import Any
 
 from fleetwire.trust import refusal
 from fleetwire.operator.resource.spec import Rotation
-from fleetwire.operator.policies.vehicles import Reason
+from fleetwire.operator.policies.reasons import Reason, first
 from fleetwire.pki import chain_fingerprint
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "PROMOTE_ANNOTATION",
     "PROMOTE_POLICIES",
     "PromoteFacts",
+    "Reason",
     "next_secret_name",
     "progress_text",
     "promote_by",
@@ -141,11 +142,7 @@ request comes before the fleet's readiness, which comes before the deadline."""
 
 def promote_decision(facts: PromoteFacts) -> Reason | None:
     """Why the staged certificate is promoted now (the first policy that answers), or None: keep waiting."""
-    for policy in PROMOTE_POLICIES:
-        found = policy(facts)
-        if found is not None:
-            return found
-    return None
+    return first(PROMOTE_POLICIES, facts)
 
 
 def behind_text(progress: Mapping[str, Any] | None, limit: int = 20) -> str:

@@ -23,6 +23,7 @@ from cryptography.x509.verification import VerificationError
 from fleetwire.trust import refusal, verified_path
 from fleetwire.operator.clients.fleetapi import VehicleConfigState, VehicleInfo
 from fleetwire.operator.policies.conditions import Condition
+from fleetwire.operator.policies.reasons import Reason, first
 from fleetwire.pki import chain_fingerprint
 from fleetwire.proto.catalog import BY_NAME, BY_NUMBER, firmware_at_least, parse_firmware
 
@@ -43,6 +44,7 @@ FAILING = "failing"  # applied, but the vehicle reports errors (TLS, signature)
 ERROR_TEXT_LIMIT = 300
 
 STATES = (PENDING, PUSHED, APPLIED, SKIPPED, FAILING)
+NEW_MESSAGE = "new vehicle"
 APPLIED_REASON = "streaming config applied"
 SLOT_FREED = "a config slot freed up: a refused config is not applied by itself, so it is sent again"
 
@@ -70,14 +72,6 @@ def comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     """A config without what changes on every push (`exp`), what the signer adds, and the
     `ca`: a `ca` is judged by what it accepts (`ca_accepts`), never by its bytes."""
     return {k: v for k, v in config.items() if k not in ("exp", "iss", "aud", "ca")}
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """A policy's answer: a stable `code` (status, events, metrics) and a `message` for people."""
-
-    code: str
-    message: str
 
 
 def ca_accepts(ca_pem: str, chains: Iterable[str], hostname: str, at: dt.datetime) -> bool:
@@ -137,7 +131,7 @@ class VehicleRecord:
 
     vin: str
     state: str = PENDING
-    reason: str = "new vehicle"
+    reason: str = NEW_MESSAGE
     config_fp: str = ""  # fingerprint of the config last pushed
     ca_fp: str = ""  # fingerprint of the `ca` last pushed
     held_ca_fp: str = ""  # fingerprint of the `ca` the vehicle was last seen to hold (applied)
@@ -148,6 +142,7 @@ class VehicleRecord:
     last_error: str = ""
     firmware: str = ""  # as `fleet_status` last reported it
     too_new: tuple[int, ...] = ()  # configured fields (numbers) that firmware is too old to send
+    code: str = ""  # the code of a pending record's `reason` ("": new, nothing has happened to it yet)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready; `too_new` as number ranges ("239,260-269"): fields come in firmware
@@ -163,6 +158,9 @@ class VehicleRecord:
         values = {k: v for k, v in data.items() if k in known}
         if "too_new" in values:
             values["too_new"] = _parse_ranges(values["too_new"])
+        if "code" not in values and values.get("state", PENDING) == PENDING and values.get("reason", NEW_MESSAGE) \
+                != NEW_MESSAGE:
+            values["code"] = STILL_PENDING  # a record stored before codes were: its reason was all it had
         return cls(**values)
 
 
@@ -283,6 +281,11 @@ expiring) is replaced now, while the vehicle can still connect to sync it."""
 DESIRED_CHANGED = "desired_changed"
 EXP_NEAR = "exp_near"
 STILL_PENDING = "pending"
+RECHECK_PASSED = "recheck_passed"
+PUSH_FAILED = "push_failed"
+SLOT_FREED_CODE = "slot_freed"
+NO_CONFIG_HELD = "no_config_held"
+DRIFT = "drift"
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,8 +308,8 @@ def _never_configured(facts: PushFacts) -> Reason | None:
     if record.ca_fp:
         return None
     if record.state == PENDING and record.reason:
-        return Reason(NEW_VEHICLE if record.reason == "new vehicle" else STILL_PENDING, record.reason)
-    return Reason(NEW_VEHICLE, "new vehicle")
+        return Reason(record.code or NEW_VEHICLE, record.reason)
+    return Reason(NEW_VEHICLE, NEW_MESSAGE)
 
 
 def _ca_refused(facts: PushFacts) -> Reason | None:
@@ -330,7 +333,7 @@ def _exp_near(facts: PushFacts) -> Reason | None:
 
 def _still_pending(facts: PushFacts) -> Reason | None:
     record = facts.record
-    return Reason(STILL_PENDING, record.reason or "pending") if record.state == PENDING else None
+    return Reason(record.code or STILL_PENDING, record.reason or "pending") if record.state == PENDING else None
 
 
 PUSH_POLICIES = (_never_configured, _ca_refused, _ca_ending, _desired_changed, _exp_near, _still_pending)
@@ -342,15 +345,10 @@ def push_decision(record: VehicleRecord | None, desired_fp: str, now: float, ca_
                   ca_ending: bool = False) -> Reason | None:
     """Why this vehicle needs the desired config pushed now (the first policy that answers), or None."""
     if record is None:
-        return Reason(NEW_VEHICLE, "new vehicle")
+        return Reason(NEW_VEHICLE, NEW_MESSAGE)
     if record.state == SKIPPED:
         return None  # a re-check (fleet_status, or a freed slot seen by `observe`) makes it pending again
-    facts = PushFacts(record, desired_fp, now, ca_ok, ca_ending)
-    for policy in PUSH_POLICIES:
-        found = policy(facts)
-        if found is not None:
-            return found
-    return None
+    return first(PUSH_POLICIES, PushFacts(record, desired_fp, now, ca_ok, ca_ending))
 
 
 def push_reason(record: VehicleRecord | None, desired: Mapping[str, Any], ca_pem: str, now: float) -> str | None:
@@ -372,10 +370,10 @@ def pushed(record: VehicleRecord | None, vin: str, desired: Mapping[str, Any], c
     """
     base = record or VehicleRecord(vin)
     if skip is not None:
-        return replace(base, state=SKIPPED, reason=explain(skip), skip=skip, pushed_at=now)
+        return replace(base, state=SKIPPED, reason=explain(skip), skip=skip, pushed_at=now, code="")
     config_fp, ca_fp = fingerprints or (fingerprint(desired), ca_fingerprint(ca_pem))
     return replace(
-        base, state=PUSHED, reason="waiting for the vehicle to sync", skip=None, pushed_at=now,
+        base, state=PUSHED, reason="waiting for the vehicle to sync", skip=None, pushed_at=now, code="",
         config_fp=config_fp, ca_fp=ca_fp, exp=desired.get("exp"),
     )
 
@@ -390,15 +388,15 @@ def observe(record: VehicleRecord, held: VehicleConfigState, desired: Mapping[st
     refused for lack of a slot (config null) and one signed by the wrong key.
     """
     if not held.key_paired:
-        return replace(record, state=SKIPPED, skip="missing_key", reason=explain("missing_key"))
+        return replace(record, state=SKIPPED, skip="missing_key", reason=explain("missing_key"), code="")
     if held.limit_reached or (held.synced and held.config is None and record.state in (PUSHED, APPLIED)):
-        return replace(record, state=SKIPPED, skip="max_configs", reason=explain("max_configs"))
+        return replace(record, state=SKIPPED, skip="max_configs", reason=explain("max_configs"), code="")
     if record.skip == "max_configs" and not held.limit_reached:
-        return replace(record, state=PENDING, skip=None, reason=SLOT_FREED)
+        return replace(record, state=PENDING, skip=None, reason=SLOT_FREED, code=SLOT_FREED_CODE)
     if not held.synced:
-        return replace(record, state=PUSHED, reason="waiting for the vehicle to sync")
+        return replace(record, state=PUSHED, reason="waiting for the vehicle to sync", code="")
     if held.config is None:
-        return replace(record, state=PENDING, reason="the vehicle holds no config for this app")
+        return replace(record, state=PENDING, reason="the vehicle holds no config for this app", code=NO_CONFIG_HELD)
     held_ca = str(held.config.get("ca") or "")
     held_fp = _ca_fp_or_empty(held_ca)
     if held_fp and held_fp != record.held_ca_fp:
@@ -409,11 +407,12 @@ def observe(record: VehicleRecord, held: VehicleConfigState, desired: Mapping[st
         if record.state == PUSHED and (record.config_fp != fingerprint(desired) or held_fp != record.ca_fp):
             return record  # an older push is still syncing; the next push brings it up to date
         what = "config" if comparable(held.config) != comparable(desired) else "ca"
-        return replace(record, state=PENDING, reason=f"the {what} on the vehicle differs from the desired one")
+        return replace(record, state=PENDING, reason=f"the {what} on the vehicle differs from the desired one",
+                       code=DRIFT)
     if record.last_error:
-        return replace(record, state=FAILING, reason=record.last_error)
+        return replace(record, state=FAILING, reason=record.last_error, code="")
     applied_at = record.applied_at if record.state == APPLIED else now
-    return replace(record, state=APPLIED, reason=APPLIED_REASON, skip=None, applied_at=applied_at)
+    return replace(record, state=APPLIED, reason=APPLIED_REASON, skip=None, applied_at=applied_at, code="")
 
 
 @lru_cache(maxsize=64)  # a fleet holds a handful of distinct `ca` bundles: parse each once
@@ -443,7 +442,7 @@ def cleared(record: VehicleRecord) -> VehicleRecord:
 def refused(record: VehicleRecord | None, vin: str, skip: str) -> VehicleRecord:
     """The record after the pre-flight (`fleet_status`) found the vehicle cannot take a config:
     nothing is pushed, since the push would be billed and refused."""
-    return replace(record or VehicleRecord(vin), state=SKIPPED, skip=skip, reason=explain(skip))
+    return replace(record or VehicleRecord(vin), state=SKIPPED, skip=skip, reason=explain(skip), code="")
 
 
 def recheck_passed(record: VehicleRecord) -> VehicleRecord:
@@ -453,12 +452,13 @@ def recheck_passed(record: VehicleRecord) -> VehicleRecord:
     if record.state != SKIPPED or record.skip == "max_configs":
         return record
     return replace(record, state=PENDING, reason=f"no longer {record.skip}: the vehicle can take a config now",
-                   skip=None)
+                   skip=None, code=RECHECK_PASSED)
 
 
 def push_failed(record: VehicleRecord, message: str) -> VehicleRecord:
     """A push the API did not answer or refused as a whole (rate limit, outage): still pending."""
-    return replace(record, state=PENDING, reason=f"push failed, retrying: {message}"[:ERROR_TEXT_LIMIT])
+    return replace(record, state=PENDING, reason=f"push failed, retrying: {message}"[:ERROR_TEXT_LIMIT],
+                   code=PUSH_FAILED)
 
 
 # -- telemetry errors ----------------------------------------------------------------------
