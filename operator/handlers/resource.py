@@ -302,5 +302,5 @@ async def forget(meta: kopf.Meta, **_: Any) -> None:
         _runtime.locks.pop(str(meta["uid"]), None)
 
 
-VEHICLES = register_vehicle_handlers()
+VEHICLES = register_vehicle_handlers(environment=ENVIRONMENT)
 """The vehicles' daemon and watches (`fleetwire.operator.handlers.vehicles`), in this registry."""

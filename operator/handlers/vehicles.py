@@ -34,7 +34,6 @@ import base64
 import binascii
 import datetime as dt
 import logging
-import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from fleetwire.operator.reconcilers.vehicles import (
     shard_name,
 )
 from fleetwire.operator.clients.fleetapi import AUTH_URL, FleetApiClient, Tokens, TokenStoreError
+from fleetwire.operator.environment import OperatorEnvironment, from_env
 from fleetwire.operator.clients.kube import KINDS, KubeError, KubernetesApi, load_configuration
 from fleetwire.operator.policies.conditions import Condition, find_condition, set_condition
 from fleetwire.operator.resource.spec import FleetTelemetrySpec, SpecError, parse_spec
@@ -70,8 +70,6 @@ CERTIFICATE_LABELS = {"app.kubernetes.io/managed-by": "fleetwire-operator",
                       "app.kubernetes.io/component": "certificate"}
 """The TLS Secrets the operator writes (builders.labels): watched to re-push a new chain at once."""
 RETRY_SECONDS = 10.0
-CA_CHECK_SECONDS = 5.0
-"""Longest sleep between passes: a TLS Secret someone else manages (secretRef) is not watched."""
 
 log = logging.getLogger("fleetwire.operator.policies.vehicles")
 
@@ -527,15 +525,12 @@ class VehicleHandlers:
             vehicles.resource_changed(body)
 
 
-def register(registry: kopf.OperatorRegistry | None = None, environ: Mapping[str, str] | None = None
-             ) -> VehicleHandlers:
-    """Add the vehicle handlers to `registry` (kopf's default one when None); settings come from
-    `FLEETWIRE_VEHICLES_*` variables (see `Settings.from_env`), the longest sleep between
-    passes from `FLEETWIRE_VEHICLES_CA_CHECK_SECONDS`."""
-    env = os.environ if environ is None else environ
-    settings = Settings.from_env(env)
-    ca_check = float(env.get("FLEETWIRE_VEHICLES_CA_CHECK_SECONDS") or CA_CHECK_SECONDS)
-    handlers = VehicleHandlers(settings, ca_check)
+def register(registry: kopf.OperatorRegistry | None = None, environ: Mapping[str, str] | None = None,
+             environment: OperatorEnvironment | None = None) -> VehicleHandlers:
+    """Add the vehicle handlers to `registry` (kopf's default one when None), with the settings
+    of `environment` (else read from `environ`, else from the process: `environment.from_env`)."""
+    env = environment if environment is not None else from_env(environ)
+    handlers = VehicleHandlers(env.vehicles, env.vehicles_ca_check_seconds)
     kopf.daemon(*RESOURCE, id="vehicles", registry=registry, cancellation_timeout=10.0)(handlers.daemon)
     kopf.on.event("v1", "secrets", id="vehicles-certificate", registry=registry,
                   labels=dict(CERTIFICATE_LABELS))(handlers.certificate_event)

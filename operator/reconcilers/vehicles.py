@@ -54,6 +54,7 @@ from fleetwire.operator.clients.fleetapi import (
     TelemetryError,
     VehicleConfigState,
 )
+from fleetwire.operator.environment import VehicleSettings as Settings
 from fleetwire.operator.policies.conditions import Condition
 from fleetwire.proto.ss256 import sign_telemetry_config
 from fleetwire.operator.resource.spec import FleetTelemetrySpec, desired_vehicle_config
@@ -345,49 +346,6 @@ class MemoryRecordStore(ShardedRecordStore):
 # --------------------------------------------------------------------------------------
 # Settings, inputs, results
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Batch sizes, concurrency and cadences; the defaults suit Tesla's service, tests shorten them."""
-
-    status_batch: int = 100  # VINs per fleet_status call (the API's limit)
-    push_batch: int = 100  # VINs per push call
-    concurrency: int = 8  # Fleet API calls in flight, all kinds together
-    rate: float = 0.0  # Fleet API calls started per second at most (0: no pacing beyond `concurrency`)
-    probes_per_batch: int = 2  # vehicles of each push batch polled before the others
-    poll_first: float = 5.0  # seconds from a push to the first look at its probes
-    poll_most: float = 600.0  # longest gap between looks at a syncing vehicle
-    member_wait: float = 8.0  # the rest of a batch is read after this many `poll_first`s at the latest
-    drift_every: float = 6 * 3600.0  # re-read an applied vehicle's config (drift, freed slots)
-    recheck_every: float = 3600.0  # fleet_status again for vehicles skipped by the pre-flight
-    firmware_every: float = 86_400.0  # fleet_status again for vehicles too old for a configured field
-    errors_fast: float = 10.0  # telemetry errors while vehicles sync or fail
-    errors_slow: float = 300.0  # telemetry errors when all is quiet
-    error_quiet: float = 300.0  # a connection error not repeated for this long is over
-    retry_after_failure: float = 30.0  # next push attempt after a failed one
-    idle: float = 300.0  # longest sleep between passes
-    jitter: float = 0.1  # spread of the slow schedules, so reads do not bunch up
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Defaults overridden by `FLEETWIRE_VEHICLES_<FIELD>` variables (e.g.
-        `FLEETWIRE_VEHICLES_PUSH_BATCH=50`); a value that is not a positive number (zero for
-        `rate` and `jitter`) is refused with the variable's name."""
-        values: dict[str, Any] = {}
-        for name, default in cls().__dict__.items():
-            variable = f"FLEETWIRE_VEHICLES_{name.upper()}"
-            text = env.get(variable, "").strip()
-            if not text:
-                continue
-            try:
-                value = type(default)(text)
-            except ValueError:
-                value = -1
-            if not value > 0 and not (name in ("rate", "jitter") and value == 0):
-                raise ValueError(f"{variable}: expected a positive {type(default).__name__}, got {text!r}")
-            values[name] = value
-        return cls(**values)
 
 
 @dataclass(frozen=True)
