@@ -21,6 +21,7 @@ from typing import Any
 
 from fleetwire.trust import refusal
 from fleetwire.operator.resource.spec import Rotation
+from fleetwire.operator.policies.conditions import CERTIFICATE_ROTATING
 from fleetwire.operator.policies.reasons import Reason, first
 from fleetwire.pki import chain_fingerprint
 
@@ -37,8 +38,6 @@ __all__ = [
     "stage_decision",
 ]
 
-CERTIFICATE_ROTATING = "CertificateRotating"
-"""Condition type: a staged certificate waits for the vehicles to hold a `ca` accepting it."""
 PROMOTE_ANNOTATION = "fleetwire.io/promote-next"
 """On the resource: promote the staged certificate now, accepting that vehicles still behind are cut off."""
 

@@ -22,7 +22,7 @@ from cryptography.x509.verification import VerificationError
 
 from fleetwire.trust import refusal, verified_path
 from fleetwire.operator.clients.fleetapi import VehicleConfigState, VehicleInfo
-from fleetwire.operator.policies.conditions import Condition
+from fleetwire.operator.policies.conditions import VEHICLES_CONFIGURED, Condition
 from fleetwire.operator.policies.reasons import Reason, first
 from fleetwire.pki import chain_fingerprint
 from fleetwire.proto.catalog import BY_NAME, BY_NUMBER, firmware_at_least, parse_firmware
@@ -31,8 +31,6 @@ MIN_FIRMWARE = "2024.26"
 # Pre-2021 Model S/X need this firmware to stream at all, and then the owner's opt-in.
 LEGACY_SX_FIRMWARE = "2025.20"
 EXP_RENEW_MARGIN_S = 7 * 86_400
-VEHICLES_CONFIGURED = "VehiclesConfigured"
-"""Condition type: every vehicle that can take the desired config has applied it."""
 
 # The states a vehicle can be in, in the order a user reads them.
 PENDING = "pending"  # known, nothing pushed yet (or a push is due)

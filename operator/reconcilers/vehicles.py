@@ -37,6 +37,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import random
 import time
 from abc import ABC, abstractmethod
@@ -513,21 +514,33 @@ class VehicleReconciler:
         self._woken += 1
         self._wake.set()
 
-    async def run(self, inputs: Callable[[], Awaitable[Inputs]], report: Callable[[PassResult], Awaitable[None]],
-                  *, retry: float = 10.0) -> None:
+    async def run(self, inputs: Callable[[], Awaitable[Inputs | None]],
+                  report: Callable[[PassResult], Awaitable[None]], *, retry: float = 10.0, most: float = math.inf,
+                  failure: Callable[[Exception], str] | None = None) -> None:
         """Pass after pass until cancelled: each reads `inputs()`, reconciles, `report`s, then
-        sleeps until something is due or `wake()` is called."""
+        sleeps until something is due (at most `most`) or `wake()` is called.
+
+        `inputs()` returning None means nothing to configure: nothing is reported. A missing
+        input (`NotReady`) is reported and retried after `retry`; so is any other failure when
+        `failure` gives its text for the condition (without it, the failure propagates)."""
         while True:
             mark = self._woken
             try:
                 current = await inputs()
+                if current is None:
+                    await self.pause(most, mark)
+                    continue
+                result = await self.reconcile(current.spec, current.ca_pem, chains=current.chains,
+                                              staged=current.staged)
+                wait = min(result.next_in, most)
             except NotReady as exc:
-                await report(self.waiting(str(exc), retry))
-                await self.pause(retry, mark)
-                continue
-            result = await self.reconcile(current.spec, current.ca_pem, chains=current.chains, staged=current.staged)
+                result, wait = self.waiting(str(exc), retry), min(retry, most)
+            except Exception as exc:
+                if failure is None:
+                    raise
+                result, wait = self.waiting(failure(exc), retry), retry
             await report(result)
-            await self.pause(result.next_in, mark)
+            await self.pause(wait, mark)
 
     async def pause(self, seconds: float, mark: int) -> None:
         """Sleep `seconds`, or not at all if `wake()` was called since `mark` (a `woken` value)."""
