@@ -3,7 +3,9 @@
 The resource handlers, the vehicles' daemon (every few seconds) and the conditions all need
 the parsed spec; a generation's spec never changes, so it is parsed once and handed on.
 Keyed by (uid, generation); where an API server reports no generation (an emulator), by
-the spec's own canonical JSON, so an edit is never served a stale parse.
+the spec's own canonical JSON, so an edit is never served a stale parse. A spec is valid
+when it parses and the server's own parser accepts the config.json built from it
+(`server_check`): a config the server would refuse is a spec error, with the server's words.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+from fleetwire.operator.resource.server_check import server_refusal
 from fleetwire.operator.resource.spec import FleetTelemetrySpec, SpecError, parse_spec
 
-__all__ = ["parse_once"]
+__all__ = ["checked", "parse_once"]
 
 _LIMIT = 256  # resources × generations in flight: a handful per resource
 _parsed: OrderedDict[Hashable, FleetTelemetrySpec | SpecError] = OrderedDict()
@@ -27,16 +30,25 @@ def _key(uid: str, generation: int | None, spec: Mapping[str, Any]) -> Hashable:
     return (uid, json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str))
 
 
+def checked(spec: Mapping[str, Any]) -> FleetTelemetrySpec:
+    """`parse_spec(spec)`, and the server's parser on the config.json built from it; `SpecError`."""
+    parsed = parse_spec(spec)
+    refusal = server_refusal(parsed)
+    if refusal is not None:
+        raise SpecError("spec.server", f"the server refuses the config.json built from it: {refusal}")
+    return parsed
+
+
 def parse_once(uid: str | None, generation: int | None, spec: Mapping[str, Any]) -> FleetTelemetrySpec:
-    """`parse_spec(spec)`, remembered for (`uid`, `generation`); raises the same `SpecError`.
+    """`checked(spec)`, remembered for (`uid`, `generation`); raises the same `SpecError`.
     Without a `uid` nothing is remembered."""
     if uid is None:
-        return parse_spec(spec)
+        return checked(spec)
     key = _key(uid, generation, spec)
     found = _parsed.get(key)
     if found is None:
         try:
-            found = parse_spec(spec)
+            found = checked(spec)
         except SpecError as exc:
             found = exc
         _parsed[key] = found
