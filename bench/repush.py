@@ -122,7 +122,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from fleetwire.operator.reconcilers.vehicles import MemoryRecordStore, Settings, VehicleReconciler
     from fleetwire.operator.clients.fleetapi import FleetApiClient, MemoryTokenStore, RetryPolicy, Tokens
-    from fleetwire.operator.resource.spec import parse_spec
+    from fleetwire.operator.resource.spec_parse import parse_spec
     from fleetwire.pki import make_ca
 
     credentials = json.loads(Path(args.credentials).read_text())

@@ -39,7 +39,7 @@ from fleetwire.operator.clients.fleetapi import (
     VehicleInfo,
 )
 from fleetwire.proto.ss256 import public_point, verify_token
-from fleetwire.operator.resource.spec import parse_spec
+from fleetwire.operator.resource.spec_parse import parse_spec
 from fleetwire.operator.policies.vehicles import (
     APPLIED, FAILING, PENDING, PUSHED, SKIPPED, VehicleRecord, ca_fingerprint, push_failed, pushed, with_error,
 )

@@ -8,7 +8,7 @@ import pytest
 
 from fleetwire.operator.policies.conditions import check_spec
 from fleetwire.operator.resource.server_check import server_refusal
-from fleetwire.operator.resource.spec import parse_spec
+from fleetwire.operator.resource.spec_parse import parse_spec
 
 BASE: dict[str, Any] = {"hostname": "telemetry.example.com", "certificate": {"privateCA": {}}}
 SECRET = {"secretKeyRef": {"name": "backend", "key": "password"}}

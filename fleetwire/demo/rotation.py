@@ -178,7 +178,7 @@ async def trial(n: int, before: Served, after: Served, *, mode: str, hostname: s
 
     from fleetwire.operator.reconcilers.vehicles import MemoryRecordStore, Settings
     from fleetwire.operator.clients.fleetapi import FleetApiClient, MemoryTokenStore, Tokens
-    from fleetwire.operator.resource.spec import parse_spec
+    from fleetwire.operator.resource.spec_parse import parse_spec
     from fleetwire.sim.fleet import sim_vin
     from fleetwire.sim.fleetapi import FleetApiSimulator, LongTailSync, Reconnects
 

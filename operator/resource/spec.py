@@ -13,8 +13,8 @@ is not an error: it comes back in `FleetTelemetrySpec.warnings`, with its path.
 `desired_vehicle_config` is a pure function from a parsed spec and the `ca` PEM to the
 config object pushed through the Fleet API, in the key names vehicles expect.
 
-This module holds the parsed spec's types; the parser is `spec_parse` (its `parse_spec` and
-`parse_duration` are importable from here too), on the reader helpers of `spec_reader`.
+This module holds the parsed spec's types; the parser is `spec_parse.parse_spec`, on the
+reader helpers of `spec_reader`.
 """
 
 from __future__ import annotations
@@ -263,14 +263,3 @@ def desired_vehicle_config(spec: FleetTelemetrySpec, ca_pem: str, *, issued_at: 
     if spec.delivery_policy is not None:
         config["delivery_policy"] = spec.delivery_policy
     return config
-
-
-
-def __getattr__(name: str) -> Any:
-    """`parse_spec` and `parse_duration` live in `spec_parse` (which imports this module's
-    types); they stay importable from here, where every caller has always found them."""
-    if name in ("parse_spec", "parse_duration"):
-        from fleetwire.operator.resource import spec_parse
-
-        return getattr(spec_parse, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,8 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 from fleetwire.operator.resource.server_check import server_refusal
-from fleetwire.operator.resource.spec import FleetTelemetrySpec, SpecError, parse_spec
+from fleetwire.operator.resource.spec import FleetTelemetrySpec, SpecError
+from fleetwire.operator.resource.spec_parse import parse_spec
 
 __all__ = ["checked", "parse_once"]
 
