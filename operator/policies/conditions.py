@@ -5,13 +5,13 @@ it returns (conditions in status, events on change). Each concern reports one
 Kubernetes-style condition, and each condition type has exactly one writer, which merges
 only the types it owns into the list as it is (`patch_for`), never the others:
 
-| condition type        | meaning                                                   | written by |
-|-----------------------|-----------------------------------------------------------|------------|
-| `SpecValid`           | the spec parsed and passed every check                    | `handlers.resource.spec_valid` (`SPEC_OWNED`) |
-| `CertificateReady`    | the server has a certificate vehicles accept              | `handlers.resource` pass (`PASS_OWNED`) |
-| `ServerReady`         | the server's Deployment exists and runs                   | `handlers.resource` pass (`PASS_OWNED`) |
-| `CertificateRotating` | a staged certificate waits for the vehicles' `ca`         | `handlers.resource` pass (`PASS_OWNED`) |
-| `VehiclesConfigured`  | every vehicle that can take the config has applied it     | `handlers.vehicles` daemon (`VEHICLES_OWNED`) |
+| condition type        | written by (owned set)                                 | says                        |
+|-----------------------|--------------------------------------------------------|-----------------------------|
+| `SpecValid`           | `handlers.resource.spec_valid` (`SPEC_OWNED`)          | the spec can be acted on    |
+| `CertificateReady`    | the `handlers.resource` pass (`PASS_OWNED`)            | vehicles accept the cert    |
+| `ServerReady`         | the `handlers.resource` pass (`PASS_OWNED`)            | the Deployment runs         |
+| `CertificateRotating` | the `handlers.resource` pass (`PASS_OWNED`)            | a staged cert waits         |
+| `VehiclesConfigured`  | the `handlers.vehicles` daemon (`VEHICLES_OWNED`)      | vehicles applied the config |
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ class AcmeSource:
         if decision is None:
             assert material is not None and report is not None
             return ready_outcome(ctx, self.mode, material, report, names.tls_secret,
-                          renew_at(material.leaf, settings.renew_before))
+                                 renew_at(material.leaf, settings.renew_before))
         reason = decision.message
         retry = ctx.previous.get("retry")
         gated = first((*RETRY_GATE, *ORDER_GATE), GateFacts(retry, ctx.previous.get("order"), ctx.generation,
@@ -99,9 +99,9 @@ class AcmeSource:
             if usable:
                 assert material is not None and report is not None
                 return ready_outcome(ctx, self.mode, material, report, names.tls_secret,
-                              renew_at(material.leaf, settings.renew_before), keep=keep,
-                              extra=f"renewal due ({reason}) waits: {why}",
-                              reason="RenewalFailing" if wait else "RenewalPending")
+                                     renew_at(material.leaf, settings.renew_before), keep=keep,
+                                     extra=f"renewal due ({reason}) waits: {why}",
+                                     reason="RenewalFailing" if wait else "RenewalPending")
             return not_ready_outcome(ctx, self.mode, "AcmeFailed" if wait else "OrderInProgress",
                               f"no usable certificate for {hostname} ({reason}); {why}", names.tls_secret, keep=keep)
 
@@ -113,7 +113,7 @@ class AcmeSource:
             if not fresh.ok:
                 raise AcmeError(f"the CA's certificate fails the vehicle checks: {failures_text(fresh)}")
             return await install(ctx, self.mode, names.tls_secret, issued, fresh, reason, material, report,
-                                  f"ACME ({settings.directory_url})", settings.renew_before, extra=root_note)
+                                 f"ACME ({settings.directory_url})", settings.renew_before, extra=root_note)
         except (AcmeError, DnsProviderError, KubeError, OSError, ValueError, CertificateProblem) as exc:
             # ValueError: unreadable rootCertificates or account key, both the user's to fix.
             error = str(exc).rstrip(".")
@@ -126,10 +126,10 @@ class AcmeSource:
             if usable:
                 assert material is not None and report is not None
                 return ready_outcome(ctx, self.mode, material, report, names.tls_secret,
-                              renew_at(material.leaf, settings.renew_before), keep={"retry": record},
+                                     renew_at(material.leaf, settings.renew_before), keep={"retry": record},
                               extra=f"renewal failing ({reason}): {error}", events=(event,), reason="RenewalFailing")
             return not_ready_outcome(ctx, self.mode, "AcmeFailed",
-                              f"could not {verb} the certificate for {hostname}: {error}; next attempt at "
+                                     f"could not {verb} the certificate for {hostname}: {error}; next attempt at "
                               f"{record['nextAttemptAt']}", names.tls_secret, events=(event,), keep={"retry": record})
 
     async def _issue(self, ctx: CertificateContext, settings: AcmeCertificate,

@@ -133,9 +133,9 @@ class CertificateSource(Protocol):
 
 
 def ready_outcome(ctx: CertificateContext, mode: str, material: Material, report: Report, secret_name: str,
-           renew: dt.datetime | None, *, extra: str = "", events: tuple[Event, ...] = (),
-           keep: Mapping[str, Any] | None = None, reason: str = "CertificateValid",
-           rotating: Condition | None = None, promoted: bool = False) -> CertificateOutcome:
+                  renew: dt.datetime | None, *, extra: str = "", events: tuple[Event, ...] = (),
+                  keep: Mapping[str, Any] | None = None, reason: str = "CertificateValid",
+                  rotating: Condition | None = None, promoted: bool = False) -> CertificateOutcome:
     leaf = material.leaf
     message = (f"{mode}: certificate for {ctx.spec.hostname} valid until {timestamp(leaf.not_valid_after_utc)}, "
                f"issued by {leaf.issuer.rfc4514_string()}")
@@ -152,7 +152,7 @@ def ready_outcome(ctx: CertificateContext, mode: str, material: Material, report
 
 
 def not_ready_outcome(ctx: CertificateContext, mode: str, reason: str, message: str, secret_name: str, *,
-               events: tuple[Event, ...] = (), keep: Mapping[str, Any] | None = None) -> CertificateOutcome:
+                      events: tuple[Event, ...] = (), keep: Mapping[str, Any] | None = None) -> CertificateOutcome:
     return CertificateOutcome(Condition(CERTIFICATE_READY, "False", reason, message, ctx.generation),
                               {"mode": mode, "secretName": secret_name, **(keep or {})}, secret_name, events)
 
@@ -172,7 +172,7 @@ async def stored_certificate(ctx: CertificateContext, name: str) -> tuple[Materi
 
 
 def issued_event(hostname: str, reason: str, material: Material, before: Material | None,
-                  source: str) -> Event:
+                 source: str) -> Event:
     leaf = material.leaf
     fingerprint = chain_fingerprint(material.ca_pem)
     if before is None:

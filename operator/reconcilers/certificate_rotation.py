@@ -49,7 +49,7 @@ def _vehicles_expected(spec: FleetTelemetrySpec) -> bool:
 
 
 async def staged_certificate(ctx: CertificateContext, tls_name: str,
-                  current: Material | None) -> tuple[Material, Mapping[str, str]] | None:
+                             current: Material | None) -> tuple[Material, Mapping[str, str]] | None:
     """The staged certificate and its annotations, or None. A promoted one stays in its Secret
     (the same chain as the one served) until the next staging overwrites it, and one that no
     longer passes the vehicle checks (it expired waiting, the hostname changed) is ignored, so
@@ -88,14 +88,14 @@ def _waiting(ctx: CertificateContext, mode: str, current: Material, report: Repo
     text = rotation.progress_text(progress, rotation.staged_fingerprint(staged.chain_pem), deadline)
     rotating = Condition(rotation.CERTIFICATE_ROTATING, "True", "WaitingForVehicles", text, ctx.generation)
     return ready_outcome(ctx, mode, current, report, tls_name, renew, events=events, rotating=rotating,
-                  extra=f"next certificate staged in Secret {rotation.next_secret_name(tls_name)}: {text}",
-                  keep={"next": _next_status(staged, staged_at, deadline)})
+                         extra=f"next certificate staged in Secret {rotation.next_secret_name(tls_name)}: {text}",
+                         keep={"next": _next_status(staged, staged_at, deadline)})
 
 
 async def install(ctx: CertificateContext, mode: str, tls_name: str, material: Material, report: Report,
-                   reason: str, before: Material | None, before_report: Report | None, source: str,
-                   renew_before: dt.timedelta | None, *, extra: str = "",
-                   events: tuple[Event, ...] = ()) -> CertificateOutcome:
+                  reason: str, before: Material | None, before_report: Report | None, source: str,
+                  renew_before: dt.timedelta | None, *, extra: str = "",
+                  events: tuple[Event, ...] = ()) -> CertificateOutcome:
     """Serve a new certificate at once, or stage it when the vehicles' `ca` would refuse it."""
     hostname = ctx.spec.hostname
     usable = before is not None and before_report is not None and before_report.ok
@@ -119,12 +119,12 @@ async def install(ctx: CertificateContext, mode: str, tls_name: str, material: M
     if decision.code == rotation.NO_USABLE_CURRENT and before is not None:
         events = (*events, Event("Warning", "CertificateSwitched", f"[{decision.code}] {decision.message}"))
     return ready_outcome(ctx, mode, material, report, tls_name, renew_at(material.leaf, renew_before), extra=extra,
-                  events=events)
+                         events=events)
 
 
 async def rotate(ctx: CertificateContext, mode: str, tls_name: str, staged: tuple[Material, Mapping[str, str]],
-                  current: Material | None, current_report: Report | None, renew_before: dt.timedelta | None,
-                  events: tuple[Event, ...] = ()) -> CertificateOutcome:
+                 current: Material | None, current_report: Report | None, renew_before: dt.timedelta | None,
+                 events: tuple[Event, ...] = ()) -> CertificateOutcome:
     """A certificate is staged: promote it (and say why, naming the vehicles left behind), or keep waiting."""
     material, annotations = staged
     hostname = ctx.spec.hostname

@@ -104,7 +104,7 @@ class SecretRefSource:
         if secret is None:
             return not_ready_outcome(ctx, self.mode, "SecretNotFound",
                               f"Secret {where} not found: create a kubernetes.io/tls Secret (e.g. a cert-manager "
-                              f"Certificate) for {ctx.spec.hostname} with tls.crt, tls.key and ca.crt", name)
+                                     f"Certificate) for {ctx.spec.hostname} with tls.crt, tls.key and ca.crt", name)
         try:
             material = material_from_secret(secret, where)
         except CertificateProblem as exc:
@@ -112,8 +112,8 @@ class SecretRefSource:
         report = check(material, ctx.spec.hostname, ctx.now)
         if not report.ok:
             return not_ready_outcome(ctx, self.mode, "CertificateInvalid",
-                              f"Secret {where}: vehicles would refuse it: {failures_text(report)}", name,
-                              keep={"chainFingerprint": chain_fingerprint(material.ca_pem)})
+                                     f"Secret {where}: vehicles would refuse it: {failures_text(report)}", name,
+                                     keep={"chainFingerprint": chain_fingerprint(material.ca_pem)})
         return ready_outcome(ctx, self.mode, material, report, name, None)
 
 
@@ -137,4 +137,4 @@ async def ensure_certificate(ctx: CertificateContext) -> CertificateOutcome:
     except KubeError as exc:
         secret_name = builders.tls_secret_name(ctx.owner, ctx.spec)
         return not_ready_outcome(ctx, source.mode, "ApiError", f"Kubernetes API: {exc}", secret_name,
-                          keep={k: v for k, v in ctx.previous.items() if k in ("retry", "order")})
+                                 keep={k: v for k, v in ctx.previous.items() if k in ("retry", "order")})

@@ -179,12 +179,12 @@ class PrivateCaSource:
             report = check(material, ctx.spec.hostname, ctx.now)
             if not report.ok:  # the CA itself cannot make acceptable leaves (e.g. it is about to expire)
                 return not_ready_outcome(ctx, self.mode, "CertificateInvalid",
-                                  f"a leaf from the private CA fails checks: {failures_text(report)}",
-                                  names.tls_secret, events=tuple(events))
-            return await install(ctx, self.mode, names.tls_secret, material, report, decision.message, before, before_report,
-                                  "the private CA", None, extra=extra, events=tuple(events))
+                                         f"a leaf from the private CA fails checks: {failures_text(report)}",
+                                         names.tls_secret, events=tuple(events))
+            return await install(ctx, self.mode, names.tls_secret, material, report, decision.message, before,
+                                 before_report, "the private CA", None, extra=extra, events=tuple(events))
         assert material is not None and report is not None
         return ready_outcome(ctx, self.mode, material, report, names.tls_secret, renew_at(material.leaf), extra=extra,
-                      events=tuple(events))
+                             events=tuple(events))
 
 

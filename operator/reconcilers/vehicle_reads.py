@@ -169,7 +169,7 @@ class VehicleReads:
             if not due:
                 return
             await self._pacer.each([vin for _, vin in due], lambda vin: self._look(vin, desired, changed),
-                             stop=lambda: self._woken != self._pass_mark)
+                                   stop=lambda: self._woken != self._pass_mark)
 
     async def _look(self, vin: str, desired: Mapping[str, Any], changed: set[str]) -> None:
         self._due.pop(vin, None)
