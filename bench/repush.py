@@ -124,7 +124,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from fleetwire.operator.clients.fleetapi import FleetApiClient, RetryPolicy, Tokens
     from fleetwire.operator.stores.records import MemoryRecordStore
     from fleetwire.operator.stores.tokens import MemoryTokenStore
-    from fleetwire.operator.resource.spec import parse_spec
+    from fleetwire.operator.resource.spec_parse import parse_spec
     from fleetwire.pki import make_ca
 
     credentials = json.loads(Path(args.credentials).read_text())

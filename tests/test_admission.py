@@ -10,7 +10,7 @@ import pytest
 
 from fleetwire.operator.resource import builders, crd
 from fleetwire.operator.environment import OperatorEnvironment
-from fleetwire.operator.resource.spec import parse_spec
+from fleetwire.operator.resource.spec_parse import parse_spec
 from fleetwire.sim import admission
 from fleetwire.sim.admission import Cause
 

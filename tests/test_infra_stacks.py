@@ -205,7 +205,7 @@ def test_resource_hostname_is_the_dns_name(cloud: str) -> None:
 
 
 def test_resource_spec_is_accepted_by_the_operator() -> None:
-    spec_module = pytest.importorskip("fleetwire.operator.resource.spec", reason="operator/resource/spec.py is not there yet")
+    spec_module = pytest.importorskip("fleetwire.operator.resource.spec_parse", reason="operator/resource/spec_parse.py is not there yet")
     stack = deploy(base_config("linode", challenge="dns01", dns01ApiToken=SECRETS["dns01ApiToken"],
                                fleetApiRegion="eu", acmeDirectory="https://acme-staging-v02.api.letsencrypt.org/directory"))
     spec = unwrap(stack.one("kubernetes:fleetwire.io/v1alpha1:FleetTelemetryConfig").inputs["spec"])

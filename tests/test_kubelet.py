@@ -27,7 +27,7 @@ from fleetwire import pki
 from fleetwire.image import IMAGE_REPOSITORY
 from fleetwire.operator.resource import builders
 from fleetwire.operator.environment import OperatorEnvironment
-from fleetwire.operator.resource.spec import parse_spec
+from fleetwire.operator.resource.spec_parse import parse_spec
 from fleetwire.sim import kubelet as kl
 from fleetwire.sim.fleet import issue_vehicle_certs
 from fleetwire.sim import fleet_pki

@@ -15,7 +15,8 @@ import pytest
 
 from fleetwire.operator.resource import builders, crd
 from fleetwire.operator.environment import OperatorEnvironment
-from fleetwire.operator.resource.spec import SpecError, parse_spec
+from fleetwire.operator.resource.spec import SpecError
+from fleetwire.operator.resource.spec_parse import parse_spec
 from fleetwire.server.config import parse_config
 
 OWNER = builders.Owner("fleet", "telemetry", "0b7c0de0-0000-4000-8000-000000000001")

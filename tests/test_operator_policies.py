@@ -33,7 +33,7 @@ from fleetwire.operator.reconcilers.certificates import (
 )
 from fleetwire.operator.environment import DEFAULT_OPERATOR_SELECTOR, OperatorEnvironment, SettingError, from_env
 from fleetwire.operator.policies.conditions import Condition, server_condition, transition_events
-from fleetwire.operator.resource.spec import parse_spec
+from fleetwire.operator.resource.spec_parse import parse_spec
 from fleetwire.server.config import parse_config
 
 HOST = "telemetry.fleetwire.test"

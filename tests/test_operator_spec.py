@@ -28,9 +28,8 @@ from fleetwire.operator.resource.spec import (
     SecretCertificate,
     SpecError,
     desired_vehicle_config,
-    parse_duration,
-    parse_spec,
 )
+from fleetwire.operator.resource.spec_parse import parse_duration, parse_spec
 from fleetwire.proto import catalog
 from fleetwire.server import config as server_config
 

@@ -22,7 +22,7 @@ from fleetwire.operator.resource.builders import Owner
 from fleetwire.trust import refusal
 from fleetwire.operator.reconcilers.certificates import CertificateContext, CertificateOutcome, PrivateCaSource
 from fleetwire.operator.environment import from_env
-from fleetwire.operator.resource.spec import parse_spec
+from fleetwire.operator.resource.spec_parse import parse_spec
 
 HOST = "telemetry.fleetwire.test"
 OWNER = Owner("fleet", "default", "uid-1")

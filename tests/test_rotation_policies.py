@@ -8,7 +8,8 @@ from test_rotation_acceptance import A, B, HOST
 
 from fleetwire.operator.policies import rotation
 from fleetwire.operator.policies.rotation import PromoteFacts, promote_by, promote_decision, stage_decision
-from fleetwire.operator.resource.spec import Rotation, parse_spec
+from fleetwire.operator.resource.spec import Rotation
+from fleetwire.operator.resource.spec_parse import parse_spec
 
 NOW = dt.datetime.now(dt.UTC)
 

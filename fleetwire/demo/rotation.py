@@ -180,7 +180,7 @@ async def trial(n: int, before: Served, after: Served, *, mode: str, hostname: s
     from fleetwire.operator.clients.fleetapi import FleetApiClient, Tokens
     from fleetwire.operator.stores.records import MemoryRecordStore
     from fleetwire.operator.stores.tokens import MemoryTokenStore
-    from fleetwire.operator.resource.spec import parse_spec
+    from fleetwire.operator.resource.spec_parse import parse_spec
     from fleetwire.sim.fleet import sim_vin
     from fleetwire.sim.fleetapi import FleetApiSimulator, LongTailSync, Reconnects
 

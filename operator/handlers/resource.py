@@ -13,8 +13,11 @@ put kopf into a retry loop; the timer tries again.
 The timer and the change handlers of one resource may overlap, so passes over one
 resource are serialised by a lock, and what a pass wrote into `status.certificate`
 (the back-off and order markers) is remembered in memory: kopf applies a handler's status
-patch only after it returns, so the next pass may be handed an older body. Every pass
-writes all three conditions, so a stale base cannot drop one.
+patch only after it returns, so the next pass may be handed an older body. Conditions are
+not written through kopf's patch (a merge patch replaces the list whole): `spec_valid`
+writes SpecValid and a pass its own types (`PASS_OWNED`) with `handlers.status.write_status`,
+merged into the list as the API holds it, so no writer reverts another's. The spec is
+parsed once per generation (`resource.spec_cache`) and handed on.
 
 Loaded by `fleetwire operator` (`fleetwire.operator.main`), or by `kopf run -m
 fleetwire.operator.handlers.resource` for development.
@@ -39,13 +42,14 @@ from fleetwire.operator.clients.http01 import Http01Responder
 from fleetwire.operator.policies.rotation import PROMOTE_ANNOTATION
 from fleetwire.operator.resource.spec import FleetTelemetrySpec
 from fleetwire.operator.clients.kube import KubeError, KubernetesApi, load_configuration
+from fleetwire.operator.handlers.status import resource_path, write_status
 from fleetwire.operator.policies.conditions import (
     CERTIFICATE_READY,
+    PASS_OWNED,
     SERVER_READY,
-    SPEC_VALID,
+    SPEC_OWNED,
     Condition,
     Event,
-    Reconciliation,
     check_spec,
     find_condition,
     reconcile,
@@ -79,24 +83,20 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_via_client(**kwargs)
 
 
-def write_conditions(patch: kopf.Patch, status: Mapping[str, Any], result: Reconciliation) -> None:
-    """Put `result`'s conditions into the status patch, on top of what is already pending."""
-    pending = patch.status.get("conditions")
-    base = pending if pending is not None else status.get("conditions")
-    patch.status.update(result.status_patch(base, dt.datetime.now(dt.UTC)))
-
-
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-def spec_valid(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch,
-               logger: kopf.Logger, **_: Any) -> None:
+async def spec_valid(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status,
+                     logger: kopf.Logger, **_: Any) -> None:
     """Check the spec and say so in the SpecValid condition (and an event when it changes).
 
     An invalid spec is the user's to fix, so it is reported, not retried.
     """
-    result = reconcile(dict(spec), dict(status), meta.get("generation"))
-    write_conditions(patch, status, result)
+    runtime = _runtime
+    assert runtime is not None, "the startup handler creates the runtime"
+    result = reconcile(dict(spec), dict(status), meta.get("generation"), uid=str(meta["uid"]))
+    extra = {"observedGeneration": result.observed_generation} if result.observed_generation is not None else {}
+    await write_status(runtime.api, Owner.of(body), SPEC_OWNED, result.conditions, extra, body=body)
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         (logger.warning if event.type == "Warning" else logger.info)("%s: %s", event.reason, event.message)
@@ -240,8 +240,8 @@ async def _manage(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kop
         if runtime.closed:
             return
         memory = runtime.memory.get(uid) or _Memory.from_status(status)
-        parsed, spec_condition = check_spec(dict(spec), generation)
-        conditions: list[Condition] = [spec_condition]
+        parsed, _ = check_spec(dict(spec), generation, uid=uid)  # SpecValid is spec_valid's to write
+        conditions: list[Condition] = []
         events: list[Event] = []
         status_patch: dict[str, Any] = {}
         if parsed is not None:
@@ -260,19 +260,28 @@ async def _manage(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kop
                 if outcome.rotating is not None:  # CertificateRotating, while staged and once promoted
                     conditions.append(outcome.rotating)
                 if outcome.promoted and PROMOTE_ANNOTATION in (meta.get("annotations") or {}):
-                    patch.metadata.annotations[PROMOTE_ANNOTATION] = None  # it asked for this promotion only
+                    # It asked for this promotion only; removed before the status says "promoted".
+                    try:
+                        await runtime.api.request("PATCH", resource_path(Owner.of(body)),
+                                                  {"metadata": {"annotations": {PROMOTE_ANNOTATION: None}}},
+                                                  content_type="application/merge-patch+json")
+                    except KubeError as exc:
+                        logger.warning("cannot remove the annotation %s: %s", PROMOTE_ANNOTATION, exc)
                 events += outcome.events
                 status_patch["certificate"] = _replacing(memory.certificate, outcome.status)
                 status_patch["server"] = _replacing({"http01Service": True} if memory.http01_service else {},
                                                     server_status)
                 memory.certificate = dict(outcome.status)
                 memory.http01_service = "http01Service" in server_status
-        managed = [c for c in conditions if c.type != SPEC_VALID]
-        events += transition_events(memory.announced, managed)
-        memory.announced.update({c.type: (c.status, c.reason) for c in managed})
+        events += transition_events(memory.announced, conditions)
+        memory.announced.update({c.type: (c.status, c.reason) for c in conditions})
         runtime.memory[uid] = memory
-        write_conditions(patch, status, Reconciliation(parsed, tuple(conditions), (), generation))
-        patch.status.update(status_patch)
+        if conditions or status_patch:  # in one write: a reader seeing the conditions sees their details
+            try:
+                await write_status(runtime.api, Owner.of(body), PASS_OWNED, conditions, status_patch, body=body)
+            except KubeError as exc:
+                logger.warning("cannot write the status of %s/%s, retried on the next pass: %s",
+                               meta.get("namespace"), meta.get("name"), exc)
         for event in events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             (logger.warning if event.type == "Warning" else logger.info)("%s: %s", event.reason, event.message)
@@ -302,5 +311,5 @@ async def forget(meta: kopf.Meta, **_: Any) -> None:
         _runtime.locks.pop(str(meta["uid"]), None)
 
 
-VEHICLES = register_vehicle_handlers()
+VEHICLES = register_vehicle_handlers(environment=ENVIRONMENT)
 """The vehicles' daemon and watches (`fleetwire.operator.handlers.vehicles`), in this registry."""

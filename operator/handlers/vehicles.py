@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,8 +56,12 @@ from fleetwire.operator.clients.kube import KubeError, KubernetesApi, load_confi
 from fleetwire.operator.clients.kube import secret_value as _decoded
 from fleetwire.operator.stores.configmap_records import ConfigMapRecordStore
 from fleetwire.operator.stores.secret_tokens import SecretTokenStore
-from fleetwire.operator.policies.conditions import Condition, find_condition, set_condition
-from fleetwire.operator.resource.spec import FleetTelemetrySpec, SpecError, parse_spec
+from fleetwire.operator.policies.conditions import Condition
+from fleetwire.operator.resource.spec import FleetTelemetrySpec, SpecError
+from fleetwire.operator.environment import OperatorEnvironment, from_env
+from fleetwire.operator.handlers.status import write_status
+from fleetwire.operator.policies.conditions import VEHICLES_OWNED
+from fleetwire.operator.resource.spec_cache import parse_once
 from fleetwire.operator.policies.rotation import next_secret_name
 from fleetwire.operator.policies.vehicles import CA_REFUSED, VEHICLES_CONFIGURED, ca_fingerprint, ca_union
 
@@ -69,8 +72,6 @@ CERTIFICATE_LABELS = {"app.kubernetes.io/managed-by": "fleetwire-operator",
                       "app.kubernetes.io/component": "certificate"}
 """The TLS Secrets the operator writes (builders.labels): watched to re-push a new chain at once."""
 RETRY_SECONDS = 10.0
-CA_CHECK_SECONDS = 5.0
-"""Longest sleep between passes: a TLS Secret someone else manages (secretRef) is not watched."""
 
 log = logging.getLogger("fleetwire.operator.policies.vehicles")
 
@@ -110,8 +111,6 @@ class _ResourceVehicles:
         self._generation: Any = None
         self._announced: tuple[str, str] | None = None
         self._written: tuple[dict[str, Any], Condition] | None = None  # the status last written
-        self._restoring: asyncio.Future[None] | None = None
-        self._writing = asyncio.Lock()
 
     def wake(self) -> None:
         self.reconciler.wake()
@@ -126,72 +125,41 @@ class _ResourceVehicles:
             self.wake()
 
     def resource_changed(self, body: Mapping[str, Any]) -> None:
-        """A new generation (spec change) starts a pass; a status that lost what this daemon
-        wrote is written again at once.
-
-        Other handlers write the whole `status.conditions` list from the body kopf handed
-        them, which may predate this daemon's last write, so `VehiclesConfigured` can be
-        reverted to an older value; it is restored within one watch event.
-        """
+        """A new generation (spec change) starts a pass."""
         generation = (body.get("metadata") or {}).get("generation")
         if generation != self._generation:
             self._generation = generation
             self.wake()
-        if self._written is not None and not _shows(body.get("status") or {}, *self._written) and (
-                self._restoring is None or self._restoring.done()):
-            self._restoring = asyncio.ensure_future(self._restore(body))
-
-    async def _restore(self, body: Mapping[str, Any]) -> None:
-        assert self._written is not None
-        try:
-            await self._write_status(*self._written, current=body)
-        except (KubeError, OSError) as exc:
-            log.warning("%s/%s: cannot restore status.vehicles: %s", self.owner.namespace, self.owner.name, exc)
 
     async def run(self) -> None:
-        """Passes until cancelled; a failure of one pass is logged and retried, never fatal."""
-        while True:
-            mark = self.reconciler.woken
-            wait = self.ca_check
-            try:
-                result = await self._pass()
-                if result is None:  # nothing to configure: no condition, no status, no calls
-                    await self.reconciler.pause(self.ca_check, mark)
-                    continue
-                wait = min(result.next_in, self.ca_check)
-            except NotReady as exc:
-                result = self.reconciler.waiting(str(exc), RETRY_SECONDS)
-                wait = min(RETRY_SECONDS, self.ca_check)
-            except (KubeError, OSError) as exc:
-                log.warning("%s/%s: vehicles pass failed, retried in %.0f s: %s", self.owner.namespace,
-                            self.owner.name, RETRY_SECONDS, exc)
-                result = self.reconciler.waiting(f"Kubernetes API: {exc}", RETRY_SECONDS)
-                wait = RETRY_SECONDS
-            except Exception as exc:  # noqa: BLE001 - the daemon must outlive any one bad pass
-                log.exception("%s/%s: vehicles pass failed, retried in %.0f s", self.owner.namespace,
-                              self.owner.name, RETRY_SECONDS)
-                result = self.reconciler.waiting(f"unexpected failure, retried: {type(exc).__name__}: {exc}",
-                                                 RETRY_SECONDS)
-                wait = RETRY_SECONDS
-            try:
-                await self._report(result)
-            except (KubeError, OSError) as exc:
-                log.warning("%s/%s: cannot write status.vehicles: %s", self.owner.namespace, self.owner.name, exc)
-            await self.reconciler.pause(wait, mark)
+        """The reconciler's loop until cancelled: this daemon supplies the inputs and writes the
+        status; a failure of one pass is logged and retried, never fatal."""
+        await self.reconciler.run(self._inputs_of_pass, self._report_safely, retry=RETRY_SECONDS,
+                                  most=self.ca_check, failure=self._failure)
 
-    async def _pass(self) -> PassResult | None:
+    def _failure(self, exc: Exception) -> str:
+        """The condition's text for a pass that failed (logged once here)."""
+        where = f"{self.owner.namespace}/{self.owner.name}"
+        if isinstance(exc, (KubeError, OSError)):
+            log.warning("%s: vehicles pass failed, retried in %.0f s: %s", where, RETRY_SECONDS, exc)
+            return f"Kubernetes API: {exc}"
+        log.error("%s: vehicles pass failed, retried in %.0f s", where, RETRY_SECONDS, exc_info=exc)
+        return f"unexpected failure, retried: {type(exc).__name__}: {exc}"
+
+    async def _report_safely(self, result: PassResult) -> None:
+        try:
+            await self._report(result)
+        except (KubeError, OSError) as exc:
+            log.warning("%s/%s: cannot write status.vehicles: %s", self.owner.namespace, self.owner.name, exc)
+
+    async def _inputs_of_pass(self) -> Inputs | None:
         inputs = await self._inputs()
-        if inputs is None:
-            return None
-        self._ca_fp = ca_fingerprint(inputs.ca_pem)
-        self._staged = inputs.staged is not None
-        return await self.reconciler.reconcile(inputs.spec, inputs.ca_pem, chains=inputs.chains,
-                                               staged=inputs.staged)
+        if inputs is not None:
+            self._ca_fp = ca_fingerprint(inputs.ca_pem)
+            self._staged = inputs.staged is not None
+        return inputs
 
     async def close(self) -> None:
-        if self._restoring is not None:
-            self._restoring.cancel()
-            await asyncio.gather(self._restoring, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
         await self.api.close()
@@ -201,8 +169,9 @@ class _ResourceVehicles:
     async def _inputs(self) -> Inputs | None:
         """The spec and the `ca`, with the Fleet API client ready; None when there is nothing
         to configure (no vehicles listed, none configured before)."""
+        meta = self.body.get("metadata") or {}
         try:
-            spec = parse_spec(dict(self.body.get("spec") or {}))
+            spec = parse_once(self.owner.uid, meta.get("generation"), dict(self.body.get("spec") or {}))
         except SpecError as exc:
             if not await self.reconciler.load():
                 return None
@@ -317,40 +286,18 @@ class _ResourceVehicles:
                                    f"serves and stream nothing until they sync the new one: {shown}")
         await self._write_status(result.status(), condition)
 
-    async def _write_status(self, vehicles: dict[str, Any], condition: Condition,
-                            current: Mapping[str, Any] | None = None) -> None:
-        """Merge `status.vehicles` and the condition in, guarded by resourceVersion: the
-        conditions list is written whole, and another handler may have changed it."""
-        async with self._writing:
-            self._written = (vehicles, condition)
-            body: Mapping[str, Any] = current if current is not None else self.body
-            path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{self.owner.namespace}/{crd.PLURAL}/{self.owner.name}"
-            for _ in range(4):
-                status = body.get("status") or {}
-                if _shows(status, vehicles, condition):
-                    return
-                old = dict(status.get("vehicles") or {})
-                patch = {"metadata": {"resourceVersion": (body.get("metadata") or {}).get("resourceVersion")},
-                         "status": {"vehicles": {**{k: None for k in old if k not in vehicles}, **vehicles},
-                                    "conditions": set_condition(status.get("conditions"), condition,
-                                                                dt.datetime.now(dt.UTC))}}
-                try:
-                    await self.api.request("PATCH", path + "/status", patch,
-                                           content_type="application/merge-patch+json")
-                    return
-                except KubeError as exc:
-                    if exc.status != 409:
-                        raise
-                body = await self.api.request("GET", path)
+    async def _write_status(self, vehicles: dict[str, Any], condition: Condition) -> None:
+        """Merge `status.vehicles` and `VehiclesConfigured` (the only condition this daemon owns)
+        in; nothing is written when it equals what this daemon wrote last."""
+        if self._written == (vehicles, condition):
+            return
 
+        def keys(status: Mapping[str, Any]) -> dict[str, Any]:
+            old = dict(status.get("vehicles") or {})
+            return {"vehicles": {**{k: None for k in old if k not in vehicles}, **vehicles}}
 
-def _shows(status: Mapping[str, Any], vehicles: Mapping[str, Any], condition: Condition) -> bool:
-    """Whether a resource's status already says what this daemon would write."""
-    found = find_condition(status.get("conditions"), condition.type)
-    return found is not None and dict(status.get("vehicles") or {}) == dict(vehicles) and all(
-        found.get(key) == value for key, value in (
-            ("status", condition.status), ("reason", condition.reason), ("message", condition.message),
-            ("observedGeneration", condition.observed_generation)))
+        await write_status(self.api, self.owner, VEHICLES_OWNED, (condition,), keys, body=self.body)
+        self._written = (vehicles, condition)
 
 
 def _version(obj: Mapping[str, Any] | None) -> str:
@@ -421,15 +368,12 @@ class VehicleHandlers:
             vehicles.resource_changed(body)
 
 
-def register(registry: kopf.OperatorRegistry | None = None, environ: Mapping[str, str] | None = None
-             ) -> VehicleHandlers:
-    """Add the vehicle handlers to `registry` (kopf's default one when None); settings come from
-    `FLEETWIRE_VEHICLES_*` variables (see `Settings.from_env`), the longest sleep between
-    passes from `FLEETWIRE_VEHICLES_CA_CHECK_SECONDS`."""
-    env = os.environ if environ is None else environ
-    settings = Settings.from_env(env)
-    ca_check = float(env.get("FLEETWIRE_VEHICLES_CA_CHECK_SECONDS") or CA_CHECK_SECONDS)
-    handlers = VehicleHandlers(settings, ca_check)
+def register(registry: kopf.OperatorRegistry | None = None, environ: Mapping[str, str] | None = None,
+             environment: OperatorEnvironment | None = None) -> VehicleHandlers:
+    """Add the vehicle handlers to `registry` (kopf's default one when None), with the settings
+    of `environment` (else read from `environ`, else from the process: `environment.from_env`)."""
+    env = environment if environment is not None else from_env(environ)
+    handlers = VehicleHandlers(env.vehicles, env.vehicles_ca_check_seconds)
     kopf.daemon(*RESOURCE, id="vehicles", registry=registry, cancellation_timeout=10.0)(handlers.daemon)
     kopf.on.event("v1", "secrets", id="vehicles-certificate", registry=registry,
                   labels=dict(CERTIFICATE_LABELS))(handlers.certificate_event)

@@ -2,29 +2,43 @@
 
 Pure functions, no I/O: the kopf handlers gather state, call `reconcile`, and write what
 it returns (conditions in status, events on change). Each concern reports one
-Kubernetes-style condition; a new concern (certificate, server, vehicles) adds a function
-that returns a `Condition` and writes it with `set_condition`, which keeps the other
-conditions and their transition times.
+Kubernetes-style condition, and each condition type has exactly one writer, which merges
+only the types it owns into the list as it is (`patch_for`), never the others:
+
+| condition type        | written by (owned set)                                 | says                        |
+|-----------------------|--------------------------------------------------------|-----------------------------|
+| `SpecValid`           | `handlers.resource.spec_valid` (`SPEC_OWNED`)          | the spec can be acted on    |
+| `CertificateReady`    | the `handlers.resource` pass (`PASS_OWNED`)            | vehicles accept the cert    |
+| `ServerReady`         | the `handlers.resource` pass (`PASS_OWNED`)            | the Deployment runs         |
+| `CertificateRotating` | the `handlers.resource` pass (`PASS_OWNED`)            | a staged cert waits         |
+| `VehiclesConfigured`  | the `handlers.vehicles` daemon (`VEHICLES_OWNED`)      | vehicles applied the config |
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fleetwire.operator.resource.spec import FleetTelemetrySpec, SpecError, parse_spec
+from fleetwire.operator.resource.spec import FleetTelemetrySpec, SpecError
+from fleetwire.operator.resource.spec_cache import parse_once
 
 __all__ = [
     "CERTIFICATE_READY",
+    "CERTIFICATE_ROTATING",
+    "PASS_OWNED",
     "SERVER_READY",
+    "SPEC_OWNED",
     "SPEC_VALID",
+    "VEHICLES_CONFIGURED",
+    "VEHICLES_OWNED",
     "Condition",
     "Event",
     "Reconciliation",
     "check_spec",
     "find_condition",
+    "patch_for",
     "reconcile",
     "server_condition",
     "set_condition",
@@ -37,6 +51,15 @@ CERTIFICATE_READY = "CertificateReady"
 """Condition type: the server has a certificate vehicles accept (see `fleetwire.operator.reconcilers.certificates`)."""
 SERVER_READY = "ServerReady"
 """Condition type: the server's Deployment exists and, as far as reported, runs."""
+CERTIFICATE_ROTATING = "CertificateRotating"
+"""Condition type: a staged certificate waits for the vehicles to hold a `ca` accepting it."""
+VEHICLES_CONFIGURED = "VehiclesConfigured"
+"""Condition type: every vehicle that can take the desired config has applied it."""
+
+SPEC_OWNED = frozenset({SPEC_VALID})
+PASS_OWNED = frozenset({CERTIFICATE_READY, SERVER_READY, CERTIFICATE_ROTATING})
+VEHICLES_OWNED = frozenset({VEHICLES_CONFIGURED})
+"""The condition types each writer owns (the table above): no type is in two sets."""
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -115,10 +138,26 @@ def set_condition(conditions: Sequence[Mapping[str, Any]] | None, condition: Con
     return out
 
 
-def check_spec(spec: Mapping[str, Any] | None, generation: int | None) -> tuple[FleetTelemetrySpec | None, Condition]:
-    """Parse the spec; the SpecValid condition says whether it can be acted on, and if not, why."""
+def patch_for(owned: Collection[str], current: Sequence[Mapping[str, Any]] | None,
+              conditions: Iterable[Condition], now: dt.datetime) -> list[dict[str, Any]]:
+    """The conditions list to write: `current` (as the API holds it now) with the entries of the
+    `owned` types set from `conditions`; every other type's entry is kept as it is, in place.
+
+    A writer asked to write a type it does not own is a bug: it would revert another writer's."""
+    merged = [dict(c) for c in current or ()]
+    for condition in conditions:
+        if condition.type not in owned:
+            raise ValueError(f"condition {condition.type} is not among the writer's types {sorted(owned)}")
+        merged = set_condition(merged, condition, now)
+    return merged
+
+
+def check_spec(spec: Mapping[str, Any] | None, generation: int | None, *,
+               uid: str | None = None) -> tuple[FleetTelemetrySpec | None, Condition]:
+    """Parse the spec (once per resource `uid` and generation); the SpecValid condition says
+    whether it can be acted on, and if not, why."""
     try:
-        parsed = parse_spec(spec if spec is not None else {})
+        parsed = parse_once(uid, generation, spec if spec is not None else {})
     except SpecError as exc:
         return None, Condition(SPEC_VALID, "False", "InvalidSpec", str(exc), generation)
     message = "the spec passed every check"
@@ -128,11 +167,11 @@ def check_spec(spec: Mapping[str, Any] | None, generation: int | None) -> tuple[
 
 
 def reconcile(spec: Mapping[str, Any] | None, status: Mapping[str, Any] | None,
-              generation: int | None) -> Reconciliation:
+              generation: int | None, *, uid: str | None = None) -> Reconciliation:
     """One pass over a FleetTelemetryConfig: the conditions it should show, and events for
     what changed since the status was last written (none when nothing did, so a resumed
     operator does not repeat itself)."""
-    parsed, condition = check_spec(spec, generation)
+    parsed, condition = check_spec(spec, generation, uid=uid)
     previous = find_condition((status or {}).get("conditions"), condition.type)
     events: tuple[Event, ...] = ()
     if previous is None or (previous.get("status"), previous.get("message")) != (condition.status, condition.message):

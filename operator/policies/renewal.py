@@ -1,17 +1,22 @@
 """Certificate renewal policy: does the server's certificate need a new one, and why.
 
-Pure functions of (certificate, hostname, clock): the operator gathers state, asks here,
-and records the returned reason in the resource's status and events, so a user reading
-`kubectl describe` sees why a certificate was (or was not) re-issued.
+Pure policies of (certificate, hostname, clock), asked as the chain `RENEWAL`: the operator
+gathers state, asks here, and records the returned reason (its code in status and events,
+its message for people), so a user reading `kubectl describe` sees why a certificate was
+(or was not) re-issued. `policies.certificates.REISSUE` extends the chain.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from cryptography import x509
 
-__all__ = ["DEFAULT_RENEW_FRACTION", "backoff", "renew_at", "renewal_reason", "san_dns_names"]
+from fleetwire.operator.policies.reasons import Reason, first
+
+__all__ = ["DEFAULT_RENEW_FRACTION", "RENEWAL", "RenewalFacts", "backoff", "renew_at", "renewal_decision",
+           "renewal_reason", "san_dns_names"]
 
 DEFAULT_RENEW_FRACTION = 2 / 3
 """Renew after two thirds of the lifetime, as Let's Encrypt advises: 30 days of slack on
@@ -60,38 +65,79 @@ def _lifetime(delta: dt.timedelta) -> str:
     return f"{round(days)}-day" if days >= 1 else f"{round(days * 24)}-hour"
 
 
-def renewal_reason(
-    cert: x509.Certificate | None,
-    hostname: str,
-    now: dt.datetime,
-    renew_before: dt.timedelta | None = None,
-) -> str | None:
+# Codes of the renewal chain (status, events, metrics).
+NO_CERTIFICATE = "NoCertificate"
+CN_ONLY = "CnOnly"
+HOSTNAME_CHANGED = "HostnameChanged"
+EXPIRED = "Expired"
+RENEWAL_DUE = "RenewalDue"
+
+
+@dataclass(frozen=True)
+class RenewalFacts:
+    """What the renewal policies look at: the certificate (None: none), the hostname it must
+    name (lower-cased, without a trailing dot), the clock, and the `renewBefore` override."""
+
+    cert: x509.Certificate | None
+    hostname: str
+    now: dt.datetime
+    renew_before: dt.timedelta | None = None
+
+
+def _no_certificate(facts: RenewalFacts) -> Reason | None:
+    return Reason(NO_CERTIFICATE, "no certificate") if facts.cert is None else None
+
+
+def _cn_only(facts: RenewalFacts) -> Reason | None:
+    if facts.cert is None or san_dns_names(facts.cert) is not None:
+        return None
+    return Reason(CN_ONLY, f"certificate is CN-only (no subjectAltName): clients refuse it for {facts.hostname}")
+
+
+def _hostname_changed(facts: RenewalFacts) -> Reason | None:
+    names = san_dns_names(facts.cert) if facts.cert is not None else None
+    if names is None or any(_covers(name, facts.hostname) for name in names):
+        return None
+    have = ", ".join(names) or "no DNS names"
+    return Reason(HOSTNAME_CHANGED, f"hostname changed: SAN has {have}, want {facts.hostname}")
+
+
+def _expired(facts: RenewalFacts) -> Reason | None:
+    if facts.cert is None or facts.now < (end := facts.cert.not_valid_after_utc):
+        return None
+    return Reason(EXPIRED, f"expired {_span(facts.now - end)} ago")
+
+
+def _renewal_due(facts: RenewalFacts) -> Reason | None:
+    cert, renew_before = facts.cert, facts.renew_before
+    if cert is None or facts.now < renew_at(cert, renew_before):
+        return None
+    end = cert.not_valid_after_utc
+    rule = (f"renew {_span(renew_before)} before expiry" if renew_before is not None
+            else f"renew at 2/3 of a {_lifetime(end - cert.not_valid_before_utc)} lifetime")
+    return Reason(RENEWAL_DUE, f"expires in {_span(end - facts.now)} ({rule})")
+
+
+RENEWAL = (_no_certificate, _cn_only, _hostname_changed, _expired, _renewal_due)
+"""In this order: a certificate that names the wrong host is reported as such even when it has also expired."""
+
+
+def renewal_decision(cert: x509.Certificate | None, hostname: str, now: dt.datetime,
+                     renew_before: dt.timedelta | None = None) -> Reason | None:
     """None when `cert` can keep serving `hostname` at `now`, else why it must be replaced.
 
     The name is checked in subjectAltName only: vehicles' Go TLS stack ignores the CN, so a
     CN-only certificate is as good as none. `renew_before` overrides the 2/3-of-lifetime rule
     (e.g. 30 days); a value longer than the lifetime simply renews on every check.
     """
-    if cert is None:
-        return "no certificate"
-    want = hostname.lower().rstrip(".")
-    names = san_dns_names(cert)
-    if names is None:
-        return f"certificate is CN-only (no subjectAltName): clients refuse it for {want}"
-    if not any(_covers(name, want) for name in names):
-        have = ", ".join(names) or "no DNS names"
-        return f"hostname changed: SAN has {have}, want {want}"
-    end = cert.not_valid_after_utc
-    if now >= end:
-        return f"expired {_span(now - end)} ago"
-    if now >= renew_at(cert, renew_before):
-        rule = (
-            f"renew {_span(renew_before)} before expiry"
-            if renew_before is not None
-            else f"renew at 2/3 of a {_lifetime(end - cert.not_valid_before_utc)} lifetime"
-        )
-        return f"expires in {_span(end - now)} ({rule})"
-    return None
+    return first(RENEWAL, RenewalFacts(cert, hostname.lower().rstrip("."), now, renew_before))
+
+
+def renewal_reason(cert: x509.Certificate | None, hostname: str, now: dt.datetime,
+                   renew_before: dt.timedelta | None = None) -> str | None:
+    """`renewal_decision`'s message."""
+    found = renewal_decision(cert, hostname, now, renew_before)
+    return found.message if found is not None else None
 
 
 def backoff(

@@ -21,7 +21,8 @@ from typing import Any
 
 from fleetwire.trust import refusal
 from fleetwire.operator.resource.spec import Rotation
-from fleetwire.operator.policies.vehicles import Reason
+from fleetwire.operator.policies.conditions import CERTIFICATE_ROTATING
+from fleetwire.operator.policies.reasons import Reason, first
 from fleetwire.pki import chain_fingerprint
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "PROMOTE_ANNOTATION",
     "PROMOTE_POLICIES",
     "PromoteFacts",
+    "Reason",
     "next_secret_name",
     "progress_text",
     "promote_by",
@@ -36,8 +38,6 @@ __all__ = [
     "stage_decision",
 ]
 
-CERTIFICATE_ROTATING = "CertificateRotating"
-"""Condition type: a staged certificate waits for the vehicles to hold a `ca` accepting it."""
 PROMOTE_ANNOTATION = "fleetwire.io/promote-next"
 """On the resource: promote the staged certificate now, accepting that vehicles still behind are cut off."""
 
@@ -141,11 +141,7 @@ request comes before the fleet's readiness, which comes before the deadline."""
 
 def promote_decision(facts: PromoteFacts) -> Reason | None:
     """Why the staged certificate is promoted now (the first policy that answers), or None: keep waiting."""
-    for policy in PROMOTE_POLICIES:
-        found = policy(facts)
-        if found is not None:
-            return found
-    return None
+    return first(PROMOTE_POLICIES, facts)
 
 
 def behind_text(progress: Mapping[str, Any] | None, limit: int = 20) -> str:

@@ -3,273 +3,66 @@
 The reconciler gathers facts (the desired config, what the Fleet API says about each
 vehicle, what was pushed before) and asks these functions; each answer carries a reason
 a user can act on, which ends up in the per-vehicle table and the resource's status.
+The push chain (`PUSH_POLICIES`) answers "does this vehicle need the desired config, and
+why" with a `Reason`; the record's transitions (`pushed`, `observe`, ...) follow what the
+Fleet API answered. The record itself is in `vehicle_records`, the `ca` judgement in
+`vehicle_ca` (both re-exported here).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.verification import VerificationError
+from fleetwire.operator.clients.fleetapi import VehicleConfigState
+from fleetwire.operator.policies.conditions import VEHICLES_CONFIGURED, Condition
+from fleetwire.operator.policies.reasons import Reason, first
+from fleetwire.operator.policies.vehicle_ca import (  # noqa: F401 - re-exported
+    ca_accepts,
+    ca_fingerprint,
+    ca_fp_or_empty,
+    ca_lasts_until,
+    ca_union,
+    comparable,
+    fingerprint,
+)
+from fleetwire.operator.policies.vehicle_records import (  # noqa: F401 - re-exported
+    APPLIED,
+    APPLIED_REASON,
+    DRIFT,
+    ERROR_TEXT_LIMIT,
+    FAILING,
+    FIELDS_TOO_NEW,
+    LEGACY_SX_FIRMWARE,
+    MIN_FIRMWARE,
+    NEW_MESSAGE,
+    NO_CONFIG_HELD,
+    PENDING,
+    PUSH_FAILED,
+    PUSHED,
+    RECHECK_PASSED,
+    SKIP_MEANINGS,
+    SKIPPED,
+    SLOT_FREED,
+    SLOT_FREED_CODE,
+    STATES,
+    STILL_PENDING,
+    FieldsTooNew,
+    VehicleRecord,
+    count_too_new,
+    counts,
+    explain,
+    fields_too_new,
+    preflight,
+    too_new_names,
+    with_firmware,
+)
+from fleetwire.proto.catalog import BY_NUMBER
 
-from fleetwire.trust import refusal, verified_path
-from fleetwire.operator.clients.fleetapi import VehicleConfigState, VehicleInfo
-from fleetwire.operator.policies.conditions import Condition
-from fleetwire.pki import chain_fingerprint
-from fleetwire.proto.catalog import BY_NAME, BY_NUMBER, firmware_at_least, parse_firmware
-
-MIN_FIRMWARE = "2024.26"
-# Pre-2021 Model S/X need this firmware to stream at all, and then the owner's opt-in.
-LEGACY_SX_FIRMWARE = "2025.20"
 EXP_RENEW_MARGIN_S = 7 * 86_400
-VEHICLES_CONFIGURED = "VehiclesConfigured"
-"""Condition type: every vehicle that can take the desired config has applied it."""
-
-# The states a vehicle can be in, in the order a user reads them.
-PENDING = "pending"  # known, nothing pushed yet (or a push is due)
-PUSHED = "pushed"  # the API accepted the config; the vehicle has not synced it yet
-APPLIED = "applied"  # synced, equal to the desired config, paired, under the limit
-SKIPPED = "skipped"  # the API or the pre-flight refused it: see the reason
-FAILING = "failing"  # applied, but the vehicle reports errors (TLS, signature)
-
-ERROR_TEXT_LIMIT = 300
-
-STATES = (PENDING, PUSHED, APPLIED, SKIPPED, FAILING)
-APPLIED_REASON = "streaming config applied"
-SLOT_FREED = "a config slot freed up: a refused config is not applied by itself, so it is sent again"
-
-SKIP_MEANINGS: dict[str, str] = {
-    "missing_key": "the app's key is not paired with this vehicle: the owner must open "
-    "https://tesla.com/_ak/<your domain> in the Tesla app",
-    "unsupported_firmware": f"firmware older than {MIN_FIRMWARE} cannot take a self-service "
-    "config: it will be pushed again once the vehicle updates",
-    "unsupported_hardware": "this vehicle's hardware cannot stream telemetry",
-    "max_configs": "the vehicle already holds configs of as many apps as it can: the owner must "
-    "remove another app's config; fleetwire pushes again when a slot frees up",
-    "streaming_toggle_off": "pre-2021 Model S/X: the owner must enable 'Allow Third-Party App "
-    "Data Streaming' in the vehicle's Safety screen",
-    "unknown_vehicle": "the Fleet API does not know this VIN for the authorized account: check the VIN, and "
-    "that the vehicle's owner authorized the app",
-}
-
-
-def explain(reason: str) -> str:
-    """The user-facing meaning of a skip reason (unknown reasons are shown as they are)."""
-    return SKIP_MEANINGS.get(reason, reason)
-
-
-def comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config without what changes on every push (`exp`), what the signer adds, and the
-    `ca`: a `ca` is judged by what it accepts (`ca_accepts`), never by its bytes."""
-    return {k: v for k, v in config.items() if k not in ("exp", "iss", "aud", "ca")}
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """A policy's answer: a stable `code` (status, events, metrics) and a `message` for people."""
-
-    code: str
-    message: str
-
-
-def ca_accepts(ca_pem: str, chains: Iterable[str], hostname: str, at: dt.datetime) -> bool:
-    """Whether a vehicle holding `ca_pem` accepts every chain in `chains` (PEM, leaf first)
-    for `hostname` at `at`: the vehicle's own judgement (`certcheck.refusal`)."""
-    return all(refusal(chain, ca_pem, hostname, at) is None for chain in chains)
-
-
-def ca_lasts_until(ca_pem: str, chains: Iterable[str], hostname: str, at: dt.datetime) -> dt.datetime | None:
-    """Until when `ca_pem` keeps accepting `chains` as they are presented at `at`: the earliest
-    expiry of the certificates above the leaf on the paths it builds (the leaf is renewed in
-    place; a CA or a cross-certificate expiring is what takes the vehicle's trust away).
-    None when it refuses one now."""
-    ca = x509.load_pem_x509_certificates(ca_pem.encode())
-    until: dt.datetime | None = None
-    for chain in chains:
-        certs = x509.load_pem_x509_certificates(chain.encode())
-        try:
-            path = verified_path(certs[0], certs[1:], ca, hostname, at)
-        except (VerificationError, ValueError):
-            return None
-        ends = min((c.not_valid_after_utc for c in path[1:]), default=certs[0].not_valid_after_utc)
-        until = ends if until is None else min(until, ends)
-    return until
-
-
-def ca_union(*bundles: str) -> str:
-    """One `ca` holding every certificate of `bundles` once, in order: what a vehicle needs to
-    accept the chain served now and the one staged to replace it."""
-    seen: set[bytes] = set()
-    out: list[str] = []
-    for bundle in bundles:
-        for cert in x509.load_pem_x509_certificates(bundle.encode()):
-            der = cert.public_bytes(serialization.Encoding.DER)
-            if der not in seen:
-                seen.add(der)
-                out.append(cert.public_bytes(serialization.Encoding.PEM).decode())
-    return "".join(out)
-
-
-def fingerprint(config: Mapping[str, Any]) -> str:
-    """Short stable hash of a config's comparable part: what 'desired changed' compares."""
-    canonical = json.dumps(comparable(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-@lru_cache(maxsize=64)  # asked per vehicle read; a fleet holds a handful of distinct bundles
-def ca_fingerprint(ca_pem: str) -> str:
-    """The `ca` bundle's chain fingerprint (`status.certificate.chainFingerprint`): a change
-    of chain must be told apart from other edits, and named the same way everywhere."""
-    return chain_fingerprint(ca_pem)
-
-
-@dataclass(frozen=True)
-class VehicleRecord:
-    """What the operator remembers about one vehicle between reconciliations."""
-
-    vin: str
-    state: str = PENDING
-    reason: str = "new vehicle"
-    config_fp: str = ""  # fingerprint of the config last pushed
-    ca_fp: str = ""  # fingerprint of the `ca` last pushed
-    held_ca_fp: str = ""  # fingerprint of the `ca` the vehicle was last seen to hold (applied)
-    exp: int | None = None  # `exp` of the config last pushed
-    pushed_at: float | None = None
-    applied_at: float | None = None
-    skip: str | None = None  # the last skip reason, if the vehicle is skipped
-    last_error: str = ""
-    firmware: str = ""  # as `fleet_status` last reported it
-    too_new: tuple[int, ...] = ()  # configured fields (numbers) that firmware is too old to send
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready; `too_new` as number ranges ("239,260-269"): fields come in firmware
-        generations, so a vehicle missing ninety of them still costs a few bytes per record."""
-        out = {k: v for k, v in self.__dict__.items() if v not in (None, "", ())}
-        if self.too_new:
-            out["too_new"] = _ranges(self.too_new)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> VehicleRecord:
-        known = cls.__dataclass_fields__
-        values = {k: v for k, v in data.items() if k in known}
-        if "too_new" in values:
-            values["too_new"] = _parse_ranges(values["too_new"])
-        return cls(**values)
-
-
-def _ranges(numbers: Iterable[int]) -> str:
-    runs: list[list[int]] = []
-    for n in sorted(set(numbers)):
-        if runs and n == runs[-1][1] + 1:
-            runs[-1][1] = n
-        else:
-            runs.append([n, n])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
-
-
-def _parse_ranges(text: Any) -> tuple[int, ...]:
-    if not isinstance(text, str):  # a list of numbers reads as well
-        return tuple(int(n) for n in text)
-    numbers: list[int] = []
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        numbers.extend(range(int(first), int(last or first) + 1))
-    return tuple(numbers)
-
-
-def preflight(vin: str, paired: bool, info: VehicleInfo | None, model_year_legacy_sx: bool = False) -> str | None:
-    """Why a vehicle cannot take a config right now, from `fleet_status`; None if it can."""
-    if not paired:
-        return "missing_key"
-    firmware = info.firmware_version if info else None
-    if firmware and not firmware_at_least(firmware, MIN_FIRMWARE):
-        return "unsupported_firmware"
-    if info is not None and info.safety_screen_streaming_toggle_enabled is False:
-        return "streaming_toggle_off"
-    if model_year_legacy_sx and firmware and not firmware_at_least(firmware, LEGACY_SX_FIRMWARE):
-        return "unsupported_firmware"
-    return None
-
-
-# -- configured fields the firmware is too old to send ---------------------------------------
-
-FIELDS_TOO_NEW = "fields_too_new"
-"""Code of the flag: the vehicle takes the config, but some of its fields never arrive."""
-
-
-@dataclass(frozen=True, slots=True)
-class FieldsTooNew:
-    """Configured fields a vehicle's firmware is too old to send, by Field number."""
-
-    firmware: str
-    numbers: tuple[int, ...]
-    code: str = FIELDS_TOO_NEW
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(BY_NUMBER[n].name for n in self.numbers)
-
-    @property
-    def message(self) -> str:
-        """E.g. "firmware 2025.20.1 never sends GpsAccuracyMeters (needs 2026.32)"."""
-        by_floor: dict[tuple[int, ...], list[str]] = {}
-        for number in self.numbers:
-            info = BY_NUMBER[number]
-            by_floor.setdefault(info.min_firmware or (), []).append(info.name)
-        needs = "; ".join(f"{', '.join(names)} (needs {'.'.join(map(str, floor))})"
-                          for floor, names in sorted(by_floor.items()))
-        return f"firmware {self.firmware} never sends {needs}"
-
-
-def fields_too_new(firmware: str | None, fields: Iterable[str]) -> FieldsTooNew | None:
-    """Which of `fields` a vehicle on `firmware` never sends (the catalog's minimum firmware),
-    or None. An absent or unreadable firmware claims nothing: a flag must not be a guess."""
-    if not firmware:
-        return None
-    return _fields_too_new(firmware, fields if isinstance(fields, frozenset) else frozenset(fields))
-
-
-@lru_cache(maxsize=4096)  # a fleet runs a handful of versions: a pass over 10,000 vehicles asks a few times
-def _fields_too_new(firmware: str, fields: frozenset[str]) -> FieldsTooNew | None:
-    try:
-        version = ".".join(map(str, parse_firmware(firmware)))
-    except ValueError:
-        return None
-    numbers = tuple(sorted(info.number for name in fields if (info := BY_NAME.get(name)) is not None
-                           and not info.available_on(firmware)))
-    return FieldsTooNew(version, numbers) if numbers else None
-
-
-def with_firmware(record: VehicleRecord, firmware: str | None, fields: Iterable[str]) -> VehicleRecord:
-    """The record with the firmware `fleet_status` reported (None: keep the one known) and the
-    configured fields it is too old to send, for the desired `fields`."""
-    firmware = firmware or record.firmware
-    gap = fields_too_new(firmware, fields)
-    too_new = gap.numbers if gap is not None else ()
-    if (firmware, too_new) == (record.firmware, record.too_new):
-        return record
-    return replace(record, firmware=firmware, too_new=too_new)
-
-
-def too_new_names(record: VehicleRecord) -> tuple[str, ...]:
-    """The names of the fields a record's vehicle never sends (numbers a newer catalog lacks are
-    shown as numbers)."""
-    return tuple(BY_NUMBER[n].name if n in BY_NUMBER else str(n) for n in record.too_new)
-
-
-def count_too_new(records: Iterable[VehicleRecord]) -> int:
-    """Vehicles that take the config but never send some of its fields (`status.vehicles.fieldsTooNew`);
-    a skipped vehicle receives no config, and its skip reason already says why."""
-    return sum(1 for r in records if r.too_new and r.state != SKIPPED)
 
 
 # -- which vehicles need a push: an ordered chain of policies -------------------------------
@@ -282,7 +75,6 @@ CA_ENDING_MARGIN_S = EXP_RENEW_MARGIN_S
 expiring) is replaced now, while the vehicle can still connect to sync it."""
 DESIRED_CHANGED = "desired_changed"
 EXP_NEAR = "exp_near"
-STILL_PENDING = "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,8 +97,8 @@ def _never_configured(facts: PushFacts) -> Reason | None:
     if record.ca_fp:
         return None
     if record.state == PENDING and record.reason:
-        return Reason(NEW_VEHICLE if record.reason == "new vehicle" else STILL_PENDING, record.reason)
-    return Reason(NEW_VEHICLE, "new vehicle")
+        return Reason(record.code or NEW_VEHICLE, record.reason)
+    return Reason(NEW_VEHICLE, NEW_MESSAGE)
 
 
 def _ca_refused(facts: PushFacts) -> Reason | None:
@@ -330,7 +122,7 @@ def _exp_near(facts: PushFacts) -> Reason | None:
 
 def _still_pending(facts: PushFacts) -> Reason | None:
     record = facts.record
-    return Reason(STILL_PENDING, record.reason or "pending") if record.state == PENDING else None
+    return Reason(record.code or STILL_PENDING, record.reason or "pending") if record.state == PENDING else None
 
 
 PUSH_POLICIES = (_never_configured, _ca_refused, _ca_ending, _desired_changed, _exp_near, _still_pending)
@@ -342,15 +134,10 @@ def push_decision(record: VehicleRecord | None, desired_fp: str, now: float, ca_
                   ca_ending: bool = False) -> Reason | None:
     """Why this vehicle needs the desired config pushed now (the first policy that answers), or None."""
     if record is None:
-        return Reason(NEW_VEHICLE, "new vehicle")
+        return Reason(NEW_VEHICLE, NEW_MESSAGE)
     if record.state == SKIPPED:
         return None  # a re-check (fleet_status, or a freed slot seen by `observe`) makes it pending again
-    facts = PushFacts(record, desired_fp, now, ca_ok, ca_ending)
-    for policy in PUSH_POLICIES:
-        found = policy(facts)
-        if found is not None:
-            return found
-    return None
+    return first(PUSH_POLICIES, PushFacts(record, desired_fp, now, ca_ok, ca_ending))
 
 
 def push_reason(record: VehicleRecord | None, desired: Mapping[str, Any], ca_pem: str, now: float) -> str | None:
@@ -372,10 +159,10 @@ def pushed(record: VehicleRecord | None, vin: str, desired: Mapping[str, Any], c
     """
     base = record or VehicleRecord(vin)
     if skip is not None:
-        return replace(base, state=SKIPPED, reason=explain(skip), skip=skip, pushed_at=now)
+        return replace(base, state=SKIPPED, reason=explain(skip), skip=skip, pushed_at=now, code="")
     config_fp, ca_fp = fingerprints or (fingerprint(desired), ca_fingerprint(ca_pem))
     return replace(
-        base, state=PUSHED, reason="waiting for the vehicle to sync", skip=None, pushed_at=now,
+        base, state=PUSHED, reason="waiting for the vehicle to sync", skip=None, pushed_at=now, code="",
         config_fp=config_fp, ca_fp=ca_fp, exp=desired.get("exp"),
     )
 
@@ -390,38 +177,33 @@ def observe(record: VehicleRecord, held: VehicleConfigState, desired: Mapping[st
     refused for lack of a slot (config null) and one signed by the wrong key.
     """
     if not held.key_paired:
-        return replace(record, state=SKIPPED, skip="missing_key", reason=explain("missing_key"))
+        return replace(record, state=SKIPPED, skip="missing_key", reason=explain("missing_key"), code="")
     if held.limit_reached or (held.synced and held.config is None and record.state in (PUSHED, APPLIED)):
-        return replace(record, state=SKIPPED, skip="max_configs", reason=explain("max_configs"))
+        return replace(record, state=SKIPPED, skip="max_configs", reason=explain("max_configs"), code="")
     if record.skip == "max_configs" and not held.limit_reached:
-        return replace(record, state=PENDING, skip=None, reason=SLOT_FREED)
+        return replace(record, state=PENDING, skip=None, reason=SLOT_FREED, code=SLOT_FREED_CODE)
     if not held.synced:
-        return replace(record, state=PUSHED, reason="waiting for the vehicle to sync")
+        return replace(record, state=PUSHED, reason="waiting for the vehicle to sync", code="")
     if held.config is None:
-        return replace(record, state=PENDING, reason="the vehicle holds no config for this app")
+        return replace(record, state=PENDING, reason="the vehicle holds no config for this app", code=NO_CONFIG_HELD)
     held_ca = str(held.config.get("ca") or "")
-    held_fp = _ca_fp_or_empty(held_ca)
+    held_fp = ca_fp_or_empty(held_ca)
     if held_fp and held_fp != record.held_ca_fp:
         record = replace(record, held_ca_fp=held_fp)
     if ca_ok is None:
-        ca_ok = held_fp == _ca_fp_or_empty(str(desired.get("ca") or ""))
+        ca_ok = held_fp == ca_fp_or_empty(str(desired.get("ca") or ""))
     if comparable(held.config) != comparable(desired) or not ca_ok:
         if record.state == PUSHED and (record.config_fp != fingerprint(desired) or held_fp != record.ca_fp):
             return record  # an older push is still syncing; the next push brings it up to date
         what = "config" if comparable(held.config) != comparable(desired) else "ca"
-        return replace(record, state=PENDING, reason=f"the {what} on the vehicle differs from the desired one")
+        return replace(record, state=PENDING, reason=f"the {what} on the vehicle differs from the desired one",
+                       code=DRIFT)
     if record.last_error:
-        return replace(record, state=FAILING, reason=record.last_error)
+        return replace(record, state=FAILING, reason=record.last_error, code="")
     applied_at = record.applied_at if record.state == APPLIED else now
-    return replace(record, state=APPLIED, reason=APPLIED_REASON, skip=None, applied_at=applied_at)
+    return replace(record, state=APPLIED, reason=APPLIED_REASON, skip=None, applied_at=applied_at, code="")
 
 
-@lru_cache(maxsize=64)  # a fleet holds a handful of distinct `ca` bundles: parse each once
-def _ca_fp_or_empty(ca_pem: str) -> str:
-    try:
-        return ca_fingerprint(ca_pem) if ca_pem else ""
-    except ValueError:
-        return ""
 
 
 def with_error(record: VehicleRecord, error_name: str, error: str) -> VehicleRecord:
@@ -443,7 +225,7 @@ def cleared(record: VehicleRecord) -> VehicleRecord:
 def refused(record: VehicleRecord | None, vin: str, skip: str) -> VehicleRecord:
     """The record after the pre-flight (`fleet_status`) found the vehicle cannot take a config:
     nothing is pushed, since the push would be billed and refused."""
-    return replace(record or VehicleRecord(vin), state=SKIPPED, skip=skip, reason=explain(skip))
+    return replace(record or VehicleRecord(vin), state=SKIPPED, skip=skip, reason=explain(skip), code="")
 
 
 def recheck_passed(record: VehicleRecord) -> VehicleRecord:
@@ -453,12 +235,13 @@ def recheck_passed(record: VehicleRecord) -> VehicleRecord:
     if record.state != SKIPPED or record.skip == "max_configs":
         return record
     return replace(record, state=PENDING, reason=f"no longer {record.skip}: the vehicle can take a config now",
-                   skip=None)
+                   skip=None, code=RECHECK_PASSED)
 
 
 def push_failed(record: VehicleRecord, message: str) -> VehicleRecord:
     """A push the API did not answer or refused as a whole (rate limit, outage): still pending."""
-    return replace(record, state=PENDING, reason=f"push failed, retrying: {message}"[:ERROR_TEXT_LIMIT])
+    return replace(record, state=PENDING, reason=f"push failed, retrying: {message}"[:ERROR_TEXT_LIMIT],
+                   code=PUSH_FAILED)
 
 
 # -- telemetry errors ----------------------------------------------------------------------
@@ -517,11 +300,6 @@ def poll_delay(age: float, first: float, most: float) -> float:
 # -- the resource's view -------------------------------------------------------------------
 
 
-def counts(records: Iterable[VehicleRecord]) -> dict[str, int]:
-    """Vehicles per state, for `status.vehicles` (every state present, zeros included)."""
-    tally = Counter(r.state for r in records)
-    return {state: tally.get(state, 0) for state in STATES}
-
 
 def vehicles_condition(records: Iterable[VehicleRecord], generation: int | None = None) -> Condition:
     """True once every vehicle that can take the config has applied it (skipped vehicles wait
@@ -557,3 +335,4 @@ def vehicles_condition(records: Iterable[VehicleRecord], generation: int | None 
 def _error_name(text: str) -> str:
     """`cloud_manager_error: x509: ...` → `cloud_manager_error`; a skip reason stays as it is."""
     return text.split(":", 1)[0].strip() or "unknown"
+

@@ -37,11 +37,12 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -53,13 +54,24 @@ from fleetwire.operator.clients.fleetapi import (
     TelemetryError,
     VehicleConfigState,
 )
+from fleetwire.operator.environment import VehicleSettings as Settings
+from fleetwire.operator.reconcilers.vehicle_reads import VehicleReads
+from fleetwire.operator.reconcilers.vehicle_pass import (
+    NEXT_BEHIND_LISTED,
+    Batch,
+    CaJudge,
+    Inputs,
+    NotReady,
+    Pacer,
+    PassResult,
+    chain_ca_fingerprint,
+)
 from fleetwire.operator.policies.conditions import Condition
 from fleetwire.proto.ss256 import sign_telemetry_config
 from fleetwire.operator.resource.spec import FleetTelemetrySpec, desired_vehicle_config
 from fleetwire.operator.stores.records import RecordStore
 from fleetwire.operator.policies.vehicles import (
     APPLIED,
-    CA_ENDING_MARGIN_S,
     CA_REFUSED,
     FAILING,
     PENDING,
@@ -69,25 +81,14 @@ from fleetwire.operator.policies.vehicles import (
     Reason,
     VehicleRecord,
     ca_accepts,
-    ca_lasts_until,
     ca_fingerprint,
-    cleared,
     count_too_new,
     counts,
-    current_error,
-    error_time,
     fingerprint,
-    observe,
-    poll_delay,
-    preflight,
     push_decision,
     push_failed,
     pushed,
-    recheck_passed,
-    refused,
     vehicles_condition,
-    with_error,
-    with_firmware,
 )
 
 __all__ = [
@@ -124,169 +125,11 @@ class FleetApi(Protocol):
 
 
 # --------------------------------------------------------------------------------------
-# Settings, inputs, results
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Batch sizes, concurrency and cadences; the defaults suit Tesla's service, tests shorten them."""
-
-    status_batch: int = 100  # VINs per fleet_status call (the API's limit)
-    push_batch: int = 100  # VINs per push call
-    concurrency: int = 8  # Fleet API calls in flight, all kinds together
-    rate: float = 0.0  # Fleet API calls started per second at most (0: no pacing beyond `concurrency`)
-    probes_per_batch: int = 2  # vehicles of each push batch polled before the others
-    poll_first: float = 5.0  # seconds from a push to the first look at its probes
-    poll_most: float = 600.0  # longest gap between looks at a syncing vehicle
-    member_wait: float = 8.0  # the rest of a batch is read after this many `poll_first`s at the latest
-    drift_every: float = 6 * 3600.0  # re-read an applied vehicle's config (drift, freed slots)
-    recheck_every: float = 3600.0  # fleet_status again for vehicles skipped by the pre-flight
-    firmware_every: float = 86_400.0  # fleet_status again for vehicles too old for a configured field
-    errors_fast: float = 10.0  # telemetry errors while vehicles sync or fail
-    errors_slow: float = 300.0  # telemetry errors when all is quiet
-    error_quiet: float = 300.0  # a connection error not repeated for this long is over
-    retry_after_failure: float = 30.0  # next push attempt after a failed one
-    idle: float = 300.0  # longest sleep between passes
-    jitter: float = 0.1  # spread of the slow schedules, so reads do not bunch up
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Defaults overridden by `FLEETWIRE_VEHICLES_<FIELD>` variables (e.g.
-        `FLEETWIRE_VEHICLES_PUSH_BATCH=50`); a value that is not a positive number (zero for
-        `rate` and `jitter`) is refused with the variable's name."""
-        values: dict[str, Any] = {}
-        for name, default in cls().__dict__.items():
-            variable = f"FLEETWIRE_VEHICLES_{name.upper()}"
-            text = env.get(variable, "").strip()
-            if not text:
-                continue
-            try:
-                value = type(default)(text)
-            except ValueError:
-                value = -1
-            if not value > 0 and not (name in ("rate", "jitter") and value == 0):
-                raise ValueError(f"{variable}: expected a positive {type(default).__name__}, got {text!r}")
-            values[name] = value
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """What a pass needs from outside: the parsed spec, the `ca` to push, and the chains
-    (PEM, leaf first) the vehicles' `ca` must accept: the one served and the one staged.
-    Without chains the `ca` is compared by fingerprint (every change of bytes is a push)."""
-
-    spec: FleetTelemetrySpec
-    ca_pem: str
-    chains: tuple[str, ...] | None = None
-    staged: str | None = None  # the staged chain, whose acceptance gates its promotion
-
-
-class NotReady(Exception):
-    """An input is missing (no certificate issued yet, a Secret or key absent): the message
-    goes into the condition, and the pass is retried when woken or after a while."""
-
-
-@dataclass(frozen=True)
-class PassResult:
-    """What a pass did and found: counts, the condition, what to write into `status.vehicles`."""
-
-    counts: Mapping[str, int]
-    condition: Condition
-    next_in: float  # seconds until something is due
-    ca_fingerprint: str = ""
-    last_push: float | None = None
-    pushed: Mapping[str, int] = field(default_factory=dict)  # reason → vehicles pushed in this pass
-    problem: str | None = None  # a Fleet API failure this pass (also in the condition's message)
-    shards: tuple[str, ...] = ()
-    too_new: int = 0  # vehicles taking the config whose firmware is too old for some of its fields
-    pushed_codes: Mapping[str, int] = field(default_factory=dict)  # reason code → vehicles pushed in this pass
-    next: Mapping[str, Any] | None = None  # progress towards a staged chain (`status.vehicles.next`)
-    refused: tuple[str, ...] = ()  # VINs pushed in this pass because their `ca` refused a chain
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def status(self) -> dict[str, Any]:
-        """`status.vehicles`: counts per state and of vehicles missing fields for their firmware,
-        the last push, the `ca` pushed, where the records are."""
-        out: dict[str, Any] = {"desired": self.total, **dict(self.counts), "fieldsTooNew": self.too_new}
-        if self.last_push is not None:
-            out["lastPush"] = _rfc3339(self.last_push)
-        if self.ca_fingerprint:
-            out["caFingerprint"] = self.ca_fingerprint
-        if self.shards:
-            out["records"] = list(self.shards)
-        if self.next is not None:
-            out["next"] = dict(self.next)
-        return out
-
-
-def _rfc3339(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-NEXT_BEHIND_LISTED = 50
-"""VINs still behind a staged chain listed in `status.vehicles.next` (all of them are counted)."""
-
-
-def _chain_ca_fingerprint(pem: str) -> str:
-    try:
-        return ca_fingerprint(pem)
-    except ValueError:
-        return ""
-
-
-class _Judge:
-    """Does the `ca` with this fingerprint accept the chains? Asked once per distinct bundle
-    and pass: a fleet of 10,000 holds a handful of bundles."""
-
-    def __init__(self, bundles: Mapping[str, str], desired_fp: str, chains: tuple[str, ...] | None,
-                 hostname: str, at: dt.datetime) -> None:
-        self.bundles, self.desired_fp, self.chains, self.hostname, self.at = bundles, desired_fp, chains, hostname, at
-        self._answers: dict[str, bool] = {}
-        self._endings: dict[str, bool] = {}
-
-    def ending(self, ca_fp: str) -> bool:
-        """The `ca` accepts the chains now but stops within `CA_ENDING_MARGIN_S`, before the desired one would."""
-        if self.chains is None or ca_fp == self.desired_fp or not self(ca_fp):
-            return False
-        answer = self._endings.get(ca_fp)
-        if answer is None:
-            horizon = self.at + dt.timedelta(seconds=CA_ENDING_MARGIN_S)
-            held = ca_lasts_until(self.bundles[ca_fp], self.chains, self.hostname, self.at)
-            desired = self.bundles.get(self.desired_fp)
-            wanted = ca_lasts_until(desired, self.chains, self.hostname, self.at) if desired else None
-            answer = self._endings[ca_fp] = (held is not None and held < horizon
-                                             and (wanted is None or wanted > held))
-        return answer
-
-    def __call__(self, ca_fp: str) -> bool:
-        if self.chains is None:  # the fingerprint mode
-            return ca_fp == self.desired_fp
-        answer = self._answers.get(ca_fp)
-        if answer is None:
-            pem = self.bundles.get(ca_fp)
-            answer = self._answers[ca_fp] = pem is not None and ca_accepts(pem, self.chains, self.hostname, self.at)
-        return answer
-
-
-@dataclass
-class _Batch:
-    """Vehicles accepted by one push call: polled through a few probes first."""
-
-    waiting: set[str]
-    synced: bool = False
-
-
-# --------------------------------------------------------------------------------------
 # The reconciler
 # --------------------------------------------------------------------------------------
 
 
-class VehicleReconciler:
+class VehicleReconciler(VehicleReads):
     """Keeps the vehicles of one resource configured; `reconcile()` is one pass, `run()` loops.
 
     `signing_key` signs configs (Tesla.SS256); without it configs go unsigned through
@@ -303,15 +146,14 @@ class VehicleReconciler:
         self.clock = clock
         self.name = name
         self._rng = rng or random.Random()
-        self._calls = asyncio.Semaphore(settings.concurrency)
-        self._next_call = 0.0  # monotonic time the next call may start (`settings.rate`)
+        self._pacer = Pacer(settings.concurrency, settings.rate)
         self._wake = asyncio.Event()
         self._woken = 0  # wake() calls so far: a pass stops polling when it changes
         self._pass_mark = 0
         self.records: dict[str, VehicleRecord] = {}
         self._loaded = False
         self._due: dict[str, float] = {}  # next config read per vehicle
-        self._batch_of: dict[str, _Batch] = {}
+        self._batch_of: dict[str, Batch] = {}
         self._unsynced_seen: dict[str, float] = {}  # last time a vehicle was seen not yet synced
         self._recheck_at: dict[str, float] = {}
         self._errors_at = 0.0
@@ -323,7 +165,7 @@ class VehicleReconciler:
         self._firmware_asked: set[str] = set()  # asked `fleet_status` for a firmware this run
         self._firmware_at: dict[str, float] = {}  # next firmware look of a vehicle with fields too new
         self.bundles: dict[str, str] = {}  # `ca` fingerprint → PEM, for every `ca` pushed or seen held
-        self._judge: _Judge | None = None
+        self._judge: CaJudge | None = None
         self._pushed_codes: Counter[str] = Counter()
         self._refused: list[str] = []  # VINs pushed this pass because their `ca` refused a chain
 
@@ -336,21 +178,33 @@ class VehicleReconciler:
         self._woken += 1
         self._wake.set()
 
-    async def run(self, inputs: Callable[[], Awaitable[Inputs]], report: Callable[[PassResult], Awaitable[None]],
-                  *, retry: float = 10.0) -> None:
+    async def run(self, inputs: Callable[[], Awaitable[Inputs | None]],
+                  report: Callable[[PassResult], Awaitable[None]], *, retry: float = 10.0, most: float = math.inf,
+                  failure: Callable[[Exception], str] | None = None) -> None:
         """Pass after pass until cancelled: each reads `inputs()`, reconciles, `report`s, then
-        sleeps until something is due or `wake()` is called."""
+        sleeps until something is due (at most `most`) or `wake()` is called.
+
+        `inputs()` returning None means nothing to configure: nothing is reported. A missing
+        input (`NotReady`) is reported and retried after `retry`; so is any other failure when
+        `failure` gives its text for the condition (without it, the failure propagates)."""
         while True:
             mark = self._woken
             try:
                 current = await inputs()
+                if current is None:
+                    await self.pause(most, mark)
+                    continue
+                result = await self.reconcile(current.spec, current.ca_pem, chains=current.chains,
+                                              staged=current.staged)
+                wait = min(result.next_in, most)
             except NotReady as exc:
-                await report(self.waiting(str(exc), retry))
-                await self.pause(retry, mark)
-                continue
-            result = await self.reconcile(current.spec, current.ca_pem, chains=current.chains, staged=current.staged)
+                result, wait = self.waiting(str(exc), retry), min(retry, most)
+            except Exception as exc:
+                if failure is None:
+                    raise
+                result, wait = self.waiting(failure(exc), retry), retry
             await report(result)
-            await self.pause(result.next_in, mark)
+            await self.pause(wait, mark)
 
     async def pause(self, seconds: float, mark: int) -> None:
         """Sleep `seconds`, or not at all if `wake()` was called since `mark` (a `woken` value)."""
@@ -417,7 +271,7 @@ class VehicleReconciler:
         at = dt.datetime.fromtimestamp(now, dt.UTC)
         if chains is not None:  # a chain even the desired `ca` refuses (expired) is no vehicle's to fix by a push
             chains = [c for c in chains if ca_accepts(desired["ca"], [c], spec.hostname, at)]
-        judge = self._judge = _Judge(self.bundles, fingerprints[1], tuple(chains) if chains is not None else None,
+        judge = self._judge = CaJudge(self.bundles, fingerprints[1], tuple(chains) if chains is not None else None,
                                      spec.hostname, at)
         decisions = {vin: why for vin in wanted if (why := push_decision(
             record := self.records.get(vin), fingerprints[0], now, record is None or judge(record.ca_fp),
@@ -444,11 +298,11 @@ class VehicleReconciler:
     def progress(self, staged: str, hostname: str) -> dict[str, Any]:
         """How far the fleet is towards `staged`: vehicles that can take a config and hold one,
         how many of them hold a `ca` accepting it, and the first VINs still behind."""
-        judge = _Judge(self.bundles, "", (staged,), hostname, dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+        judge = CaJudge(self.bundles, "", (staged,), hostname, dt.datetime.fromtimestamp(self.clock(), dt.UTC))
         holding = [r for r in self.records.values() if r.state != SKIPPED and (r.held_ca_fp or (
             r.state in (APPLIED, FAILING) and r.ca_fp))]
         behind = sorted(r.vin for r in holding if not judge(r.held_ca_fp or r.ca_fp))
-        return {"chain": _chain_ca_fingerprint(staged), "ready": len(holding) - len(behind),
+        return {"chain": chain_ca_fingerprint(staged), "ready": len(holding) - len(behind),
                 "total": len(holding), "behind": behind[:NEXT_BEHIND_LISTED], "behindCount": len(behind)}
 
     def _result(self, ca_pem: str, pushed_now: Mapping[str, int], staged: str | None = None) -> PassResult:
@@ -471,28 +325,6 @@ class VehicleReconciler:
                           count_too_new(self.records.values()), dict(self._pushed_codes),
                           self.progress(staged, hostname) if staged is not None else None, tuple(self._refused))
 
-    def _fail(self, what: str, exc: FleetApiError) -> None:
-        self._problem = f"{what}: {exc}"
-        log.warning("%s: %s: %s", self.name or "vehicles", what, exc)
-
-    async def _call(self, call: Awaitable[Any]) -> Any:
-        async with self._calls:
-            if self.settings.rate > 0:  # paced below the account's limit: a 429 is billed and costs a wait
-                now = time.monotonic()
-                start = max(now, self._next_call)
-                self._next_call = start + 1.0 / self.settings.rate
-                if start > now:
-                    await asyncio.sleep(start - now)
-            return await call
-
-    def _set(self, record: VehicleRecord, changed: set[str]) -> None:
-        if self.records.get(record.vin) != record:
-            self.records[record.vin] = record
-            changed.add(record.vin)
-
-    def _spread(self, seconds: float) -> float:
-        return seconds * (1.0 + self._rng.uniform(-self.settings.jitter, self.settings.jitter))
-
     # ---- vehicles leaving the spec --------------------------------------------------------
 
     async def _forget(self, vins: Sequence[str], changed: set[str]) -> None:
@@ -502,7 +334,7 @@ class VehicleReconciler:
             record = self.records[vin]
             if record.ca_fp:
                 try:
-                    await self._call(self.api.delete_config(vin))
+                    await self._pacer.call(self.api.delete_config(vin))
                 except FleetApiError as exc:
                     self._fail(f"deleting the config of {vin}", exc)
                     return
@@ -513,87 +345,7 @@ class VehicleReconciler:
             self._batch_of.pop(vin, None)
             self._firmware_asked.discard(vin)
 
-        await self._each(vins, remove)
-
-    # ---- pre-flight ---------------------------------------------------------------------
-
-    def _follow_fields(self, fields: frozenset[str], changed: set[str]) -> None:
-        """The desired fields changed: every record's fields-too-new is recomputed from the
-        firmware it already knows (no call: the firmware did not change with the spec)."""
-        if fields == self._fields:  # the first pass always recomputes: the spec may have changed meanwhile
-            return
-        self._fields = fields
-        for record in list(self.records.values()):
-            self._set(with_firmware(record, None, fields), changed)
-
-    async def _preflight(self, wanted: Sequence[str], changed: set[str]) -> None:
-        now = self.clock()
-        todo = [vin for vin in wanted if vin not in self.records or (
-            self.records[vin].state == SKIPPED and self.records[vin].skip != "max_configs"
-            and self._recheck_at.get(vin, 0.0) <= now)]
-        chosen = set(todo)
-        # Only the firmware is asked for: records from before it was kept (once per run), and
-        # vehicles whose firmware is too old for a configured field (once a day: updates are rare
-        # and every call is billed). After a restart those are asked once, soon.
-        firmware = [vin for vin in wanted if vin not in chosen and (record := self.records.get(vin)) is not None
-                    and record.state != SKIPPED and (
-                        (not record.firmware and vin not in self._firmware_asked)
-                        or (record.too_new and self._firmware_at.setdefault(vin, now) <= now))]
-        size = self.settings.status_batch
-        batches = [(todo[i:i + size], False) for i in range(0, len(todo), size)]
-        batches += [(firmware[i:i + size], True) for i in range(0, len(firmware), size)]
-        if batches:
-            await self._each(batches, lambda batch: self._status(batch[0], changed, firmware_only=batch[1]))
-
-    async def _status(self, vins: Sequence[str], changed: set[str], *, firmware_only: bool = False) -> None:
-        """fleet_status for `vins`; a VIN the API does not know fails the whole call, so a
-        failing batch is halved until the unknown VINs stand alone. With `firmware_only`, the
-        answer updates the vehicles' firmware and nothing else (they already took a config)."""
-        self._firmware_asked.update(vins)
-        try:
-            status = await self._call(self.api.fleet_status(vins))
-        except FleetApiError as exc:
-            if exc.status == 404 and len(vins) > 1:
-                half = len(vins) // 2
-                await self._status(vins[:half], changed, firmware_only=firmware_only)
-                await self._status(vins[half:], changed, firmware_only=firmware_only)
-                return
-            if firmware_only:
-                if exc.status != 404:
-                    self._fail("fleet_status", exc)
-                for vin in vins:
-                    self._firmware_at[vin] = self.clock() + self._spread(self.settings.firmware_every)
-                return
-            if exc.status == 404:
-                self._set(refused(self.records.get(vins[0]), vins[0], "unknown_vehicle"), changed)
-                self._recheck_at[vins[0]] = self.clock() + self._spread(self.settings.recheck_every)
-                return
-            self._fail("fleet_status", exc)
-            for vin in vins:  # a vehicle never checked is pushed anyway: the push reports skips too
-                if vin not in self.records:
-                    self._set(VehicleRecord(vin), changed)
-            return
-        paired = set(status.key_paired_vins)
-        now = self.clock()
-        for vin in vins:
-            info = status.vehicle_info.get(vin)
-            firmware = info.firmware_version if info is not None else None
-            if firmware_only:
-                self._set(with_firmware(self.records[vin], firmware, self._fields or ()), changed)
-                self._firmware_at[vin] = now + self._spread(self.settings.firmware_every)
-                continue
-            legacy_sx = info is not None and info.vehicle_command_protocol_required is False
-            skip = preflight(vin, vin in paired, info, model_year_legacy_sx=legacy_sx)
-            record = self.records.get(vin)
-            if skip is not None:
-                self._set(with_firmware(refused(record, vin, skip), firmware, self._fields or ()), changed)
-                self._recheck_at[vin] = now + self._spread(self.settings.recheck_every)
-                continue
-            record = with_firmware(recheck_passed(record) if record is not None else VehicleRecord(vin), firmware,
-                                   self._fields or ())
-            self._set(record, changed)
-            self._recheck_at.pop(vin, None)
-            self._firmware_at[vin] = now + self._spread(self.settings.firmware_every)
+        await self._pacer.each(vins, remove)
 
     # ---- push ---------------------------------------------------------------------------
 
@@ -620,9 +372,9 @@ class VehicleReconciler:
         async def push(batch: list[str]) -> None:
             try:
                 if token is not None:
-                    result = await self._call(self.api.push_config_jws(batch, token))
+                    result = await self._pacer.call(self.api.push_config_jws(batch, token))
                 else:
-                    result = await self._call(self.api.push_config_unsigned(batch, desired))
+                    result = await self._pacer.call(self.api.push_config_unsigned(batch, desired))
             except FleetApiError as exc:
                 self._fail(f"pushing to {len(batch)} vehicle(s)", exc)
                 self._push_retry_at = self.clock() + self.settings.retry_after_failure
@@ -652,7 +404,7 @@ class VehicleReconciler:
             # While vehicles switch configs, their errors (TLS to the server, signatures) matter most.
             self._errors_at = min(self._errors_at, now + self.settings.errors_fast)
 
-        await self._each(batches, push)
+        await self._pacer.each(batches, push)
         return done
 
     def _schedule_batch(self, vins: Sequence[str], now: float) -> None:
@@ -660,106 +412,10 @@ class VehicleReconciler:
         `member_wait` first-intervals at the latest (the probes may be asleep)."""
         if not vins:
             return
-        batch = _Batch(set(vins))
+        batch = Batch(set(vins))
         probes = set(vins[:self.settings.probes_per_batch])
         for vin in vins:
             self._batch_of[vin] = batch
             self._unsynced_seen.pop(vin, None)
             wait = self.settings.poll_first if vin in probes else self.settings.poll_first * self.settings.member_wait
             self._due[vin] = now + wait
-
-    # ---- poll ---------------------------------------------------------------------------
-
-    async def _poll(self, desired: Mapping[str, Any], changed: set[str]) -> None:
-        """Read the config of every vehicle whose look is due; a probe that has synced makes
-        the rest of its batch due at once (read in the same sweep)."""
-        while self._woken == self._pass_mark:
-            now = self.clock()
-            due = sorted((at, vin) for vin, at in self._due.items() if at <= now)
-            if not due:
-                return
-            await self._each([vin for _, vin in due], lambda vin: self._look(vin, desired, changed),
-                             stop=lambda: self._woken != self._pass_mark)
-
-    async def _look(self, vin: str, desired: Mapping[str, Any], changed: set[str]) -> None:
-        self._due.pop(vin, None)
-        record = self.records.get(vin)
-        if record is None:
-            return
-        try:
-            held = await self._call(self.api.get_config(vin))
-        except FleetApiError as exc:
-            self._fail(f"reading the config of {vin}", exc)
-            self._due[vin] = self.clock() + self.settings.retry_after_failure
-            return
-        now = self.clock()
-        held_ca = str((held.config or {}).get("ca") or "")
-        ca_ok = None
-        if held_ca and self._judge is not None and self._judge.chains is not None:
-            held_fp = _chain_ca_fingerprint(held_ca)
-            self.bundles.setdefault(held_fp, held_ca)
-            ca_ok = self._judge(held_fp)
-        new = observe(record, held, desired, now, ca_ok=ca_ok)
-        self._set(new, changed)
-        batch = self._batch_of.get(vin)
-        if new.state == PUSHED:  # not synced yet
-            self._unsynced_seen[vin] = now
-            age = now - (new.pushed_at or now)
-            self._due[vin] = now + poll_delay(age, self.settings.poll_first, self.settings.poll_most)
-            return
-        if batch is not None:
-            batch.waiting.discard(vin)
-            self._batch_of.pop(vin, None)
-            if held.synced and not batch.synced:
-                batch.synced = True
-                for other in batch.waiting:  # the batch has synced: read the others now
-                    self._due[other] = min(self._due.get(other, now), now)
-        if new.state in (APPLIED, FAILING):
-            self._due[vin] = now + self._spread(self.settings.drift_every)
-        elif new.state == SKIPPED and new.skip == "max_configs":
-            self._due[vin] = now + self._spread(self.settings.recheck_every)  # will a slot free up?
-        else:
-            self._due.pop(vin, None)
-
-    # ---- telemetry errors -----------------------------------------------------------------
-
-    async def _read_errors(self, changed: set[str]) -> None:
-        try:
-            errors = await self._call(self.api.telemetry_errors())
-        except FleetApiError as exc:
-            self._fail("telemetry errors", exc)
-            self._errors_at = self.clock() + self.settings.retry_after_failure
-            return
-        now = self.clock()
-        by_vin: dict[str, list[tuple[str, str, float]]] = {}
-        for error in errors:
-            if error.vin in self.records:
-                created = error_time(error.created_at)
-                by_vin.setdefault(error.vin, []).append((error.error_name, error.error, now if created is None
-                                                         else created))
-        for vin in set(by_vin) | {vin for vin, r in self.records.items() if r.last_error}:
-            record = self.records[vin]
-            since = max(record.pushed_at or 0.0, self._unsynced_seen.get(vin, 0.0))
-            found = current_error(by_vin.get(vin, ()), since=since, now=now, quiet=self.settings.error_quiet,
-                                  syncing=record.state == PUSHED)
-            self._set(cleared(record) if found is None else with_error(record, *found), changed)
-        busy = any(r.state in (PUSHED, FAILING) or r.last_error for r in self.records.values())
-        self._errors_at = now + (self.settings.errors_fast if busy else self._spread(self.settings.errors_slow))
-
-    # ---- bounded concurrency --------------------------------------------------------------
-
-    async def _each(self, items: Sequence[Any], work: Callable[[Any], Awaitable[None]],
-                    stop: Callable[[], bool] | None = None) -> None:
-        """Run `work` over `items` with `concurrency` workers (not a task per item: 10,000
-        tasks would cost more memory than the records). Stops taking items once `stop()` is true."""
-        iterator = iter(items)
-
-        async def worker() -> None:
-            for item in iterator:
-                if stop is not None and stop():
-                    return
-                await work(item)
-
-        workers = min(self.settings.concurrency, len(items))
-        if workers:
-            await asyncio.gather(*(worker() for _ in range(workers)))
