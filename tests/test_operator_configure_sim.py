@@ -12,16 +12,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleetwire.operator.reconcilers.vehicles import (
-    MemoryRecordStore,
     PassResult,
     Settings,
     VehicleReconciler,
 )
 from fleetwire.operator.clients.fleetapi import (
     FleetApiClient,
-    MemoryTokenStore,
     Tokens,
 )
+from fleetwire.operator.stores.records import MemoryRecordStore
+from fleetwire.operator.stores.tokens import MemoryTokenStore
 from fleetwire.operator.policies.vehicles import (
     APPLIED, pushed,
 )
@@ -174,7 +174,8 @@ async def test_records_in_configmaps_and_tokens_in_a_secret(kube_api: Any, kube:
     from fleetwire.operator.resource.builders import Owner
     from fleetwire.operator.clients.fleetapi import TokenStoreError
     from fleetwire.operator.clients.kube import KubernetesApi, load_configuration
-    from fleetwire.operator.handlers.vehicles import ConfigMapRecordStore, SecretTokenStore
+    from fleetwire.operator.stores.configmap_records import ConfigMapRecordStore
+    from fleetwire.operator.stores.secret_tokens import SecretTokenStore
 
     owner_obj = await kube.create({"apiVersion": "fleetwire.io/v1alpha1", "kind": "FleetTelemetryConfig",
                                    "metadata": {"name": "fleet", "namespace": "default"},
