@@ -1,6 +1,6 @@
 """The zmq backend: a bound publishing socket sending `[<namespace>_<record_type>, payload]`.
 
-Settings (the reference's ``"zmq"`` section, plus two of this project; read in `zmq_settings`)::
+Settings (the reference's ``"zmq"`` section, plus two of this project; read in `settings.py` beside this module)::
 
     "zmq": {
       "addr": "tcp://*:5284",                    // bound; tcp://host:port, ipc://path or inproc://name
@@ -57,7 +57,7 @@ import zmq
 import zmq.asyncio
 from fleetwire.server.dispatch import DispatchError
 from fleetwire.server.records import Record
-from fleetwire.server.zmq_settings import ZmqSettings, parse_settings
+from fleetwire.server.dispatchers.zmq.settings import ZmqSettings, parse_settings
 from zmq.auth import CURVE_ALLOW_ANY
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message

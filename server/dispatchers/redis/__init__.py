@@ -1,6 +1,6 @@
 """The redis backend: records published to Redis pub/sub channels, as the reference does.
 
-Settings are the reference's `redis` section (read in `redis_settings`). Durations
+Settings are the reference's `redis` section (read in `settings.py` beside this module). Durations
 (`publish_timeout`, the pool's timeouts) are Go `time.Duration` values in its JSON, i.e.
 integer nanoseconds; 0 means the default (5 s to publish, as the reference).
 `REDIS_PASSWORD` in the environment overrides `password`. `tls.server_cert`/`tls.server_key`
@@ -52,7 +52,7 @@ from redis.backoff import NoBackoff
 
 from fleetwire.server.dispatch import DispatchError
 from fleetwire.server.records import Record
-from fleetwire.server.redis_settings import ClientTls, RedisSettings, parse_settings, split_addr
+from fleetwire.server.dispatchers.redis.settings import ClientTls, RedisSettings, parse_settings, split_addr
 
 if TYPE_CHECKING:
     from fleetwire.server.config import ServerConfig

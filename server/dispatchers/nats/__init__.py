@@ -1,7 +1,7 @@
 """The nats backend: records on subjects `<namespace>.<VIN>.<data|alerts|errors|connectivity>`.
 
-Settings: see `fleetwire.server.nats_settings`; subjects and headers: `nats_layout`;
-the connection kept up in the background: `nats_connection`.
+Settings: `settings.py` beside this module; subjects and headers: `layout.py`;
+the connection kept up in the background: `connection.py`.
 
 Each record is one message: the subject above (`data` for V records), the protobuf payload
 (protobuf-JSON with `transmit_decoded_records`), and the reference's metadata (`vin`,
@@ -45,9 +45,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fleetwire.server.dispatch import DispatchError
-from fleetwire.server.nats_connection import NatsConnection
-from fleetwire.server.nats_layout import KINDS, covers, header_block, headers, record_header_block, subject, token
-from fleetwire.server.nats_settings import NatsSettings, NatsTls, check_namespace, parse_settings, redact, tls_context
+from fleetwire.server.dispatchers.nats.connection import NatsConnection
+from fleetwire.server.dispatchers.nats.layout import KINDS, covers, header_block, headers, record_header_block, subject, token
+from fleetwire.server.dispatchers.nats.settings import NatsSettings, NatsTls, check_namespace, parse_settings, redact, tls_context
 from fleetwire.server.records import Record
 from nats.aio.client import Client
 from nats.errors import NoRespondersError

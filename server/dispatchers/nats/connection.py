@@ -16,7 +16,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from fleetwire.server.dispatch import DispatchError
-from fleetwire.server.nats_settings import NatsSettings, redact
+from fleetwire.server.dispatchers.nats.settings import NatsSettings, redact
 from nats.aio.client import Client
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fleetwire.server.nats_layout import UNSAFE_TOKEN
+from fleetwire.server.dispatchers.nats.layout import UNSAFE_TOKEN
 from fleetwire.strictjson import ConfigError, Reader, show
 
 __all__ = ["SCHEMES", "NatsSettings", "NatsTls", "check_namespace", "parse_settings", "redact", "tls_context"]
