@@ -81,10 +81,18 @@ def _name(common_name: str | None, *, ou: Sequence[str] = (), organization: str 
 
 
 def _builder(
-    subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: Bundle | None, days: int
+    subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: Bundle | None, days: int,
+    *, now: dt.datetime | None = None, within_issuer: bool = False,
 ) -> x509.CertificateBuilder:
-    """Validity, serial, SKI and (under an issuer) AKI: what every certificate here has."""
-    now = dt.datetime.now(dt.UTC)
+    """Validity, serial, SKI and (under an issuer) AKI: what every certificate here has.
+
+    `within_issuer` keeps the validity inside the issuer's: a certificate that outlives its
+    CA is refused for the rest of its life, so an operator issuing one must not."""
+    now = now or dt.datetime.now(dt.UTC)
+    not_before, not_after = now - _BACKDATE, now + dt.timedelta(days=days)
+    if within_issuer and issuer is not None:
+        not_before = max(not_before, issuer.cert.not_valid_before_utc)
+        not_after = min(not_after, issuer.cert.not_valid_after_utc)
     public = key.public_key()
     builder = (
         x509.CertificateBuilder()
@@ -92,8 +100,8 @@ def _builder(
         .issuer_name(issuer.cert.subject if issuer else subject)
         .public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
     )
     if issuer is not None:
@@ -171,26 +179,30 @@ def _san_entry(name: str) -> x509.GeneralName:
 
 
 def make_server_cert(
-    ca: Bundle, hostnames: Sequence[str], *, days: int = 90, cn_only: bool = False
+    ca: Bundle, hostnames: Sequence[str], *, days: int = 90, cn_only: bool = False, san_only: bool = False,
+    now: dt.datetime | None = None,
 ) -> Bundle:
     """A TLS server certificate for `hostnames` (IP literals become IP SANs).
 
     The CN is the first hostname. `cn_only` leaves out the SAN extension: clients have
     ignored the CN for years, so such a certificate exists only to test that it is refused.
+    `san_only` is what the operator issues: an empty subject, so the SAN is critical
+    (RFC 5280 4.2.1.6), and a validity kept inside the CA's, from `now`.
     """
     if not hostnames:
         raise ValueError("a server certificate needs at least one hostname")
     key = generate_key()
     first = hostnames[0]
+    subject = x509.Name([]) if san_only else _name(first if len(first) <= 64 else None)
     builder = (
-        _builder(_name(first if len(first) <= 64 else None), key, ca, days)
+        _builder(subject, key, ca, days, now=now, within_issuer=san_only)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_leaf_key_usage(), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     )
     if not cn_only:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([_san_entry(h) for h in hostnames]), critical=False
+            x509.SubjectAlternativeName([_san_entry(h) for h in hostnames]), critical=san_only
         )
     return Bundle(builder.sign(ca.key, hashes.SHA256()), key)
 

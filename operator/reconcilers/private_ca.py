@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from fleetwire import pki
 from fleetwire.operator.policies.certificates import (
@@ -43,7 +42,6 @@ from fleetwire.operator.resource.spec import PrivateCaCertificate
 
 __all__ = ["CROSS_KEY", "PrivateCaSource", "ca_from_secret", "new_private_ca", "private_leaf"]
 
-_BACKDATE = dt.timedelta(hours=1)  # tolerate clock skew between the server and the vehicles
 
 
 def new_private_ca(owner: Owner, days: int) -> pki.Bundle:
@@ -54,34 +52,9 @@ def new_private_ca(owner: Owner, days: int) -> pki.Bundle:
 
 
 def private_leaf(ca: pki.Bundle, hostname: str, days: int, now: dt.datetime) -> Material:
-    """A P-256 server certificate naming `hostname` in subjectAltName only, valid at most as long as the CA.
-
-    The subject is empty, so the SAN extension is critical (RFC 5280 4.2.1.6).
-    """
-    key = pki.generate_key()
-    not_after = min(now + dt.timedelta(days=days), ca.cert.not_valid_after_utc)
-    ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(max(now - _BACKDATE, ca.cert.not_valid_before_utc))
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=True)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return Material(pem_of(cert), key_pem, ca.cert_pem)
+    """A P-256 server certificate naming `hostname` in subjectAltName only, valid at most as long as the CA."""
+    leaf = pki.make_server_cert(ca, [hostname], days=days, san_only=True, now=now)
+    return Material(leaf.cert_pem, leaf.key_pem, ca.cert_pem)
 
 
 CROSS_KEY = "cross.crt"
