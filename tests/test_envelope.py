@@ -8,6 +8,8 @@ codec writes. Limits, malformed input and fuzzing: test_envelope_limits.py.
 
 from __future__ import annotations
 
+import importlib
+
 import flatbuffers
 import pytest
 from flatbuffers import encode, number_types, packer
@@ -140,8 +142,8 @@ def test_default_error_text() -> None:
 
 def test_generated_modules_read_the_codec() -> None:
     """The flatc-generated accessors, as a second reader."""
-    gen_env = pytest.importorskip("fleetwire.proto.envelope.FlatbuffersEnvelope")
-    gen_stream = pytest.importorskip("fleetwire.proto.envelope.FlatbuffersStream")
+    gen_env = importlib.import_module("fleetwire.proto.envelope.FlatbuffersEnvelope")
+    gen_stream = importlib.import_module("fleetwire.proto.envelope.FlatbuffersStream")
     buf = encode_stream(b"id-1", b"alerts", b"\x0a\x01x", created_at=1_700_000_000, device_id=b"VIN1")
     env = gen_env.FlatbuffersEnvelope.GetRootAs(buf, 0)
     assert bytes(env.Txid(i) for i in range(env.TxidLength())) == b"id-1"
