@@ -1,5 +1,8 @@
 """The spec parser's reader: typed getters that collect every problem instead of stopping.
 
+Values and suggestions are worded by `fleetwire.strictjson` (`show` never echoes a secret,
+key material or a long value), as in the server's and the stack's config errors.
+
 Each getter takes the mapping, the key and the dotted path, and on a wrong value records
 (path, message) with the expected form and returns None (or the default), so one pass over
 a spec reports everything to fix (`SpecError.problems`).
@@ -7,25 +10,14 @@ a spec reports everything to fix (`SpecError.problems`).
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fleetwire.operator.resource.spec import SecretKeyRef
+from fleetwire.strictjson import show, suggest
 
 __all__ = ["SpecReader", "show", "suggest"]
-
-
-def suggest(word: str, candidates: Iterable[str]) -> str:
-    candidates = list(candidates)
-    folded = {c.casefold(): c for c in candidates}
-    match = folded.get(word.casefold()) or next(iter(difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)), None)
-    return f" (did you mean {match!r}?)" if match else ""
-
-
-def show(value: Any) -> str:
-    return f"the string {value!r}" if isinstance(value, str) else f"{type(value).__name__} {value!r}"
 
 
 class SpecReader:
