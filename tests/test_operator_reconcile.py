@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fleetwire.operator.policies.conditions import SPEC_VALID, Condition, check_spec, find_condition, reconcile, set_condition
+from fleetwire.operator.policies.conditions import SPEC_VALID, Condition, check_spec, find_condition, judge_spec, set_condition
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(hours=1)
@@ -47,10 +47,10 @@ def test_other_conditions_keep_their_place() -> None:
 
 
 def test_events_only_when_the_outcome_changes() -> None:
-    first = reconcile(BAD, {}, 1)
+    first = judge_spec(BAD, {}, 1)
     assert [(e.type, e.reason) for e in first.events] == [("Warning", "InvalidSpec")]
     status = first.status_patch(None, T0)
     assert status["observedGeneration"] == 1 and status["conditions"][0]["status"] == "False"
-    assert reconcile(BAD, status, 1).events == ()  # a resumed operator says nothing new
-    fixed = reconcile(GOOD, status, 2)
+    assert judge_spec(BAD, status, 1).events == ()  # a resumed operator says nothing new
+    fixed = judge_spec(GOOD, status, 2)
     assert [(e.type, e.reason) for e in fixed.events] == [("Normal", "Valid")] and fixed.spec is not None

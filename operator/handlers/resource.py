@@ -1,6 +1,6 @@
 """kopf handlers for FleetTelemetryConfig: thin glue between the API and the pure policies.
 
-Each handler gathers state, asks the policies (`reconcile`, `certificates`, `builders`),
+Each handler gathers state, asks the policies (`judge_spec`, `certificates`, `builders`),
 acts, and writes the answer: status conditions, `status.certificate`, events. `spec_valid`
 checks the spec; `manage` (on create, spec update and resume) and the `keep` timer (every
 `FLEETWIRE_RECONCILE_SECONDS`, 60 by default) run one pass of the same work: the HTTP-01
@@ -52,7 +52,7 @@ from fleetwire.operator.policies.conditions import (
     Event,
     check_spec,
     find_condition,
-    reconcile,
+    judge_spec,
     server_condition,
     transition_events,
 )
@@ -94,7 +94,7 @@ async def spec_valid(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: 
     """
     runtime = _runtime
     assert runtime is not None, "the startup handler creates the runtime"
-    result = reconcile(dict(spec), dict(status), meta.get("generation"), uid=str(meta["uid"]))
+    result = judge_spec(dict(spec), dict(status), meta.get("generation"), uid=str(meta["uid"]))
     extra = {"observedGeneration": result.observed_generation} if result.observed_generation is not None else {}
     await write_status(runtime.api, Owner.of(body), SPEC_OWNED, result.conditions, extra, body=body)
     for event in result.events:

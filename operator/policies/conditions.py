@@ -1,7 +1,7 @@
-"""Reconciliation policies: from a FleetTelemetryConfig as observed to the status it should show, and why.
+"""Condition policies: from a FleetTelemetryConfig as observed to the status it should show, and why.
 
-Pure functions, no I/O: the kopf handlers gather state, call `reconcile`, and write what
-it returns (conditions in status, events on change). Each concern reports one
+Pure functions, no I/O: the kopf handlers gather state, call `judge_spec` and the other
+condition policies, and write what they return (conditions in status, events on change). Each concern reports one
 Kubernetes-style condition, and each condition type has exactly one writer, which merges
 only the types it owns into the list as it is (`patch_for`), never the others:
 
@@ -35,11 +35,11 @@ __all__ = [
     "VEHICLES_OWNED",
     "Condition",
     "Event",
-    "Reconciliation",
+    "SpecJudgement",
     "check_spec",
     "find_condition",
     "patch_for",
-    "reconcile",
+    "judge_spec",
     "server_condition",
     "set_condition",
     "transition_events",
@@ -92,7 +92,7 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
-class Reconciliation:
+class SpecJudgement:
     """What one pass concluded: the parsed spec (None if invalid), conditions, events."""
 
     spec: FleetTelemetrySpec | None
@@ -166,8 +166,8 @@ def check_spec(spec: Mapping[str, Any] | None, generation: int | None, *,
     return parsed, Condition(SPEC_VALID, "True", "Valid", message, generation)
 
 
-def reconcile(spec: Mapping[str, Any] | None, status: Mapping[str, Any] | None,
-              generation: int | None, *, uid: str | None = None) -> Reconciliation:
+def judge_spec(spec: Mapping[str, Any] | None, status: Mapping[str, Any] | None,
+              generation: int | None, *, uid: str | None = None) -> SpecJudgement:
     """One pass over a FleetTelemetryConfig: the conditions it should show, and events for
     what changed since the status was last written (none when nothing did, so a resumed
     operator does not repeat itself)."""
@@ -177,7 +177,7 @@ def reconcile(spec: Mapping[str, Any] | None, status: Mapping[str, Any] | None,
     if previous is None or (previous.get("status"), previous.get("message")) != (condition.status, condition.message):
         kind: Literal["Normal", "Warning"] = "Normal" if condition.status == "True" else "Warning"
         events = (Event(kind, condition.reason, condition.message),)
-    return Reconciliation(parsed, (condition,), events, generation)
+    return SpecJudgement(parsed, (condition,), events, generation)
 
 
 def transition_events(seen: Mapping[str, tuple[str, str]], conditions: Iterable[Condition]) -> tuple[Event, ...]:
