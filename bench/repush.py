@@ -121,7 +121,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from cryptography.hazmat.primitives import serialization
 
     from fleetwire.operator.reconcilers.vehicles import Settings, VehicleReconciler
-    from fleetwire.operator.clients.fleetapi import FleetApiClient, RetryPolicy, Tokens
+    from fleetwire.operator.clients.fleetapi import FleetApiClient
+    from fleetwire.operator.clients.fleetapi_retry import RetryPolicy
+    from fleetwire.operator.clients.fleetapi_types import Tokens
     from fleetwire.operator.stores.records import MemoryRecordStore
     from fleetwire.operator.stores.tokens import MemoryTokenStore
     from fleetwire.operator.resource.spec_parse import parse_spec

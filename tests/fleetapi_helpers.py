@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import ec
-from fleetwire.operator.clients.fleetapi import FleetApiClient, RetryPolicy, Tokens
+from fleetwire.operator.clients.fleetapi import FleetApiClient
+from fleetwire.operator.clients.fleetapi_retry import RetryPolicy
+from fleetwire.operator.clients.fleetapi_types import Tokens
 from fleetwire.operator.stores.tokens import MemoryTokenStore
 from fleetwire.pki import make_ca
 from fleetwire.sim.fleetapi import FleetApiSimulator

@@ -27,20 +27,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from fleetwire import pki
-from fleetwire.operator.clients.acme import (
-    AcmeClient,
-    AcmeError,
-    AcmeServerError,
-    ChallengeFailed,
-    DirectoryUnreachable,
-    PebbleRoots,
-    RateLimited,
-    assemble,
-    explain,
-    make_key_and_csr,
-    select_challenge,
-    static_roots,
-)
+from fleetwire.operator.clients.acme import AcmeClient, make_key_and_csr, select_challenge
+from fleetwire.operator.clients.acme_errors import AcmeError, AcmeServerError, ChallengeFailed, DirectoryUnreachable, RateLimited, explain
+from fleetwire.operator.clients.acme_roots import PebbleRoots, static_roots
+from fleetwire.operator.clients.acme_chains import assemble
 from fleetwire.operator.clients.dns01 import Dns01Solver, DnsProvider
 from fleetwire.operator.clients.http01 import Http01Responder
 
@@ -275,7 +265,7 @@ async def test_alternate_chains_are_offered_and_the_one_the_fleet_trusts_is_chos
 ) -> None:
     """Pebble with PEBBLE_ALTERNATE_ROOTS offers the same leaf under another root (RFC 8555
     `Link: rel="alternate"`): a fleet whose `ca` holds the alternate root keeps its `ca`."""
-    from fleetwire.operator.clients.acme import choose_chain
+    from fleetwire.operator.clients.acme_chains import choose_chain
     from fleetwire.trust import refusal
 
     assert PEBBLE is not None

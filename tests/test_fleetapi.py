@@ -18,17 +18,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from fleetwire.operator.clients.fleetapi import (
-    FleetApiClient,
-    FleetApiError,
-    RateLimitedError,
-    RetryPolicy,
-    ServerError,
-    TokenError,
-    TokenStoreError,
-    Tokens,
-    alt_svc_base_url,
-)
+from fleetwire.operator.clients.fleetapi import FleetApiClient
+from fleetwire.operator.clients.fleetapi_errors import FleetApiError, RateLimitedError, ServerError, TokenError, TokenStoreError
+from fleetwire.operator.clients.fleetapi_retry import RetryPolicy, alt_svc_base_url
+from fleetwire.operator.clients.fleetapi_types import Tokens
 from fleetwire.operator.stores.tokens import JsonFileTokenStore, MemoryTokenStore
 from fleetwire.proto.ss256 import sign_telemetry_config
 from fleetwire.pki import make_ca, make_server_cert, write_bundle

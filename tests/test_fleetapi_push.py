@@ -13,11 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
-from fleetwire.operator.clients.fleetapi import (
-    FleetApiError,
-    LegacyEndpointError,
-    MissingScopeError,
-)
+from fleetwire.operator.clients.fleetapi_errors import FleetApiError, LegacyEndpointError, MissingScopeError
 from fleetwire.proto.ss256 import sign_telemetry_config
 from fleetwire.pki import make_ca, make_server_cert
 from fleetwire.sim.fleetapi import FleetApiSimulator

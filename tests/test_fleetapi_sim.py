@@ -27,7 +27,8 @@ import pytest_asyncio
 import uvloop
 from conftest import RunningServer, ServerFactory, free_port
 from cryptography.hazmat.primitives.asymmetric import ec
-from fleetwire.operator.clients.fleetapi import FleetApiClient, Tokens
+from fleetwire.operator.clients.fleetapi import FleetApiClient
+from fleetwire.operator.clients.fleetapi_types import Tokens
 from fleetwire.operator.stores.tokens import MemoryTokenStore
 from fleetwire.proto.ss256 import sign_telemetry_config
 from fleetwire.pki import Bundle, load_bundle, make_ca, make_server_cert, write_bundle

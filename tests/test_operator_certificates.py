@@ -51,7 +51,8 @@ from kube import (  # noqa: F401 - kubelet is a fixture
 
 from fleetwire import pki
 from fleetwire.operator.resource import crd
-from fleetwire.operator.reconcilers.certificates import FINGERPRINT_ANNOTATION, chain_fingerprint
+from fleetwire.operator.reconcilers.certificate_context import FINGERPRINT_ANNOTATION
+from fleetwire.pki import chain_fingerprint
 
 HANDLERS = "fleetwire.operator.handlers.resource"
 NS = "default"

@@ -38,7 +38,7 @@ from kube import (  # noqa: F401 - kubelet is a fixture
 from fleetwire import pki
 from fleetwire.operator.resource import crd
 from fleetwire.operator.resource.builders import CONFIG_CHECKSUM_ANNOTATION
-from fleetwire.operator.reconcilers.certificates import chain_fingerprint
+from fleetwire.pki import chain_fingerprint
 from test_operator_certificates import (  # noqa: F401 - as_the_charts_service_account, operator_env: fixtures
     HANDLERS,
     HOST,

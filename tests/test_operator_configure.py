@@ -31,15 +31,8 @@ from fleetwire.operator.stores.records import (
     shard_layout,
     shard_name,
 )
-from fleetwire.operator.clients.fleetapi import (
-    FleetApiError,
-    FleetStatus,
-    PushResult,
-    ServerError,
-    TelemetryError,
-    VehicleConfigState,
-    VehicleInfo,
-)
+from fleetwire.operator.clients.fleetapi_errors import FleetApiError, ServerError
+from fleetwire.operator.clients.fleetapi_types import FleetStatus, PushResult, TelemetryError, VehicleConfigState, VehicleInfo
 from fleetwire.proto.ss256 import public_point, verify_token
 from fleetwire.operator.resource.spec_parse import parse_spec
 from fleetwire.operator.policies.vehicles import (

@@ -16,10 +16,8 @@ from fleetwire.operator.reconcilers.vehicles import (
     Settings,
     VehicleReconciler,
 )
-from fleetwire.operator.clients.fleetapi import (
-    FleetApiClient,
-    Tokens,
-)
+from fleetwire.operator.clients.fleetapi import FleetApiClient
+from fleetwire.operator.clients.fleetapi_types import Tokens
 from fleetwire.operator.stores.records import MemoryRecordStore
 from fleetwire.operator.stores.tokens import MemoryTokenStore
 from fleetwire.operator.policies.vehicles import (
@@ -172,7 +170,7 @@ async def test_records_in_configmaps_and_tokens_in_a_secret(kube_api: Any, kube:
     from kube import CONFIGMAPS, SECRETS
 
     from fleetwire.operator.resource.builders import Owner
-    from fleetwire.operator.clients.fleetapi import TokenStoreError
+    from fleetwire.operator.clients.fleetapi_errors import TokenStoreError
     from fleetwire.operator.clients.kube import KubernetesApi, load_configuration
     from fleetwire.operator.stores.configmap_records import ConfigMapRecordStore
     from fleetwire.operator.stores.secret_tokens import SecretTokenStore

@@ -17,20 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from fleetwire import pki
 from fleetwire.operator.resource import builders
 from fleetwire.operator.resource.builders import Names, Owner
-from fleetwire.operator.reconcilers.certificates import (
-    CertificateProblem,
-    Material,
-    ca_from_secret,
-    chain_fingerprint,
-    check,
-    failed_retry,
-    material_from_secret,
-    new_private_ca,
-    order_gate,
-    private_leaf,
-    reissue_reason,
-    retry_wait,
-)
+from fleetwire.operator.policies.certificates import CertificateProblem, Material, check, failed_retry, material_from_secret, order_gate, reissue_reason, retry_wait
+from fleetwire.operator.reconcilers.private_ca import ca_from_secret, new_private_ca, private_leaf
+from fleetwire.pki import chain_fingerprint
 from fleetwire.operator.environment import DEFAULT_OPERATOR_SELECTOR, OperatorEnvironment, SettingError, from_env
 from fleetwire.operator.policies.conditions import Condition, server_condition, transition_events
 from fleetwire.operator.resource.spec_parse import parse_spec

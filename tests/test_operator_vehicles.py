@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from fleetwire.operator.clients.fleetapi import VehicleConfigState, VehicleInfo
+from fleetwire.operator.clients.fleetapi_types import VehicleConfigState, VehicleInfo
 from fleetwire.operator.commands.vehicles import format_table
 from fleetwire.operator.policies.vehicles import (
     APPLIED, FAILING, FIELDS_TOO_NEW, ca_fingerprint, PENDING, PUSHED, SKIPPED, SLOT_FREED, VehicleRecord, cleared, count_too_new,

@@ -407,7 +407,7 @@ async def _streaming_again(sim: FleetApiSimulator, before: dict[str, int]) -> bo
 
 
 def _chain_fp(ca_pem: str) -> str:
-    from fleetwire.operator.reconcilers.certificates import chain_fingerprint
+    from fleetwire.pki import chain_fingerprint
 
     return chain_fingerprint(ca_pem.encode())
 

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from fleetwire import pki
 from fleetwire.operator.resource.builders import Owner
 from fleetwire.trust import refusal
-from fleetwire.operator.reconcilers.certificates import CertificateContext, CertificateOutcome, PrivateCaSource
+from fleetwire.operator.reconcilers.certificate_context import CertificateContext, CertificateOutcome
+from fleetwire.operator.reconcilers.private_ca import PrivateCaSource
 from fleetwire.operator.environment import from_env
 from fleetwire.operator.resource.spec_parse import parse_spec
 

@@ -24,7 +24,8 @@ async def renew_and_rotate(stage: Stage) -> tuple[str, list[str]]:
     import datetime as dt
 
     from fleetwire.operator.resource.builders import Owner
-    from fleetwire.operator.reconcilers.certificates import ca_from_secret, private_leaf, tls_secret
+    from fleetwire.operator.reconcilers.private_ca import ca_from_secret, private_leaf
+    from fleetwire.operator.reconcilers.certificate_context import tls_secret
 
     push_calls = ("/api/1/vehicles/fleet_telemetry_config_jws", 200)
     reloaded = 'fleetwire_certificate_reloads_total{outcome="reloaded"}'

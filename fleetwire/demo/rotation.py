@@ -26,6 +26,7 @@ from typing import Any
 from fleetwire.operator.policies import rotation
 from fleetwire.operator.reconcilers.vehicles import PassResult, VehicleReconciler
 from fleetwire.operator.resource.spec import FleetTelemetrySpec, Rotation
+from fleetwire.operator.policies.reasons import Reason
 from fleetwire.operator.policies.vehicles import ca_union
 
 __all__ = ["IMMEDIATE", "MAKE_BEFORE_BREAK", "RotationRun", "Served"]
@@ -60,8 +61,8 @@ class RotationRun:
     staged_at: float | None = None
     deadline: float | None = None
     promoted_at: float | None = None
-    promotion: rotation.Reason | None = None
-    stage: rotation.Reason | None = None
+    promotion: Reason | None = None
+    stage: Reason | None = None
     behind_at_promotion: list[str] = field(default_factory=list)
     pushes: int = 0  # vehicles pushed since the run began
     pushed_codes: dict[str, int] = field(default_factory=dict)
@@ -71,12 +72,12 @@ class RotationRun:
         """What a vehicle connecting now is shown: the simulator's `presented_chain`."""
         return self.served.chain
 
-    async def rotate(self, new: Served) -> rotation.Reason:
+    async def rotate(self, new: Served) -> Reason:
         """A new certificate exists: serve it at once, or stage it (make before break)."""
         now = self.clock()
         if self.mode == IMMEDIATE:
             await self._serve(new)
-            self.stage = rotation.Reason("Immediate", "served as soon as it exists")
+            self.stage = Reason("Immediate", "served as soon as it exists")
             return self.stage
         decision = rotation.stage_decision(True, self.served.ca.encode(), new.chain.encode(), self.spec.hostname,
                                            dt.datetime.fromtimestamp(now, dt.UTC), True)
@@ -93,7 +94,7 @@ class RotationRun:
     async def switch(self, new: Served) -> None:
         """The current certificate is gone (expired, key lost, Secret deleted): served at once in any mode."""
         await self._serve(new)
-        self.stage = rotation.Reason(rotation.NO_USABLE_CURRENT, "the current certificate is gone: switched at once")
+        self.stage = Reason(rotation.NO_USABLE_CURRENT, "the current certificate is gone: switched at once")
 
     async def step(self) -> PassResult:
         """One reconciler pass with the inputs the vehicle daemon would read, then the promotion check."""
@@ -177,7 +178,8 @@ async def trial(n: int, before: Served, after: Served, *, mode: str, hostname: s
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from fleetwire.operator.reconcilers.vehicles import Settings
-    from fleetwire.operator.clients.fleetapi import FleetApiClient, Tokens
+    from fleetwire.operator.clients.fleetapi import FleetApiClient
+    from fleetwire.operator.clients.fleetapi_types import Tokens
     from fleetwire.operator.stores.records import MemoryRecordStore
     from fleetwire.operator.stores.tokens import MemoryTokenStore
     from fleetwire.operator.resource.spec_parse import parse_spec

@@ -33,39 +33,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from fleetwire.operator.clients.acme_chains import IssuedCertificate, assemble, choose_chain
+from fleetwire.operator.clients.acme_chains import IssuedCertificate, assemble
 from fleetwire.operator.clients.acme_errors import (
     AcmeError,
     AcmeServerError,
     ChallengeFailed,
-    DirectoryUnreachable,
-    RateLimited,
     challenge_error,
     explain,
 )
-from fleetwire.operator.clients.acme_roots import PebbleRoots, RootFetcher, static_roots
+from fleetwire.operator.clients.acme_roots import RootFetcher
 from fleetwire.pki import generate_key
 
 # The client, and the errors (acme_errors), chains (acme_chains) and root sources (acme_roots)
 # a caller of it needs, importable from here.
-__all__ = [
-    "AcmeClient",
-    "AcmeError",
-    "AcmeServerError",
-    "choose_chain",
-    "ChallengeFailed",
-    "ChallengeSolver",
-    "DirectoryUnreachable",
-    "IssuedCertificate",
-    "PebbleRoots",
-    "RateLimited",
-    "RootFetcher",
-    "assemble",
-    "explain",
-    "make_key_and_csr",
-    "select_challenge",
-    "static_roots",
-]
+__all__ = ["AcmeClient", "ChallengeSolver", "make_key_and_csr", "select_challenge"]
 
 log = logging.getLogger("fleetwire.operator.acme")
 T = TypeVar("T")

@@ -52,41 +52,15 @@ from fleetwire.operator.clients.fleetapi_errors import (
 )
 from fleetwire.operator.clients.fleetapi_retry import RetryPolicy, alt_svc_base_url, retry_after_seconds
 from fleetwire.operator.clients.fleetapi_types import (
-    SKIP_REASONS,
     FleetStatus,
     PushResult,
     TelemetryError,
     TokenStore,
     Tokens,
     VehicleConfigState,
-    VehicleInfo,
 )
 
-# The client, and the errors it raises and the types it takes and returns (defined in
-# fleetapi_errors, fleetapi_types, fleetapi_retry): what a caller needs, importable from here.
-__all__ = [
-    "AUTH_URL",
-    "REGIONS",
-    "FleetApiClient",
-    "FleetApiError",
-    "FleetStatus",
-    "LegacyEndpointError",
-    "MissingScopeError",
-    "PushResult",
-    "RateLimitedError",
-    "RetryPolicy",
-    "ServerError",
-    "SKIP_REASONS",
-    "TelemetryError",
-    "TokenError",
-    "TokenStore",
-    "TokenStoreError",
-    "Tokens",
-    "UnreachableError",
-    "VehicleConfigState",
-    "VehicleInfo",
-    "alt_svc_base_url",
-]
+__all__ = ["AUTH_URL", "REGIONS", "FleetApiClient"]
 
 log = logging.getLogger("fleetwire.fleetapi")
 

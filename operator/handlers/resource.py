@@ -36,7 +36,8 @@ import kopf
 
 from fleetwire.operator.resource import builders, crd
 from fleetwire.operator.resource.builders import Names, Owner
-from fleetwire.operator.reconcilers.certificates import CertificateContext, CertificateOutcome, ensure_certificate
+from fleetwire.operator.reconcilers.certificate_context import CertificateContext, CertificateOutcome
+from fleetwire.operator.reconcilers.certificates import ensure_certificate
 from fleetwire.operator.environment import OperatorEnvironment, from_env
 from fleetwire.operator.clients.http01 import Http01Responder
 from fleetwire.operator.policies.rotation import PROMOTE_ANNOTATION

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleetwire.operator.resource import builders, crd
 from fleetwire.operator.resource.builders import Names, Owner
-from fleetwire.operator.reconcilers.certificates import CertificateProblem, check, material_from_secret
+from fleetwire.operator.policies.certificates import CertificateProblem, check, material_from_secret
 from fleetwire.operator.reconcilers.vehicles import (
     Inputs,
     NotReady,

@@ -21,16 +21,13 @@ from typing import Any
 
 from fleetwire.trust import refusal
 from fleetwire.operator.resource.spec import Rotation
-from fleetwire.operator.policies.conditions import CERTIFICATE_ROTATING
 from fleetwire.operator.policies.reasons import Reason, first
 from fleetwire.pki import chain_fingerprint
 
 __all__ = [
-    "CERTIFICATE_ROTATING",
     "PROMOTE_ANNOTATION",
     "PROMOTE_POLICIES",
     "PromoteFacts",
-    "Reason",
     "next_secret_name",
     "progress_text",
     "promote_by",

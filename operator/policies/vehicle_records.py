@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from fleetwire.operator.clients.fleetapi import VehicleInfo
+from fleetwire.operator.clients.fleetapi_types import VehicleInfo
 from fleetwire.proto.catalog import BY_NAME, BY_NUMBER, firmware_at_least, parse_firmware
 
 MIN_FIRMWARE = "2024.26"

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fleetwire.operator.clients.fleetapi import VehicleConfigState
+from fleetwire.operator.clients.fleetapi_types import VehicleConfigState
 from fleetwire.operator.policies.conditions import VEHICLES_CONFIGURED, Condition
 from fleetwire.operator.policies.reasons import Reason, first
 from fleetwire.operator.policies.vehicle_ca import (  # noqa: F401 - re-exported

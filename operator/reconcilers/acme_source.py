@@ -17,16 +17,10 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 
 from fleetwire import pki
-from fleetwire.operator.clients.acme import (
-    AcmeClient,
-    AcmeError,
-    ChallengeSolver,
-    IssuedCertificate,
-    PebbleRoots,
-    RootFetcher,
-    choose_chain,
-    static_roots,
-)
+from fleetwire.operator.clients.acme import AcmeClient, ChallengeSolver
+from fleetwire.operator.clients.acme_errors import AcmeError
+from fleetwire.operator.clients.acme_chains import IssuedCertificate, choose_chain
+from fleetwire.operator.clients.acme_roots import PebbleRoots, RootFetcher, static_roots
 from fleetwire.operator.clients.dns01 import CLOUDFLARE_API, CloudflareDns, Dns01Solver, DnsProviderError
 from fleetwire.operator.clients.kube import KubeError
 from fleetwire.operator.policies.certificates import (

@@ -24,7 +24,7 @@ from fleetwire.operator.policies.certificates import (
     parse_timestamp,
     timestamp,
 )
-from fleetwire.operator.policies.conditions import Condition, Event
+from fleetwire.operator.policies.conditions import CERTIFICATE_ROTATING, Condition, Event
 from fleetwire.operator.policies.renewal import renew_at
 from fleetwire.operator.reconcilers.certificate_context import (
     PROMOTE_BY_ANNOTATION,
@@ -86,7 +86,7 @@ def _waiting(ctx: CertificateContext, mode: str, current: Material, report: Repo
     """The current certificate keeps serving; CertificateRotating says how far the vehicles are."""
     progress = ctx.vehicles.get("next") if isinstance(ctx.vehicles, Mapping) else None
     text = rotation.progress_text(progress, rotation.staged_fingerprint(staged.chain_pem), deadline)
-    rotating = Condition(rotation.CERTIFICATE_ROTATING, "True", "WaitingForVehicles", text, ctx.generation)
+    rotating = Condition(CERTIFICATE_ROTATING, "True", "WaitingForVehicles", text, ctx.generation)
     return ready_outcome(ctx, mode, current, report, tls_name, renew, events=events, rotating=rotating,
                          extra=f"next certificate staged in Secret {rotation.next_secret_name(tls_name)}: {text}",
                          keep={"next": _next_status(staged, staged_at, deadline)})
@@ -149,7 +149,7 @@ async def rotate(ctx: CertificateContext, mode: str, tls_name: str, staged: tupl
     if behind and decision.code != rotation.DEADLINE:
         message += f"; {rotation.behind_text(facts.progress)}"
     event = Event("Warning" if behind else "Normal", "CertificatePromoted", message)
-    rotating = Condition(rotation.CERTIFICATE_ROTATING, "False", decision.code,
+    rotating = Condition(CERTIFICATE_ROTATING, "False", decision.code,
                          f"promoted at {timestamp(ctx.now)}: {decision.message}", ctx.generation)
     return ready_outcome(ctx, mode, material, check(material, hostname, ctx.now), tls_name,
                   renew_at(material.leaf, renew_before), events=(*events, event), rotating=rotating, promoted=True)

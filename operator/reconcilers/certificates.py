@@ -34,61 +34,25 @@ from __future__ import annotations
 
 from fleetwire.operator.clients.kube import KubeError
 from fleetwire.operator.policies.certificates import (
-    ORDER_TIMEOUT,
     CertificateProblem,
-    Material,
     check,
-    failed_retry,
     failures_text,
     material_from_secret,
-    order_gate,
-    reissue_reason,
-    retry_wait,
 )
-from fleetwire.operator.reconcilers.acme_source import ACCOUNT_KEY, AcmeSource, cloudflare_zone_id
+from fleetwire.operator.reconcilers.acme_source import AcmeSource
 from fleetwire.operator.reconcilers.certificate_context import (
-    FINGERPRINT_ANNOTATION,
     CertificateContext,
     CertificateOutcome,
     CertificateSource,
-    describe,
     not_ready_outcome,
     ready_outcome,
-    tls_secret,
 )
-from fleetwire.operator.reconcilers.private_ca import PrivateCaSource, ca_from_secret, new_private_ca, private_leaf
+from fleetwire.operator.reconcilers.private_ca import PrivateCaSource
 from fleetwire.operator.resource import builders
 from fleetwire.operator.resource.spec import AcmeCertificate, FleetTelemetrySpec, SecretCertificate
 from fleetwire.pki import chain_fingerprint
 
-__all__ = [
-    "ACCOUNT_KEY",
-    "FINGERPRINT_ANNOTATION",
-    "ORDER_TIMEOUT",
-    "AcmeSource",
-    "CertificateContext",
-    "CertificateOutcome",
-    "CertificateProblem",
-    "CertificateSource",
-    "Material",
-    "PrivateCaSource",
-    "SecretRefSource",
-    "ca_from_secret",
-    "chain_fingerprint",
-    "check",
-    "cloudflare_zone_id",
-    "describe",
-    "ensure_certificate",
-    "failed_retry",
-    "material_from_secret",
-    "new_private_ca",
-    "order_gate",
-    "private_leaf",
-    "reissue_reason",
-    "retry_wait",
-    "source_for",
-    "tls_secret",
-]
+__all__ = ["SecretRefSource", "ensure_certificate", "source_for"]
 
 
 class SecretRefSource:

@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fleetwire.operator.clients.fleetapi import FleetApiError
+from fleetwire.operator.clients.fleetapi_errors import FleetApiError
 from fleetwire.operator.environment import VehicleSettings
 from fleetwire.operator.policies.vehicles import (
     APPLIED,

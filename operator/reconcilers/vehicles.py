@@ -47,13 +47,8 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fleetwire.operator.clients.fleetapi import (
-    FleetApiError,
-    FleetStatus,
-    PushResult,
-    TelemetryError,
-    VehicleConfigState,
-)
+from fleetwire.operator.clients.fleetapi_errors import FleetApiError
+from fleetwire.operator.clients.fleetapi_types import FleetStatus, PushResult, TelemetryError, VehicleConfigState
 from fleetwire.operator.environment import VehicleSettings as Settings
 from fleetwire.operator.reconcilers.vehicle_reads import VehicleReads
 from fleetwire.operator.reconcilers.vehicle_pass import (

@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 from fleetwire.operator.clients.fleetapi_errors import TokenStoreError
-from fleetwire.operator.clients.fleetapi_types import Tokens, TokenStore
+from fleetwire.operator.clients.fleetapi_types import Tokens
 
-__all__ = ["JsonFileTokenStore", "MemoryTokenStore", "TokenStore", "TokenStoreError", "Tokens"]
+__all__ = ["JsonFileTokenStore", "MemoryTokenStore"]
 
 
 class MemoryTokenStore:
