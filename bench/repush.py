@@ -120,7 +120,8 @@ async def _settle(reconciler: Any, spec: Any, ca: str, size: int, timeout: float
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from cryptography.hazmat.primitives import serialization
 
-    from fleetwire.operator.reconcilers.vehicles import Settings, VehicleReconciler
+    from fleetwire.operator.environment import VehicleSettings as Settings
+    from fleetwire.operator.reconcilers.vehicles import VehicleReconciler
     from fleetwire.operator.clients.fleetapi import FleetApiClient
     from fleetwire.operator.clients.fleetapi_retry import RetryPolicy
     from fleetwire.operator.clients.fleetapi_types import Tokens

@@ -42,7 +42,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import uvloop
 
-    from fleetwire.demo.run import run_demo, run_server_demo
+    from fleetwire.demo.run import run_demo
+    from fleetwire.demo.server_only import run_server_demo
 
     _setup_logging("warning")
     if args.server_only:

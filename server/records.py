@@ -36,7 +36,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 __all__ = [
     "LOCATION_FIELDS",
     "MILLISECONDS_THRESHOLD",
-    "RECORD_TYPES",
     "Record",
     "RecordError",
     "RenderProblems",

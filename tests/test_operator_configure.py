@@ -16,13 +16,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fleetwire.operator.reconcilers.vehicles import (
-    Inputs,
-    NotReady,
-    PassResult,
-    Settings,
-    VehicleReconciler,
-)
+from fleetwire.operator.reconcilers.vehicle_pass import Inputs, NotReady, PassResult
+from fleetwire.operator.environment import VehicleSettings as Settings
+from fleetwire.operator.reconcilers.vehicles import VehicleReconciler
 from fleetwire.operator.stores.records import (
     BUNDLES,
     MemoryRecordStore,

@@ -11,11 +11,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fleetwire.operator.reconcilers.vehicles import (
-    PassResult,
-    Settings,
-    VehicleReconciler,
-)
+from fleetwire.operator.reconcilers.vehicle_pass import PassResult
+from fleetwire.operator.environment import VehicleSettings as Settings
+from fleetwire.operator.reconcilers.vehicles import VehicleReconciler
 from fleetwire.operator.clients.fleetapi import FleetApiClient
 from fleetwire.operator.clients.fleetapi_types import Tokens
 from fleetwire.operator.stores.records import MemoryRecordStore

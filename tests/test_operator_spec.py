@@ -263,7 +263,7 @@ def test_crd_is_structural_with_status_and_columns() -> None:
 
 
 def test_status_documents_every_count_the_reconciler_writes() -> None:
-    from fleetwire.operator.reconcilers.vehicles import PassResult
+    from fleetwire.operator.reconcilers.vehicle_pass import PassResult
     from fleetwire.operator.policies.conditions import Condition
 
     status = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from kube import CONFIGMAPS, FTC, SECRETS, KubeApi, KubeClient, condition
 
-from fleetwire.demo.run import SecretFiles
+from fleetwire.demo.secret_files import SecretFiles
 from fleetwire.operator.clients.fleetapi import FleetApiClient
 from fleetwire.operator.clients.kube import KubernetesApi, load_configuration
 from fleetwire.operator.stores.secret_tokens import SecretTokenStore

@@ -16,17 +16,8 @@ from fleetwire.proto import (
     vehicle_error_pb2,
 )
 from fleetwire.server import records
-from fleetwire.server.records import (
-    LOCATION_FIELDS,
-    RECORD_TYPES,
-    RecordError,
-    connectivity_record,
-    decode_record,
-    fixed_point,
-    parse_location,
-    to_dict,
-    to_json,
-)
+from fleetwire.server.records import LOCATION_FIELDS, RecordError, connectivity_record, decode_record, fixed_point, parse_location, to_dict, to_json
+from fleetwire.proto.record_types import RECORD_TYPES
 
 VIN = "5YJ3E1EA7KF000001"
 FORGED = "5YJ3E1EA7KF999999"

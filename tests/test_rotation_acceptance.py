@@ -18,7 +18,8 @@ from test_operator_configure import Clock, FakeFleetApi, FakeVehicle, reconciler
 
 from fleetwire import pki
 from fleetwire.trust import refusal
-from fleetwire.operator.reconcilers.vehicles import PassResult, VehicleReconciler
+from fleetwire.operator.reconcilers.vehicle_pass import PassResult
+from fleetwire.operator.reconcilers.vehicles import VehicleReconciler
 from fleetwire.operator.stores.records import MemoryRecordStore
 from fleetwire.operator.policies.vehicles import (
     APPLIED, CA_ENDING, CA_REFUSED, NEW_VEHICLE, PUSH_POLICIES, VehicleRecord, ca_accepts, ca_fingerprint, ca_union,

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetwire.operator.policies import rotation
-from fleetwire.operator.reconcilers.vehicles import PassResult, VehicleReconciler
+from fleetwire.operator.reconcilers.vehicle_pass import PassResult
+from fleetwire.operator.reconcilers.vehicles import VehicleReconciler
 from fleetwire.operator.resource.spec import FleetTelemetrySpec, Rotation
 from fleetwire.operator.policies.reasons import Reason
 from fleetwire.operator.policies.vehicles import ca_union
@@ -177,7 +178,7 @@ async def trial(n: int, before: Served, after: Served, *, mode: str, hostname: s
 
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from fleetwire.operator.reconcilers.vehicles import Settings
+    from fleetwire.operator.environment import VehicleSettings as Settings
     from fleetwire.operator.clients.fleetapi import FleetApiClient
     from fleetwire.operator.clients.fleetapi_types import Tokens
     from fleetwire.operator.stores.records import MemoryRecordStore

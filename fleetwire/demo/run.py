@@ -41,10 +41,9 @@ from typing import TextIO
 
 from fleetwire.demo.cluster import whole_loop
 from fleetwire.demo.printing import Timeline
-from fleetwire.demo.secret_files import SecretFiles
 from fleetwire.demo.server_only import run_server_demo
 
-__all__ = ["SecretFiles", "run_demo", "run_server_demo"]
+__all__ = ["run_demo"]
 
 
 async def run_demo(*, vehicles: int = 8, out: TextIO = sys.stdout, workdir: Path | None = None,

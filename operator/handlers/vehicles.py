@@ -44,13 +44,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fleetwire.operator.resource import builders, crd
 from fleetwire.operator.resource.builders import Names, Owner
 from fleetwire.operator.policies.certificates import CertificateProblem, check, material_from_secret
-from fleetwire.operator.reconcilers.vehicles import (
-    Inputs,
-    NotReady,
-    PassResult,
-    Settings,
-    VehicleReconciler,
-)
+from fleetwire.operator.reconcilers.vehicle_pass import Inputs, NotReady, PassResult
+from fleetwire.operator.environment import VehicleSettings as Settings
+from fleetwire.operator.reconcilers.vehicles import VehicleReconciler
 from fleetwire.operator.clients.fleetapi import AUTH_URL, FleetApiClient
 from fleetwire.operator.clients.kube import KubeError, KubernetesApi, load_configuration
 from fleetwire.operator.clients.kube import secret_value as _decoded

@@ -86,14 +86,7 @@ from fleetwire.operator.policies.vehicles import (
     vehicles_condition,
 )
 
-__all__ = [
-    "FleetApi",
-    "Inputs",
-    "NotReady",
-    "PassResult",
-    "Settings",
-    "VehicleReconciler",
-]
+__all__ = ["FleetApi", "VehicleReconciler"]
 
 log = logging.getLogger("fleetwire.operator.policies.vehicles")
 

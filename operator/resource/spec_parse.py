@@ -34,7 +34,8 @@ from fleetwire.operator.resource.spec import (
     ServerSpec,
     SpecError,
 )
-from fleetwire.operator.resource.spec_reader import SpecReader, show, suggest
+from fleetwire.operator.resource.spec_reader import SpecReader
+from fleetwire.strictjson import show, suggest
 from fleetwire.proto import catalog
 from fleetwire.proto.record_types import SERVER_RECORD_TYPES
 from fleetwire.strictjson import SECRET_KEY

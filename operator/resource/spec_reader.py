@@ -17,7 +17,7 @@ from typing import Any
 from fleetwire.operator.resource.spec import SecretKeyRef
 from fleetwire.strictjson import show, suggest
 
-__all__ = ["SpecReader", "show", "suggest"]
+__all__ = ["SpecReader"]
 
 
 class SpecReader:

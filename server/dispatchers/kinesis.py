@@ -39,7 +39,8 @@ from urllib.parse import urlsplit
 
 from fleetwire.server.dispatch import DispatchError
 from fleetwire.server.environment import process_environment
-from fleetwire.server.records import RECORD_TYPES, Record
+from fleetwire.proto.record_types import RECORD_TYPES
+from fleetwire.server.records import Record
 from fleetwire.strictjson import ConfigError, Reader, looks_secret, show, suggest
 
 if TYPE_CHECKING:
