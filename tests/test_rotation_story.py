@@ -8,11 +8,12 @@ promoted when the fleet holds a `ca` for it) and with today's immediate switch (
 serves the new chain at once, any change of the `ca`'s bytes is pushed). Time runs 14,400 times
 faster than real (a day takes 6 s); the figures are in real hours and minutes. The
 simulator's vehicles judge the chain the server presents at each of their reconnects exactly
-as a connecting car does (`certcheck.refusal`); the vehicles story shows the same with sockets.
+as a connecting car does (`fleetwire.trust.refusal`); the vehicles story shows the same with sockets.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,9 @@ from conftest import PEBBLE, LocalDns, Pebble
 from cryptography.hazmat.primitives import serialization
 from test_rotation_acceptance import A, B, HOST
 
+from fleetwire.operator.clients.acme_chains import IssuedCertificate, choose_chain
 from fleetwire.operator.clients.http01 import Http01Responder
+from fleetwire.trust import refusal
 from fleetwire.demo.rotation import IMMEDIATE, MAKE_BEFORE_BREAK, Served, Trial, trial
 
 TIME_FACTOR = 1 / 14400
@@ -80,7 +83,8 @@ async def test_a_forced_rotation_switches_at_once_and_heals() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# With pebble: a renewal keeps the root (0 pushes); a restart is a new root (made before broken)
+# With pebble: a renewal keeps the root (0 pushes); a restart is a new root (made before broken);
+# alternate roots: the chain the fleet trusts is served (0 pushes)
 # --------------------------------------------------------------------------------------
 
 
@@ -95,11 +99,18 @@ def own_pebble(tmp_path: Path, local_dns: LocalDns) -> Iterator[Pebble]:
     server.stop()
 
 
-async def issue(server: Pebble) -> Served:
+async def issued_by(server: Pebble) -> IssuedCertificate:
     async with Http01Responder("127.0.0.1", server.http_port) as responder, server.client() as acme:
         await acme.register()
-        issued = await acme.issue(PEBBLE_HOST, responder)
+        return await acme.issue(PEBBLE_HOST, responder)
+
+
+def served(issued: IssuedCertificate) -> Served:
     return Served(issued.chain_pem.decode(), issued.ca_chain_pem.decode(), issued.key_pem.decode())
+
+
+async def issue(server: Pebble) -> Served:
+    return served(await issued_by(server))
 
 
 @pytest.mark.slow
@@ -119,4 +130,44 @@ async def test_pebble_renewal_keeps_the_root_and_a_restart_is_made_before_break(
     mbb, today = await both(renewed, rotated, host=PEBBLE_HOST)
     side_by_side("pebble restart (new root)", mbb, today)
     assert mbb.pushes == VEHICLES and mbb.tls_failures == 0 and mbb.extra["promotion"] == "VehiclesReady"
+    assert today.vehicles_failed > 0
+
+
+@pytest.fixture
+def alternate_pebble(tmp_path: Path, local_dns: LocalDns) -> Iterator[Pebble]:
+    """A pebble that offers every chain under a second root too (`Link: rel="alternate"`)."""
+    if PEBBLE is None:
+        pytest.skip("pebble not installed (make test installs it)")
+    (tmp_path / "pebble").mkdir()
+    server = Pebble(PEBBLE, tmp_path / "pebble", local_dns.port, PEBBLE_ALTERNATE_ROOTS="1")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+async def test_the_alternate_chain_the_fleet_trusts_is_served_and_costs_nothing(alternate_pebble: Pebble) -> None:
+    """A fleet configured with the CA's alternate root (its `ca` holds that root alone): the next
+    issuance's default chain would be refused, so it would be staged and pushed to every vehicle;
+    the alternate chain the order also offers is accepted by the `ca` the vehicles hold."""
+    first, second = await issued_by(alternate_pebble), await issued_by(alternate_pebble)
+    assert second.alternates, "pebble with PEBBLE_ALTERNATE_ROOTS offers an alternate chain"
+    trusted = first.alternates[0]
+    assert trusted.root is not None
+    fleet_ca = trusted.root.public_bytes(serialization.Encoding.PEM).decode()
+    before = Served(trusted.chain_pem.decode(), fleet_ca, trusted.key_pem.decode())
+
+    def accepted(chain: IssuedCertificate) -> bool:
+        return refusal(chain.chain_pem, fleet_ca, PEBBLE_HOST, dt.datetime.now(dt.UTC)) is None
+
+    chosen = choose_chain(second, accepted)
+    assert chosen is not second and accepted(chosen) and not accepted(second)
+    alternate = await trial(VEHICLES, before, served(chosen), mode=MAKE_BEFORE_BREAK, hostname=PEBBLE_HOST,
+                            time_factor=TIME_FACTOR)
+    default, today = await both(before, served(second), host=PEBBLE_HOST)
+    report(f"pebble alternate root: the chosen chain: pushes {alternate.pushes}, TLS failures "
+           f"{alternate.tls_failures}; the default chain: pushes {default.pushes} (today {today.pushes}), "
+           f"TLS failures {default.tls_failures} (today {today.tls_failures})")
+    assert (alternate.pushes, alternate.tls_failures, alternate.extra["stage"]) == (0, 0, "AcceptedByCurrentCa")
+    assert default.pushes == VEHICLES and default.tls_failures == 0 and default.extra["stage"] == "RefusedByCurrentCa"
     assert today.vehicles_failed > 0
