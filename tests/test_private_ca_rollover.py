@@ -138,6 +138,8 @@ async def test_a_staged_certificate_is_promoted_by_the_fleet_the_annotation_or_t
             expected = "Deadline"
         assert outcome.promoted and outcome.rotating is not None and outcome.rotating.reason == expected, how
         assert kube.data("fleet-tls", "tls.crt") == chain and "next" not in outcome.status
+        # The staged Secret keeps no copy of the served key once it is promoted.
+        assert kube.data("fleet-tls-next", "tls.key") == b"" == kube.data("fleet-tls-next", "tls.crt")
         (event,) = [e for e in outcome.events if e.reason == "CertificatePromoted"]
         assert (event.type == "Normal") == (how == "fleet")
         if how != "fleet":  # the vehicles left behind are named

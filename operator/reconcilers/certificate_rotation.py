@@ -35,13 +35,23 @@ from fleetwire.operator.reconcilers.certificate_context import (
     ready_outcome,
     tls_secret,
 )
+from fleetwire.operator.resource import builders
+from fleetwire.operator.resource.builders import Owner
 from fleetwire.operator.resource.spec import FleetTelemetrySpec
 from fleetwire.pki import chain_fingerprint
 
-__all__ = ["install", "rotate", "staged_certificate"]
+__all__ = ["emptied_stage", "install", "rotate", "staged_certificate"]
 
 log = logging.getLogger("fleetwire.operator.reconcilers.certificates")
 
+
+
+def emptied_stage(owner: Owner, tls_name: str) -> dict[str, Any]:
+    """The staged Secret once its certificate is promoted: no copy of the served key stays
+    behind. Emptied rather than deleted, so the operator needs no right to delete Secrets
+    (a kubernetes.io/tls Secret must keep both keys; empty values read as nothing staged)."""
+    return builders.secret(owner, rotation.next_secret_name(tls_name), {"tls.crt": b"", "tls.key": b""},
+                           type_="kubernetes.io/tls")
 
 
 def _vehicles_expected(spec: FleetTelemetrySpec) -> bool:
@@ -143,6 +153,7 @@ async def rotate(ctx: CertificateContext, mode: str, tls_name: str, staged: tupl
                         material, staged_at, deadline, events)
     await ctx.api.apply(tls_secret(ctx.owner, tls_name, material, hostname=hostname,
                                    reason=f"promoted ({decision.code})"))
+    await ctx.api.apply(emptied_stage(ctx.owner, tls_name))
     behind = int((facts.progress or {}).get("behindCount", 0) or 0) if decision.code != rotation.VEHICLES_READY else 0
     message = (f"promoted the staged certificate for {hostname} (serial {format(material.leaf.serial_number, 'x')}, "
                f"staged at {timestamp(staged_at)}) [{decision.code}]: {decision.message}")
