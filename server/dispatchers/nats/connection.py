@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import ssl
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from fleetwire.server.dispatch import DispatchError
@@ -27,7 +28,7 @@ __all__ = ["NatsConnection"]
 log = logging.getLogger("fleetwire.dispatch.nats")
 
 
-class NatsConnection:
+class NatsConnection(ABC):
     """The client, and the state of its connection; the dispatcher sets these in `__init__`."""
 
     settings: NatsSettings
@@ -45,14 +46,17 @@ class NatsConnection:
 
     # -- the dispatcher's side: the ack subscription and the batches waiting on it -------
 
+    @abstractmethod
     async def _ack_messages(self, msg: Msg) -> None:
-        raise NotImplementedError
+        """Implemented by the dispatcher (`NatsDispatcher`), which owns the batches."""
 
+    @abstractmethod
     def _shortcut_acks(self, nc: Client, sid: int) -> None:
-        raise NotImplementedError
+        """Implemented by the dispatcher (`NatsDispatcher`), which owns the batches."""
 
+    @abstractmethod
     def _fail_all(self, reason: str) -> None:
-        raise NotImplementedError
+        """Implemented by the dispatcher (`NatsDispatcher`), which owns the batches."""
 
     # -- the connection ----------------------------------------------------------------
 
