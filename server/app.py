@@ -9,6 +9,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from fleetwire.server.config import ConfigError, ServerConfig
 from fleetwire.server.dispatch import Dispatcher
 from fleetwire.server.dispatch_queue import DispatchQueue
 from fleetwire.server.dispatchers.registry import build_queues
+from fleetwire.server.drain import DrainPlan, DrainReason, acks_settled
 from fleetwire.server.environment import ServerEnvironment, read_environment
 from fleetwire.server.metrics import QueueMetrics, ServerMetrics
 from fleetwire.server.session import RateLimit, Route, Router
@@ -45,6 +47,8 @@ ExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 READ_BUFFER_BYTES = 2048
 # A client that has not finished its TLS (or then its WebSocket) handshake by then is dropped.
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
+READY_PATH = b"/readyz"
+"""Readiness on the status port: 503 while draining. Every other path is liveness."""
 
 
 def build_router(config: ServerConfig, queues: Mapping[str, DispatchQueue]) -> Router:
@@ -84,7 +88,13 @@ class TelemetryServer:
         self.queues = build_queues(config, dispatchers, observer=QueueMetrics(self.metrics))
         self.ssl_context: ssl.SSLContext | None = None
         self.ports: Ports | None = None
-        self._servers: list[asyncio.AbstractServer] = []
+        self._vehicle_servers: list[asyncio.AbstractServer] = []
+        self._servers: list[asyncio.AbstractServer] = []  # the side ports: closed last
+        self._state: ServerState | None = None
+        self._env: ServerEnvironment | None = None
+        self.ready = False
+        """What `/readyz` on the status port reports: False from the start of a drain."""
+        self._stopping: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_http: object | None = None
         self._stopped = asyncio.Event()
@@ -104,6 +114,7 @@ class TelemetryServer:
                 "(the reference server's repository publishes config/files/prod_ca.crt)",
             )
         env = self.environment if self.environment is not None else read_environment()
+        self._env = env
         self.ssl_context = server_context(tls.server_cert, tls.server_key, tls.ca_file)
         for queue in self.queues.values():
             await queue.start()
@@ -114,6 +125,7 @@ class TelemetryServer:
             vin_policy=cfg.vins,
             rate_limit=RateLimit(rate.message_limit, rate.message_interval_time) if rate.enabled else None,
         )
+        self._state = state
         server = await ws_create_server(
             listener_factory(state),
             cfg.host,
@@ -125,12 +137,12 @@ class TelemetryServer:
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
             backlog=4096,
         )
-        self._servers.append(server)
+        self._vehicle_servers.append(server)
         vehicles_port = server.sockets[0].getsockname()[1]
         self._watch_handshakes(vehicles_port, env.suppress_handshake_logging, env.handshake_log_interval)
         status_port = None
         if cfg.status_port is not None:
-            status = await asyncio.start_server(_status_handler, cfg.host, cfg.status_port)
+            status = await asyncio.start_server(self._status_handler, cfg.host, cfg.status_port)
             self._servers.append(status)
             status_port = status.sockets[0].getsockname()[1]
         metrics_port = None
@@ -145,6 +157,7 @@ class TelemetryServer:
             self._tasks.append(asyncio.create_task(self._watch_certificate(), name="certificate-reload"))
         self._tasks.append(asyncio.create_task(self._sample_queues(), name="queue-depth"))
         self.ports = Ports(vehicles_port, status_port, metrics_port)
+        self.ready = True
         log.info(
             "listening for vehicles on %s:%d (status %s, metrics %s)",
             cfg.host, vehicles_port, status_port, metrics_port,
@@ -186,20 +199,41 @@ class TelemetryServer:
             await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
-        """Stop accepting, close connections, then drain the queues within their timeout."""
+        """Drain (see `server.drain`), within the budget: stop accepting, stop reading, send
+        the acks owed, close each vehicle with 1001, drain the queues. Calls after the first
+        wait for the same drain."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._drain())
+        await asyncio.shield(self._stopping)
+
+    async def _drain(self) -> None:
+        env = self._env or ServerEnvironment()
+        plan = DrainPlan(time.monotonic(), env.drain_seconds, self.config.dispatch.close_timeout_seconds)
+        self.ready = False
         for task in self._tasks:
             task.cancel()
+        for server in self._vehicle_servers:
+            server.close()  # new connections are refused from here on
+        state = self._state
+        if state is not None:
+            state.draining = True
+            vehicles = list(state.listeners)
+            for listener in vehicles:
+                listener.stop_reading()
+            reason = await self._acks_sent(state, plan)
+            for listener in list(state.listeners):
+                listener.going_away()
+            await _until(lambda: not state.listeners, plan.close_wait(time.monotonic()))
+            log.info("drain: %d vehicle(s) closed with 1001 (going away), %s: %s",
+                     len(vehicles), reason.code, reason.message)
+        wait = plan.queue_wait(time.monotonic())
+        try:
+            await asyncio.wait_for(asyncio.gather(*(queue.close(wait) for queue in self.queues.values())),
+                                   wait + 1.0)  # a dispatcher's own close() gets a second at most
+        except TimeoutError:
+            log.warning("drain: a dispatcher did not close within the drain budget")
         for server in self._servers:
             server.close()
-            if hasattr(server, "close_clients"):
-                server.close_clients()
-        for server in self._servers:
-            try:
-                await asyncio.wait_for(server.wait_closed(), 5)
-            except TimeoutError:
-                pass
-        timeout = self.config.dispatch.close_timeout_seconds
-        await asyncio.gather(*(queue.close(timeout) for queue in self.queues.values()))
         if self._watched_port is not None:
             unwatch_handshakes(self._watched_port)
             self._watched_port = None
@@ -213,25 +247,56 @@ class TelemetryServer:
             self._metrics_http.server_close()  # type: ignore[attr-defined]
         self._stopped.set()
 
+    @staticmethod
+    async def _acks_sent(state: ServerState, plan: DrainPlan) -> DrainReason:
+        """Wait until no ack is owed or their share of the budget is spent; the reason why."""
+        while True:
+            reason = acks_settled(plan, time.monotonic(), state.owed_acks())
+            if reason is not None:
+                return reason
+            await asyncio.sleep(0.01)
+
     async def serve_forever(self) -> None:
-        """Run until SIGINT/SIGTERM, then stop gracefully."""
+        """Run until SIGINT/SIGTERM, then drain and stop."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down: draining within %.0f s", (self._env or ServerEnvironment()).drain_seconds)
         await self.stop()
 
+    async def _status_handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Plain HTTP on `status_port`: `/readyz` answers 200 `ready`, or 503 `draining` once
+        a drain began (a load balancer stops sending vehicles); any other path is liveness,
+        200 `ok` while the process runs."""
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            writer.write(_status_reply(_request_path(head), self.ready))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
-async def _status_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Plain-HTTP liveness on `status_port`: any request gets 200 `ok`."""
-    try:
-        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        await writer.drain()
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+
+async def _until(done: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
+def _request_path(head: bytes) -> bytes:
+    """The path of an HTTP request head, without its query."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    return parts[1].split(b"?", 1)[0] if len(parts) >= 2 else b""
+
+
+def _status_reply(path: bytes, ready: bool) -> bytes:
+    if path == READY_PATH:
+        status, body = (b"200 OK", b"ready") if ready else (b"503 Service Unavailable", b"draining")
+    else:
+        status, body = b"200 OK", b"ok"
+    return (b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)

@@ -14,10 +14,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fleetwire.server.drain import DEFAULT_DRAIN_SECONDS, DRAIN_ENV, parse_drain_seconds
 from fleetwire.strictjson import ConfigError
 
 __all__ = [
     "DEFAULT_LOG_INTERVAL",
+    "DRAIN_ENV",
     "LOG_INTERVAL_ENV",
     "SUPPRESS_ENV",
     "ServerEnvironment",
@@ -77,6 +79,8 @@ class ServerEnvironment:
     """Failed TLS handshakes are counted but not logged (`SUPPRESS_TLS_HANDSHAKE_ERROR_LOGGING`)."""
     handshake_log_interval: float = DEFAULT_LOG_INTERVAL
     """Seconds between two summary lines of failed handshakes (`FLEETWIRE_TLS_HANDSHAKE_LOG_INTERVAL`)."""
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    """The graceful drain's budget on SIGTERM (`FLEETWIRE_DRAIN_SECONDS`, see `server.drain`)."""
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> ServerEnvironment:
@@ -90,4 +94,8 @@ def read_environment(environ: Mapping[str, str] | None = None) -> ServerEnvironm
         interval = log_interval(env)
     except ValueError as exc:
         raise ConfigError(LOG_INTERVAL_ENV, str(exc)) from None
-    return ServerEnvironment(suppress_handshake_logging=quiet, handshake_log_interval=interval)
+    try:
+        drain = parse_drain_seconds(env.get(DRAIN_ENV, ""))
+    except ValueError as exc:
+        raise ConfigError(DRAIN_ENV, str(exc)) from None
+    return ServerEnvironment(suppress_handshake_logging=quiet, handshake_log_interval=interval, drain_seconds=drain)

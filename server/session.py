@@ -83,7 +83,7 @@ class Session:
 
     __slots__ = (
         "identity", "peer", "_router", "_metrics", "_link",
-        "_limiter", "_clock", "_vin_bytes", "_sender_bytes",
+        "_limiter", "_clock", "_vin_bytes", "_sender_bytes", "owed_acks",
     )
 
     def __init__(
@@ -107,6 +107,8 @@ class Session:
         )
         self._vin_bytes = identity.vin.encode()
         self._sender_bytes = identity.sender_id.encode()
+        # Records received whose ack waits for a reliable dispatcher: a drain waits for them.
+        self.owed_acks = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class Session:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         txid, topic = frame.txid, frame.topic
         waiter.add_done_callback(lambda fut: self._confirmed(fut, txid, topic))
+        self.owed_acks += 1
         self._dispatch(record_type, route, record, waiter)
 
     def _record(
@@ -208,6 +211,7 @@ class Session:
 
     def _confirmed(self, fut: asyncio.Future[None], txid: bytes, topic: bytes) -> None:
         """A reliable dispatcher stored (or finally failed) the record: ack only on success."""
+        self.owed_acks -= 1
         if fut.cancelled() or fut.exception() is not None:
             self._metrics.error("dispatch_failed")
             return

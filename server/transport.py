@@ -60,6 +60,14 @@ class ServerState:
     rate_limit: RateLimit | None
     identify: Callable[[bytes], Identity] = identify
     presence: Presence = field(default_factory=Presence)
+    listeners: set[VehicleListener] = field(default_factory=set)
+    """The vehicles' open connections, so a drain can reach each one."""
+    draining: bool = False
+    """Set by `TelemetryServer.stop`: a handshake that completes now is sent away (1001)."""
+
+    def owed_acks(self) -> int:
+        """Acks still owed, across connections, for records a reliable dispatcher has not confirmed."""
+        return sum(listener.owed_acks for listener in self.listeners)
 
 
 class VehicleListener(WSListener):
@@ -75,6 +83,7 @@ class VehicleListener(WSListener):
         self._fragment_size = 0
         self._paused = False
         self._reading = False
+        self._draining = False
         self._out: list[bytes] = []
         # Messages parsed after reading paused (picows hands over every frame of a read):
         # they wait here rather than grow the full queue by a whole read per vehicle.
@@ -116,7 +125,7 @@ class VehicleListener(WSListener):
             backlog = self._backlog
             while backlog and not self._paused and self._session is not None:
                 self._session.message(backlog.popleft())
-            if not self._paused and self._transport is not None:
+            if not self._paused and not self._draining and self._transport is not None:
                 underlying = self._transport.underlying_transport
                 underlying.resume_reading()
                 # aiofastnet's TLS transport (1.2) resumes only when the socket has new
@@ -133,10 +142,34 @@ class VehicleListener(WSListener):
         elif self._session is not None:
             self._session.message(data)
 
+    # -- drain -----------------------------------------------------------------------
+
+    @property
+    def owed_acks(self) -> int:
+        session = self._session
+        return session.owed_acks if session is not None else 0
+
+    def stop_reading(self) -> None:
+        """Read no more records (the drain has begun); the socket stays open for the acks owed."""
+        self._draining = True
+        if self._transport is not None and not self._paused:
+            self._transport.underlying_transport.pause_reading()
+
+    def going_away(self) -> None:
+        """Send the replies queued so far, then close with 1001 so the vehicle reconnects elsewhere."""
+        transport = self._transport
+        if transport is None:
+            return
+        self._close(transport, WSCloseCode.GOING_AWAY, b"server shutting down")
+
     # -- picows callbacks ------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         state = self._state
+        if state.draining:  # its TLS handshake finished after the listening socket closed
+            transport.send_close(WSCloseCode.GOING_AWAY, b"server shutting down")
+            transport.disconnect()
+            return
         der = verified_leaf(transport.underlying_transport.get_extra_info("ssl_object"))
         if not der:
             self._refuse(transport, "no_client_certificate")
@@ -150,6 +183,7 @@ class VehicleListener(WSListener):
             self._refuse(transport, "vin_not_allowed", identity.vin)
             return
         self._transport = transport
+        state.listeners.add(self)
         metrics = state.metrics
         metrics.connections_active.inc()
         metrics.connections_total.labels(identity.client_type).inc()
@@ -218,6 +252,7 @@ class VehicleListener(WSListener):
         self._transport = None
         if session is not None:
             state = self._state
+            state.listeners.discard(self)
             state.metrics.connections_active.dec()
             sockets = state.presence.closed(session.identity.vin)
             state.metrics.connected_vins.set(len(state.presence))

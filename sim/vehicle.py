@@ -2,7 +2,9 @@
 
 Each vehicle presents its own client certificate, sends `V` / `alerts` / `errors`
 records in the FlatBuffers envelope at a chosen rate, and keeps count of acks and
-error replies per transaction id, so a test can prove acked = delivered.
+error replies per transaction id, so a test can prove acked = delivered. As a car does,
+a vehicle given `urls` reconnects when its server goes away (1001 on a rolling restart,
+or a dropped socket) to the next URL, and resends every record not acked yet.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from fleetwire.proto import vehicle_alert_pb2, vehicle_data_pb2, vehicle_error_pb2
 from fleetwire.proto.envelope_codec import FrameError, decode_reply, encode_stream
@@ -84,6 +86,9 @@ class VehicleStats:
     errors: int = 0
     error_texts: dict[str, int] = field(default_factory=dict)
     ack_latencies: list[float] = field(default_factory=list)
+    reconnects: int = 0
+    resent: int = 0  # sends of a record again after a reconnect (also counted in `sent`)
+    close_codes: dict[int, int] = field(default_factory=dict)  # the server's close codes seen
 
 
 class _Client(WSListener):
@@ -95,7 +100,12 @@ class _Client(WSListener):
         if frame.msg_type is WSMsgType.BINARY:
             self.vehicle._reply(frame.get_payload_as_bytes())
         elif frame.msg_type is WSMsgType.CLOSE:
-            self.vehicle.close_reason = frame.get_close_message().decode("utf-8", "replace")
+            vehicle = self.vehicle
+            code = int(frame.get_close_code().value)
+            vehicle.close_code = code
+            vehicle.stats.close_codes[code] = vehicle.stats.close_codes.get(code, 0) + 1
+            vehicle.close_reason = frame.get_close_message().decode("utf-8", "replace")
+            transport.send_close(frame.get_close_code())
             transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -114,15 +124,22 @@ class SimulatedVehicle:
         fields: Sequence[str] = DEFAULT_FIELDS,
         network_interface: str = "wifi",
         seed: int | None = None,
+        urls: Sequence[str] = (),
+        keep_acked: bool = False,
     ) -> None:
         self.vin = vin
         self.url = url
+        self.urls = tuple(urls) or (url,)
+        """Where to reconnect, in turn, when the server goes away (`reconnect`)."""
         self.ssl_context = ssl_context
         self.fields = tuple(fields)
         self.network_interface = network_interface
         self.stats = VehicleStats()
         self.pending: dict[bytes, float] = {}
+        self.unacked: dict[bytes, bytes] = {}  # txid -> the frame, resent after a reconnect
+        self.acked_txids: set[bytes] | None = set() if keep_acked else None
         self.close_reason = ""
+        self.close_code: int | None = None
         self._rng = random.Random(seed if seed is not None else vin)
         self._seq = 0
         self._transport: WSTransport | None = None
@@ -132,6 +149,7 @@ class SimulatedVehicle:
 
     async def connect(self) -> None:
         self._disconnected.clear()
+        self.close_code = None
         self._transport, _ = await ws_connect(
             lambda: _Client(self),
             self.url,
@@ -147,6 +165,7 @@ class SimulatedVehicle:
     def send_frame(self, frame: bytes, txid: bytes) -> None:
         assert self._transport is not None, "connect() first"
         self.pending[txid] = time.perf_counter()
+        self.unacked[txid] = frame
         self._drained.clear()
         self.stats.sent += 1
         self._transport.send(WSMsgType.BINARY, frame)
@@ -182,8 +201,11 @@ class SimulatedVehicle:
             self.stats.error_texts["undecodable reply"] = self.stats.error_texts.get("undecodable reply", 0) + 1
             return
         started = self.pending.pop(reply.txid, None)
+        self.unacked.pop(reply.txid, None)
         if reply.kind == "ack":
             self.stats.acked += 1
+            if self.acked_txids is not None:
+                self.acked_txids.add(reply.txid)
             if started is not None:
                 self.stats.ack_latencies.append(time.perf_counter() - started)
         else:
@@ -206,16 +228,44 @@ class SimulatedVehicle:
             gone.cancel()
         return not self.pending
 
+    async def reconnect(self, timeout: float = 30.0) -> bool:
+        """Connect to the next of `urls` (cycling, with backoff) and resend every record not
+        acked: what a car does when its server goes away. False if none took it in time."""
+        deadline = time.monotonic() + timeout
+        index = self.urls.index(self.url) if self.url in self.urls else -1
+        delay = 0.05
+        while True:
+            index = (index + 1) % len(self.urls)
+            self.url = self.urls[index]
+            try:
+                await self.connect()
+            except (OSError, TimeoutError, WSError):  # refused, reset, a handshake cut short: the next
+                if time.monotonic() + delay >= deadline:
+                    return False
+                await asyncio.sleep(delay * (0.5 + self._rng.random()))
+                delay = min(delay * 2, 1.0)
+                continue
+            self.stats.reconnects += 1
+            for txid, frame in list(self.unacked.items()):
+                self.stats.resent += 1
+                self.send_frame(frame, txid)
+            return True
+
     async def stream(
-        self, *, rate: float, duration: float, record_types: Sequence[str] = ("V",)
+        self, *, rate: float, duration: float, record_types: Sequence[str] = ("V",), reconnect: bool = False,
     ) -> None:
-        """Send records at `rate` per second for `duration` seconds, cycling record types."""
+        """Send records at `rate` per second for `duration` seconds, cycling record types;
+        with `reconnect`, a lost server is replaced by the next of `urls` (see `reconnect`)."""
         interval = 1.0 / rate
         deadline = time.monotonic() + duration
         # Spread vehicles over the first interval like a real fleet.
         await asyncio.sleep(self._rng.random() * interval)
         i = 0
-        while time.monotonic() < deadline and self.connected:
+        while time.monotonic() < deadline:
+            if not self.connected:
+                if not reconnect or not await self.reconnect(max(0.1, deadline - time.monotonic())):
+                    return
+                continue
             self.send_record(record_types[i % len(record_types)])
             i += 1
             await asyncio.sleep(interval)

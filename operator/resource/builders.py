@@ -25,6 +25,7 @@ from typing import Any
 from fleetwire.operator.resource import crd
 from fleetwire.operator.environment import OperatorEnvironment
 from fleetwire.operator.resource.spec import AcmeCertificate, FleetTelemetrySpec, SecretCertificate, SecretKeyRef
+from fleetwire.server.drain import DEFAULT_DRAIN_SECONDS, DRAIN_ENV, grace_period_seconds, parse_drain_seconds
 
 __all__ = [
     "CONFIG_CHECKSUM_ANNOTATION",
@@ -38,6 +39,7 @@ __all__ = [
     "config_checksum",
     "config_map",
     "deployment",
+    "drain_seconds",
     "http01_service",
     "http01_service_reason",
     "labels",
@@ -271,11 +273,28 @@ def config_map(owner: Owner, config: Mapping[str, Any]) -> dict[str, Any]:
             "data": {"config.json": json.dumps(config, indent=2, sort_keys=True) + "\n"}}
 
 
+def drain_seconds(spec: FleetTelemetrySpec) -> float:
+    """The server's drain budget: `FLEETWIRE_DRAIN_SECONDS` of `spec.server.env` if set
+    and valid (else the server refuses to start, naming it), the server's default otherwise."""
+    for var in spec.server.env:
+        if var.name == DRAIN_ENV and var.secret is None:
+            try:
+                return parse_drain_seconds(var.value)
+            except ValueError:
+                break
+    return DEFAULT_DRAIN_SECONDS
+
+
 def deployment(owner: Owner, spec: FleetTelemetrySpec, config: Mapping[str, Any], *, image: str,
                tls_secret: str) -> dict[str, Any]:
-    """The server's Deployment: hardened pod, TLS Secret and config mounted read-only."""
+    """The server's Deployment: hardened pod, TLS Secret and config mounted read-only.
+
+    Readiness asks `/readyz`, which turns 503 once a drain began; liveness asks `/healthz`,
+    which answers while the process runs, so a draining pod is never restarted. The grace
+    period outlasts the server's drain budget: SIGKILL never cuts off the acks in flight."""
     names = Names(owner.name)
     probe = {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 10, "timeoutSeconds": 3}
+    readiness = {**probe, "httpGet": {"path": "/readyz", "port": "status"}, "periodSeconds": 5}
     container: dict[str, Any] = {
         "name": "server",
         "image": spec.server.image or image,
@@ -286,7 +305,7 @@ def deployment(owner: Owner, spec: FleetTelemetrySpec, config: Mapping[str, Any]
             {"name": "status", "containerPort": STATUS_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
-        "readinessProbe": probe,
+        "readinessProbe": readiness,
         "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 3},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
@@ -318,6 +337,7 @@ def deployment(owner: Owner, spec: FleetTelemetrySpec, config: Mapping[str, Any]
                 "spec": {
                     "automountServiceAccountToken": False,  # the server never calls the API
                     "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": grace_period_seconds(drain_seconds(spec)),
                     "securityContext": {"runAsNonRoot": True, "runAsUser": _RUN_AS, "runAsGroup": _RUN_AS,
                                         "fsGroup": _RUN_AS, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
