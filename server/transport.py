@@ -160,6 +160,9 @@ class VehicleListener(WSListener):
         transport = self._transport
         if transport is None:
             return
+        # TLS closes cleanly only once it reads the vehicle's close_notify; a closing
+        # aiofastnet transport reads into the void, so no record gets in after the 1001.
+        transport.underlying_transport.resume_reading()
         self._close(transport, WSCloseCode.GOING_AWAY, b"server shutting down")
 
     # -- picows callbacks ------------------------------------------------------------

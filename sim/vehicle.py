@@ -150,13 +150,17 @@ class SimulatedVehicle:
     async def connect(self) -> None:
         self._disconnected.clear()
         self.close_code = None
-        self._transport, _ = await ws_connect(
-            lambda: _Client(self),
-            self.url,
-            ssl_context=self.ssl_context,
-            extra_headers={"X-Network-Interface": self.network_interface, "Version": "1.0.0"},
-            read_buffer_init_size=4096,
-        )
+        try:
+            self._transport, _ = await ws_connect(
+                lambda: _Client(self),
+                self.url,
+                ssl_context=self.ssl_context,
+                extra_headers={"X-Network-Interface": self.network_interface, "Version": "1.0.0"},
+                read_buffer_init_size=4096,
+            )
+        except BaseException:
+            self._disconnected.set()  # still not connected: nothing for close() to wait for
+            raise
 
     @property
     def connected(self) -> bool:
