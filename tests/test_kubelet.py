@@ -86,7 +86,7 @@ def test_the_operators_pod_resolves_to_the_image_command_mounts_and_probes() -> 
     assert found.argv[:4] == kl.LOCAL_COMMANDS["fleetwire"][:4]
     assert (found.uid, found.gid, found.workdir) == (65532, 65532, "/tmp")
     assert found.ports == {"vehicles": 8443, "status": 8080, "metrics": 9090}
-    assert found.readiness == kl.Probe("http", 8080, "/healthz", period=10, timeout=3)
+    assert found.readiness == kl.Probe("http", 8080, "/readyz", period=10, timeout=3)
     assert found.liveness is not None and (found.liveness.initial_delay, found.liveness.port) == (10, 8080)
     assert {m.path: m.volume for m in found.mounts} == {
         "/etc/fleetwire/config": "config", "/etc/fleetwire/tls": "tls", "/etc/fleetwire/vehicle-ca": "vehicle-ca",

@@ -294,7 +294,7 @@ def deployment(owner: Owner, spec: FleetTelemetrySpec, config: Mapping[str, Any]
     period outlasts the server's drain budget: SIGKILL never cuts off the acks in flight."""
     names = Names(owner.name)
     probe = {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 10, "timeoutSeconds": 3}
-    readiness = {**probe, "httpGet": {"path": "/readyz", "port": "status"}, "periodSeconds": 5}
+    readiness = {**probe, "httpGet": {"path": "/readyz", "port": "status"}}
     container: dict[str, Any] = {
         "name": "server",
         "image": spec.server.image or image,
