@@ -345,7 +345,7 @@ async def test_probes_on_the_wrong_port_fail_readiness_and_liveness_restarts(
 ) -> None:
     objects = server_objects()
     container = deployment_of(objects)["spec"]["template"]["spec"]["containers"][0]
-    container["readinessProbe"]["httpGet"]["port"] = "metrics"  # answers, but 404 on /healthz
+    container["readinessProbe"]["httpGet"]["port"] = "vehicles"  # TLS only: a plain GET gets no status line
     container["livenessProbe"]["httpGet"]["port"] = 8081  # nothing listens
     await install(kube, fleet, objects)
     deadline = time.monotonic() + 60  # a loaded machine starts the pod late
