@@ -1,7 +1,8 @@
 """A rolling restart under load loses no acked record.
 
-Two `fleetwire serve` processes (replicas A and B, one port each) store V records in a
-real nats-server's JetStream, and acks wait for it (`reliable_ack_sources`). Vehicles
+Two `fleetwire serve` processes (replicas A and B, one port each) store V and alerts
+records in a real nats-server's JetStream; V acks wait for it (`reliable_ack_sources`),
+alerts are acked on receipt, so a replica must publish them before it exits. Vehicles
 know both URLs, stream all along, and on a 1001 (or a dropped socket) reconnect to the
 other replica and resend what was not acked, as cars do. Replica A gets SIGTERM, a new A
 starts on its port, then B, then A, then B. At the end every acked record is in the
@@ -38,6 +39,7 @@ ASYNCIO_LOOP_FACTORY = uvloop.new_event_loop
 NAMESPACE = "tesla_telemetry"
 BUDGET = 6.0  # FLEETWIRE_DRAIN_SECONDS of each replica
 GOING_AWAY = 1001
+TYPES = ("V", "V", "V", "alerts")
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(nats_server_binary() is None, reason="nats-server is not installed")]
@@ -56,8 +58,8 @@ class Replica:
     def __init__(self, name: str, pki: FleetPki, nats_url: str, directory: Path) -> None:
         data = server_config_data(pki, {
             "namespace": NAMESPACE,
-            "records": {"V": ["nats"]},
-            "reliable_ack_sources": {"V": "nats"},
+            "records": {"V": ["nats"], "alerts": ["nats"]},
+            "reliable_ack_sources": {"V": "nats"},  # alerts are acked on receipt: the queue must flush them
             "nats": {"url": nats_url, "name": f"fleetwire-{name}"},
         })
         self.name = name
@@ -126,7 +128,8 @@ async def test_a_rolling_restart_under_load_loses_no_acked_record(tmp_path: Path
             cars.append(SimulatedVehicle(vin, urls[0], client_context(cert, key, pki.server_ca_cert),
                                          urls=urls, keep_acked=True))
         await asyncio.gather(*(car.connect() for car in cars))
-        streaming = asyncio.gather(*(car.stream(rate=rate, duration=600, reconnect=True) for car in cars))
+        streaming = asyncio.gather(*(car.stream(rate=rate, duration=600, reconnect=True, record_types=TYPES)
+                                     for car in cars))
 
         await asyncio.sleep(1.5)
         for replica in (a, b, a, b):  # each replaced in turn, the other carrying the fleet meanwhile
