@@ -49,7 +49,8 @@ class FleetSummary:
 
 
 class Fleet:
-    """N vehicles against one server URL."""
+    """N vehicles against one server URL; with `urls`, vehicle i starts on the i-th (in
+    turn) and moves to the next when its server goes away (`stream(reconnect=True)`)."""
 
     def __init__(
         self,
@@ -58,11 +59,16 @@ class Fleet:
         certs: dict[str, tuple[Path, Path]],
         *,
         fields: Sequence[str] = DEFAULT_FIELDS,
+        urls: Sequence[str] = (),
+        keep_acked: bool = False,
     ) -> None:
-        self.vehicles = [
-            SimulatedVehicle(vin, url, client_context(cert, key, server_ca_file), fields=fields)
-            for vin, (cert, key) in certs.items()
-        ]
+        ring = tuple(urls) or (url,)
+        self.vehicles = []
+        for i, (vin, (cert, key)) in enumerate(certs.items()):
+            mine = ring[i % len(ring):] + ring[:i % len(ring)]
+            self.vehicles.append(SimulatedVehicle(vin, mine[0], client_context(cert, key, server_ca_file),
+                                                  fields=fields, urls=mine,
+                                                  keep_acked=keep_acked))
 
     async def connect(self, concurrency: int = 50) -> int:
         """Connect every vehicle; returns how many made it (failures are left unconnected)."""
@@ -79,10 +85,13 @@ class Fleet:
         results = await asyncio.gather(*(one(v) for v in self.vehicles))
         return sum(results)
 
-    async def stream(self, *, rate: float, duration: float, record_types: Sequence[str] = ("V",)) -> None:
-        await asyncio.gather(
-            *(v.stream(rate=rate, duration=duration, record_types=record_types) for v in self.vehicles if v.connected)
-        )
+    async def stream(
+        self, *, rate: float, duration: float, record_types: Sequence[str] = ("V",), reconnect: bool = False,
+    ) -> None:
+        await asyncio.gather(*(
+            v.stream(rate=rate, duration=duration, record_types=record_types, reconnect=reconnect)
+            for v in self.vehicles if v.connected
+        ))
 
     async def drain(self, timeout: float = 10.0) -> None:
         await asyncio.gather(*(v.drain(timeout) for v in self.vehicles if v.connected))

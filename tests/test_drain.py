@@ -178,3 +178,22 @@ async def test_idle_vehicles_are_closed_at_once_and_new_ones_refused(
     late = d.vehicles[0]
     with pytest.raises(OSError):
         await late.connect()
+
+
+async def test_a_handshake_that_completes_during_the_drain_is_sent_away_with_1001(
+    fleet_pki: FleetPki, tmp_path: Path, fixture_cleanup: list[Drainable],
+) -> None:
+    # Its TLS handshake began before the listening socket closed: the server must not take
+    # records from it. Marked draining with the socket still open, the moment is reproduced.
+    d = await drainable(fleet_pki, tmp_path, budget=5.0, vehicles=1)
+    fixture_cleanup.append(d)
+    state = d.server._state
+    assert state is not None and len(state.listeners) == 1
+    state.draining = True
+    (car,) = d.vehicles
+    await car.close()
+    await car.connect()
+    await until(lambda: not car.connected)
+    assert car.close_code == GOING_AWAY
+    assert len(state.listeners) == 0 and d.server.metrics.registry.get_sample_value(
+        "fleetwire_connections_active") == 0

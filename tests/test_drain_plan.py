@@ -20,6 +20,7 @@ from fleetwire.server.drain import (
     grace_period_seconds,
 )
 from fleetwire.server.environment import read_environment
+
 from fleetwire.strictjson import ConfigError
 
 KUBERNETES_DEFAULT_GRACE = 30

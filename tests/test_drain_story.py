@@ -29,9 +29,8 @@ import uvloop
 from brokers.nats_server import NatsServer, nats_server_binary
 from conftest import server_config_data
 from fleetwire.server.drain import DRAIN_ENV
-from fleetwire.sim.fleet import issue_vehicle_certs, sim_vin
+from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin
 from fleetwire.sim.fleet_pki import FleetPki, make_test_fleet_pki
-from fleetwire.sim.vehicle import SimulatedVehicle, client_context
 from test_fleet_nats import read_stream
 
 ASYNCIO_LOOP_FACTORY = uvloop.new_event_loop
@@ -122,11 +121,8 @@ async def test_a_rolling_restart_under_load_loses_no_acked_record(tmp_path: Path
     try:
         vins = [sim_vin(i) for i in range(vehicles)]
         certs = issue_vehicle_certs(pki.vehicle_ca_cert, pki.vehicle_ca_key, vins, tmp_path / "vehicles")
-        cars = []
-        for i, (vin, (cert, key)) in enumerate(certs.items()):
-            urls = (a.url, b.url) if i % 2 == 0 else (b.url, a.url)  # half the fleet on each replica
-            cars.append(SimulatedVehicle(vin, urls[0], client_context(cert, key, pki.server_ca_cert),
-                                         urls=urls, keep_acked=True))
+        fleet = Fleet(a.url, pki.server_ca_cert, certs, urls=(a.url, b.url), keep_acked=True)  # half on each
+        cars = fleet.vehicles
         await asyncio.gather(*(car.connect() for car in cars))
         streaming = asyncio.gather(*(car.stream(rate=rate, duration=600, reconnect=True, record_types=TYPES)
                                      for car in cars))
