@@ -226,10 +226,11 @@ class TelemetryServer:
             await _until(lambda: not state.listeners, plan.close_wait(time.monotonic()))
             log.info("drain: %d vehicle(s) closed with 1001 (going away), %s: %s",
                      len(vehicles), reason.code, reason.message)
-        wait = plan.queue_wait(time.monotonic())
+        now = time.monotonic()
+        wait = plan.queue_wait(now)
         try:
             await asyncio.wait_for(asyncio.gather(*(queue.close(wait) for queue in self.queues.values())),
-                                   wait + 1.0)  # a dispatcher's own close() gets a second at most
+                                   max(plan.remaining(now), 0.1))
         except TimeoutError:
             log.warning("drain: a dispatcher did not close within the drain budget")
         for server in self._servers:

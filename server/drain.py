@@ -28,6 +28,7 @@ __all__ = [
     "ACK_SHARE",
     "CLOSE_WAIT_SECONDS",
     "DEFAULT_DRAIN_SECONDS",
+    "DISPATCHER_CLOSE_SECONDS",
     "DRAIN_ENV",
     "EXIT_MARGIN_SECONDS",
     "DrainPlan",
@@ -43,6 +44,8 @@ ACK_SHARE = 0.5
 """Of the budget, the part the acks in flight may take: the queues keep the rest."""
 CLOSE_WAIT_SECONDS = 2.0
 """How long the vehicles' sockets get to close after their 1001, at most."""
+DISPATCHER_CLOSE_SECONDS = 1.0
+"""Kept from the queues' share for the dispatchers' own close (flush, disconnect)."""
 EXIT_MARGIN_SECONDS = 10
 """Between the end of the budget and the kubelet's SIGKILL: interpreter exit, a slow node."""
 
@@ -77,8 +80,12 @@ class DrainPlan:
         return max(0.0, min(CLOSE_WAIT_SECONDS, self.deadline - now))
 
     def queue_wait(self, now: float) -> float:
-        """Seconds the dispatch queues get to publish what they hold."""
-        return max(0.0, min(self.queue_timeout, self.deadline - now))
+        """Seconds the dispatch queues get to publish what they hold; their dispatchers'
+        close then gets what is left until the deadline (`DISPATCHER_CLOSE_SECONDS` at least)."""
+        return max(0.0, min(self.queue_timeout, self.deadline - now - DISPATCHER_CLOSE_SECONDS))
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.deadline - now)
 
 
 def acks_settled(plan: DrainPlan, now: float, owed: int) -> DrainReason | None:

@@ -14,6 +14,7 @@ from fleetwire.server.drain import (
     ACK_SHARE,
     CLOSE_WAIT_SECONDS,
     DEFAULT_DRAIN_SECONDS,
+    DISPATCHER_CLOSE_SECONDS,
     DRAIN_ENV,
     DrainPlan,
     acks_settled,
@@ -41,11 +42,13 @@ def test_the_later_steps_get_what_is_left_of_the_budget_and_never_more() -> None
     assert plan.close_wait(10.0) == CLOSE_WAIT_SECONDS
     assert plan.close_wait(19.5) == 0.5 and plan.close_wait(25.0) == 0.0
     assert plan.queue_wait(11.0) == 5.0  # the queues' own timeout, shorter than what is left
-    assert plan.queue_wait(18.0) == 2.0 and plan.queue_wait(21.0) == 0.0
+    assert plan.queue_wait(17.0) == 3.0 - DISPATCHER_CLOSE_SECONDS and plan.queue_wait(21.0) == 0.0
+    assert plan.remaining(17.0) == 3.0 and plan.remaining(21.0) == 0.0
     # A drain that started at t0 is over by t0 + budget whatever the steps took.
     t = plan.acks_deadline
     t += plan.close_wait(t)
     t += plan.queue_wait(t)
+    t += DISPATCHER_CLOSE_SECONDS
     assert t <= plan.deadline
 
 
