@@ -35,10 +35,10 @@ from targets import fleetwire_command
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the brokers' process wrappers live with the tests
 
-from brokers.nats_server import NatsServer  # noqa: E402
-from fleetwire.server.drain import DRAIN_ENV  # noqa: E402
-from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin  # noqa: E402
-from fleetwire.sim.fleet_pki import make_test_fleet_pki  # noqa: E402
+from brokers.nats_server import NatsServer
+from fleetwire.server.drain import DRAIN_ENV
+from fleetwire.sim.fleet import Fleet, issue_vehicle_certs, sim_vin
+from fleetwire.sim.fleet_pki import make_test_fleet_pki
 
 NAMESPACE = "tesla_telemetry"
 
@@ -79,6 +79,11 @@ async def stored_txids(url: str) -> set[tuple[str, str]]:
         await nc.close()
 
 
+def serve(config: Path, log: Any, budget: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*fleetwire_command(), "serve", "--config", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, DRAIN_ENV: str(budget)})
+
+
 async def scenario(name: str, workdir: Path, vehicles: int, rate: float, budget: float, warmup: float) -> dict[str, Any]:
     pki = make_test_fleet_pki(workdir / "pki")
     broker = NatsServer(workdir / "nats").start()
@@ -91,8 +96,7 @@ async def scenario(name: str, workdir: Path, vehicles: int, rate: float, budget:
     }
     (workdir / "config.json").write_text(json.dumps(config))
     log = (workdir / "server.log").open("wb")
-    proc = subprocess.Popen([*fleetwire_command(), "serve", "--config", str(workdir / "config.json")],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, DRAIN_ENV: str(budget)})
+    proc = serve(workdir / "config.json", log, budget)
     try:
         while refuses(port):
             assert proc.poll() is None, (workdir / "server.log").read_text()[-2000:]
