@@ -7,9 +7,11 @@ flight), how soon every vehicle has its 1001, when the process exits and with wh
 how many records were left unacked for the vehicles to resend, and whether any acked
 record is missing from the stream. Scenario `stalled` stops nats-server (SIGSTOP) just
 a second before the SIGTERM: no ack can be confirmed, so the drain must give up on them at its
-ack share and still exit inside the budget.
+ack share and still exit inside the budget. Scenario `slow` stops it as long, and lets it
+go on a second after the SIGTERM: the acks owed must then all reach their vehicles before
+the 1001.
 
-Usage: python bench/drain.py [--vehicles 1000] [--rate 2] [--budget 20] [--scenarios healthy,stalled]
+Usage: python bench/drain.py [--vehicles 1000] [--rate 2] [--budget 20] [--scenarios healthy,slow,stalled]
 """
 
 from __future__ import annotations
@@ -107,13 +109,15 @@ async def scenario(name: str, workdir: Path, vehicles: int, rate: float, budget:
         connected = await fleet.connect(concurrency=50)
         streaming = asyncio.ensure_future(fleet.stream(rate=rate, duration=3600))
         await asyncio.sleep(warmup)
-        if name == "stalled":
+        if name in ("stalled", "slow"):
             broker.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
-            await asyncio.sleep(1.0)  # a second of records whose acks now wait on the stalled broker
+            await asyncio.sleep(1.0)  # a second of records whose acks now wait on the stopped broker
         acked_before = sum(v.stats.acked for v in fleet.vehicles)
         in_flight = sum(len(v.pending) for v in fleet.vehicles)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
+        if name == "slow":  # the broker comes back within the acks' share: the acks owed go out
+            asyncio.get_running_loop().call_later(1.0, broker.proc.send_signal, signal.SIGCONT)  # type: ignore[union-attr]
         refused_at = None
         while refused_at is None and time.monotonic() - t0 < budget:
             if await asyncio.to_thread(refuses, port):
@@ -156,7 +160,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=2.0, help="records per second per vehicle")
     p.add_argument("--budget", type=float, default=20.0, help="FLEETWIRE_DRAIN_SECONDS")
     p.add_argument("--warmup", type=float, default=3.0)
-    p.add_argument("--scenarios", default="healthy,stalled")
+    p.add_argument("--scenarios", default="healthy,slow,stalled")
     args = p.parse_args()
     raise_nofile()
     results = []
