@@ -161,5 +161,5 @@ async def test_a_rolling_restart_under_load_loses_no_acked_record(tmp_path: Path
     for car in cars:
         assert car.stats.close_codes.get(GOING_AWAY, 0) >= 2, (car.vin, car.stats.close_codes)
         assert car.stats.reconnects >= 2
-        assert car.stats.acked > acked_at_last_restart[car.vin] + rate  # streaming after the last restart
+        assert car.stats.acked > acked_at_last_restart[car.vin] + 5  # streaming after the last restart
     assert len(acked) > vehicles * rate * 6 * 0.5
