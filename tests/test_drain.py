@@ -197,3 +197,24 @@ async def test_a_handshake_that_completes_during_the_drain_is_sent_away_with_100
     assert car.close_code == GOING_AWAY
     assert len(state.listeners) == 0 and d.server.metrics.registry.get_sample_value(
         "fleetwire_connections_active") == 0
+
+
+async def test_a_vehicle_sent_away_reconnects_to_the_next_url_and_resends_what_was_not_acked(
+    fleet_pki: FleetPki, tmp_path: Path, fixture_cleanup: list[Drainable],
+) -> None:
+    a = await drainable(fleet_pki, tmp_path / "a", budget=1.0, vehicles=1)
+    b = await drainable(fleet_pki, tmp_path / "b", budget=1.0, vehicles=0)
+    fixture_cleanup += [a, b]
+    (car,) = a.vehicles
+    car.urls = (car.url, f"wss://127.0.0.1:{b.vehicles_port}/")
+    a.recorder.hold()  # A never confirms: its drain gives up on the acks and sends the car away
+    sent = [car.send_record("V") for _ in range(3)]
+    await until(lambda: a.server.queues["logger"].qsize == 3)
+    await a.server.stop()
+    await until(lambda: not car.connected)
+    assert car.close_code == GOING_AWAY and car.stats.acked == 0
+    assert await car.reconnect(timeout=5)
+    assert car.url == car.urls[1] and car.stats.reconnects == 1 and car.stats.resent == 3
+    assert await car.drain(5)
+    assert car.acked_txids == set(sent)
+    assert [r.txid.encode() for r in b.recorder.of_type("V")] == sent
