@@ -9,12 +9,9 @@ from pathlib import Path
 
 
 def _setup_logging(level: str = "info", json_logs: bool = False) -> None:
-    fmt = (
-        '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
-        if json_logs
-        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
+    from fleetwire.server.log_setup import setup_logging
+
+    setup_logging(level, json_logs)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,7 +19,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from fleetwire.server.app import TelemetryServer
     from fleetwire.server.config import ConfigError, load_config
+    from fleetwire.server.worker_count import parse_workers, workers_from_environment
 
+    try:
+        workers = workers_from_environment(parse_workers(args.workers))
+    except ConfigError as exc:
+        print(f"fleetwire serve: {exc}", file=sys.stderr)
+        return 2
     try:
         config, warnings = load_config(args.config)
     except ConfigError as exc:
@@ -32,6 +35,12 @@ def _serve(args: argparse.Namespace) -> int:
     for warning in warnings:
         logging.getLogger("fleetwire.config").warning("%s: %s", args.config, warning)
     try:
+        if workers > 1:
+            from fleetwire.server.supervisor import Supervisor, preflight
+
+            preflight(config, workers)
+            return Supervisor(config, workers, log_level=config.log_level, json_logs=config.json_log_enable,
+                              stop_timeout=args.stop_timeout).run()
         uvloop.run(TelemetryServer(config).serve_forever())
     except ConfigError as exc:
         print(f"fleetwire serve: {args.config}: {exc}", file=sys.stderr)
@@ -177,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="run the mTLS ingest server")
     serve.add_argument("--config", required=True, type=Path, help="config.json (the reference server's format)")
+    serve.add_argument("--workers", default="1", metavar="N|auto",
+                       help="processes sharing the vehicle port, each with its own event loop (default 1: one "
+                            "process); auto: the CPUs this process may use (its cgroup CPU limit, else its "
+                            "CPU affinity)")
+    serve.add_argument("--stop-timeout", type=float, default=25.0, metavar="SECONDS",
+                       help="with several workers: how long to wait for them after SIGTERM before killing them")
     serve.set_defaults(func=_serve)
 
     sim = sub.add_parser("simulate", help="stream from simulated vehicles to a server")

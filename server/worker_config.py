@@ -1,0 +1,37 @@
+"""What each worker of `fleetwire serve --workers N` is configured with, and what cannot be split.
+
+The configuration is read once, by the supervisor; a worker gets a copy with its own
+share of what must be unique per process, and no metrics port (the supervisor serves
+one endpoint for all). Settings that only one process can hold are refused up front,
+with the key named, rather than failing in all workers but one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fleetwire.server.config import ServerConfig
+from fleetwire.strictjson import ConfigError
+
+
+def refusal(config: ServerConfig, workers: int) -> ConfigError | None:
+    """Why `config` cannot run in `workers` processes, or None."""
+    if workers > 1 and "zmq" in config.dispatchers_in_use():
+        return ConfigError(
+            "zmq.addr",
+            f"a ZMQ PUB socket binds one address, which only one of {workers} worker processes could hold; "
+            "run with --workers 1 (subscribers would otherwise reach a single worker's records)",
+        )
+    return None
+
+
+def worker_config(config: ServerConfig, index: int, workers: int, *, port: int, status_port: int | None
+                  ) -> ServerConfig:
+    """Worker `index`'s copy: the resolved shared ports, no metrics port, a client id of its own."""
+    monitoring = dataclasses.replace(config.monitoring, prometheus_metrics_port=None)
+    backends = dict(config.backends)
+    mqtt = backends.get("mqtt")
+    # Two MQTT clients with one id take the session from each other, over and over.
+    if workers > 1 and mqtt is not None and getattr(mqtt, "client_id", ""):
+        backends["mqtt"] = dataclasses.replace(mqtt, client_id=f"{mqtt.client_id}-{index}")
+    return dataclasses.replace(config, port=port, status_port=status_port, monitoring=monitoring, backends=backends)
