@@ -302,12 +302,12 @@ class Supervisor:
                                           registry)
         return http
 
-    def views(self) -> tuple[list[tuple[str, list[Metric]]], list[Metric]]:
-        """Each ready worker's families now, and what retired workers counted."""
+    def views(self) -> tuple[list[tuple[str, list[Metric]]], list[Metric], dict[str, int]]:
+        """Each ready worker's families now, what retired workers counted, and the workers' pids."""
         with self._lock:
-            live = [(str(h.index), h.collect()) for h in sorted(self._handles.values(), key=lambda h: h.index)
-                    if h.ready is not None]
-            return live, self._retained.metrics()
+            ready = sorted((h for h in self._handles.values() if h.ready is not None), key=lambda h: h.index)
+            live = [(str(h.index), h.collect()) for h in ready]
+            return live, self._retained.metrics(), {str(h.index): h.ready.pid for h in ready if h.ready}
 
 
 class WorkersCollector(Collector):
@@ -317,8 +317,12 @@ class WorkersCollector(Collector):
         self._supervisor = supervisor
 
     def collect(self) -> Iterator[Metric]:
-        live, retained = self._supervisor.views()
+        live, retained, pids = self._supervisor.views()
         yield from view([*(families for _, families in live), retained])
+        pid = GaugeMetricFamily("fleetwire_worker_pid", "The process id of each worker", labels=["worker"])
+        for worker, number in pids.items():
+            pid.add_metric([worker], number)
+        yield pid
         yield per_worker("fleetwire_worker_connections_active", "Vehicle connections open, by worker process",
                          "fleetwire_connections_active", live)
         yield per_worker("fleetwire_worker_acks", "Acks sent to vehicles, by worker process (restarts at 0 "
