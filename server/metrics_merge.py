@@ -40,7 +40,7 @@ class Family:
         for sample in metric.samples:
             if sample.name.endswith("_created"):
                 continue  # a per-process start time: meaningless summed
-            key = (sample.name, tuple(sorted(sample.labels.items())))
+            key = (sample.name, tuple(sample.labels.items()))  # every process names its labels in one order
             self.samples[key] = self.samples.get(key, 0.0) + sample.value
 
     def metric(self) -> Metric:

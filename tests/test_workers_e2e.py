@@ -226,3 +226,15 @@ def test_bad_workers_and_configs_exit_2_before_any_worker_starts(fleet_pki: Flee
     assert broken.returncode == 2 and "tls.server_key" in broken.stderr
     assert "[worker" not in broken.stderr and "listening" not in broken.stderr  # no worker ever started
     assert "Traceback" not in broken.stderr
+
+
+def test_a_port_taken_by_another_program_stops_the_start(fleet_pki: FleetPki, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # no SO_REUSEPORT: nobody may share it
+        taken.listen()
+        data = {**server_config_data(fleet_pki), "port": taken.getsockname()[1]}
+        result = _serve_once(tmp_path, data, "--workers", "2")
+    assert result.returncode == 1, result.stderr
+    assert "could not start: cannot listen on 127.0.0.1" in result.stderr and "Traceback" not in result.stderr
