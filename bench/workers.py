@@ -163,6 +163,29 @@ async def saturate(served: Served, url: str, contexts: list[Any], frames: list[b
     }
 
 
+async def spread(served: Served, url: str, contexts: list[Any], frames: list[bytes], connections: int
+                 ) -> dict[str, Any]:
+    """How the kernel spreads `connections` new connections over the workers (SO_REUSEPORT hashes each)."""
+    conns = await loadgen.open_many(url, contexts, frames, connections, loadgen.Tally())
+    try:
+        await asyncio.sleep(0.5)
+        by_worker = await asyncio.to_thread(served.connections_by_worker)
+    finally:
+        await loadgen.close_all(conns)
+    return {"connections": connections, "by_worker": by_worker,
+            "largest_share": max(by_worker) / sum(by_worker) if sum(by_worker) else float("nan")}
+
+
+def run_spread(args: argparse.Namespace, pki: Any, workdir: Path) -> dict[str, Any]:
+    os.sched_setaffinity(0, ALL_CPUS)
+    served = Served(fleetwire_config(pki, free_port(), workdir), 2, ALL_CPUS, workdir / "serve-spread.log")
+    try:
+        return uvloop.run(spread(served, f"wss://localhost:{served.port}/", vehicle_contexts(pki),
+                                 v_record_frames(vin(0), 16), args.spread_connections))
+    finally:
+        served.stop()
+
+
 def run_config(name: str, args: argparse.Namespace, pki: Any, workdir: Path) -> dict[str, Any]:
     workers, server_cpus, client_cpus = CONFIGS[name]
     os.sched_setaffinity(0, client_cpus)
@@ -183,6 +206,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--spread-connections", type=int, default=1000,
+                        help="connections opened at once to see how they spread over 2 workers")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, configurations interleaved; medians reported")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
@@ -190,13 +215,15 @@ def main() -> int:
         return 0
     raise_nofile()
     workdir = Path(tempfile.mkdtemp(prefix="fleetwire-workers-"))
-    pki = make_pki(workdir / "pki", args.connections + 1)
+    pki = make_pki(workdir / "pki", max(args.connections, 64) + 1)
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
     for round_ in range(args.repeat):
         for name in CONFIGS:
             log(f"round {round_ + 1}: {name}")
             rounds[name].append(run_config(name, args, pki, workdir))
     results = {name: _median(figures) for name, figures in rounds.items()}
+    log(f"spread of {args.spread_connections} connections over 2 workers")
+    spread_figures = run_spread(args, pki, workdir)
     one, shared, two = (results[name] for name in CONFIGS)
     per_worker_two = statistics.mean(two["worker_cpu_us_per_ack"])
     print(json.dumps({
@@ -204,6 +231,7 @@ def main() -> int:
         "load": {"connections": args.connections, "window": args.window, "duration_s": args.duration,
                  "record_bytes": 388, "dispatcher": "logger"},
         "results": results,
+        "spread_2_workers": spread_figures,
         "ratios": {
             "records_per_s_2_workers_vs_1_own_core": two["records_per_s"] / one["records_per_s"],
             "records_per_s_2_workers_vs_1_shared": two["records_per_s"] / shared["records_per_s"],
