@@ -13,6 +13,7 @@ supervisor goes away the pipe closes and the worker stops as on SIGTERM.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -101,5 +102,6 @@ def run_worker(spec: WorkerSpec, control: Connection) -> None:
         control.send(Failed(spec.index, exc.message, exc.key))
         raise SystemExit(2) from None
     except OSError as exc:
-        control.send(Failed(spec.index, f"cannot listen on {spec.config.host}:{spec.config.port}: {exc}"))
+        binding = exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)  # the message names the address
+        control.send(Failed(spec.index, f"cannot listen: {exc}" if binding else str(exc)))
         raise SystemExit(1) from None
