@@ -79,7 +79,8 @@ class Served:
 
 
 @asynccontextmanager
-async def serve(pki: FleetPki, tmp_path: Path, workers: str = "2", **overrides: Any) -> AsyncIterator[Served]:
+async def serve(pki: FleetPki, tmp_path: Path, workers: str = "2", extra: tuple[str, ...] = (), **overrides: Any
+                ) -> AsyncIterator[Served]:
     """`fleetwire serve --workers N` on free loopback ports, every worker listening."""
     data = server_config_data(pki, {"monitoring": {"prometheus_metrics_port": free_port(),
                                                    "prometheus_metrics_host": "127.0.0.1"},
@@ -87,7 +88,7 @@ async def serve(pki: FleetPki, tmp_path: Path, workers: str = "2", **overrides: 
     config = tmp_path / "config.json"
     config.write_text(json.dumps(data))
     log = tmp_path / "serve.log"
-    served = Served(_start(config, workers, log), data, log)
+    served = Served(_start(config, workers, log, extra), data, log)
     proc = served.proc
     try:
         await served.until("2 workers", lambda: served.sample("fleetwire_workers") == 2)
@@ -98,10 +99,10 @@ async def serve(pki: FleetPki, tmp_path: Path, workers: str = "2", **overrides: 
             proc.wait()
 
 
-def _start(config: Path, workers: str, log: Path) -> subprocess.Popen[bytes]:
+def _start(config: Path, workers: str, log: Path, extra: tuple[str, ...]) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen([sys.executable, "-P", "-m", "fleetwire.cli", "serve", "--config", str(config),
-                                 "--workers", workers], stdout=out, stderr=subprocess.STDOUT)
+                                 "--workers", workers, *extra], stdout=out, stderr=subprocess.STDOUT)
 
 
 @contextmanager
@@ -149,6 +150,8 @@ async def test_two_workers_share_the_port_and_every_record_is_acked(fleet_pki: F
             await fleet.close()
         assert await asyncio.to_thread(served.stop, signal.SIGTERM) == 0
         assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+        log = served.log.read_text()
+        assert "[worker 0] shutting down" in log and "[worker 1] shutting down" in log  # each stopped itself
 
 
 async def server_serial(pki: FleetPki, directory: Path, port: int) -> int:
@@ -205,6 +208,32 @@ async def test_a_dead_worker_is_replaced_and_the_counters_do_not_go_back(fleet_p
             assert metrics[("fleetwire_acks_total", ())] == sent + again.summary().sent
             await again.close()
         assert await asyncio.to_thread(served.stop) == 0
+
+
+async def test_a_worker_that_does_not_stop_is_killed_after_the_stop_timeout(fleet_pki: FleetPki,
+                                                                          tmp_path: Path) -> None:
+    async with serve(fleet_pki, tmp_path, extra=("--stop-timeout", "1")) as served:
+        stuck, other = served.workers()
+        os.kill(stuck, signal.SIGSTOP)  # it will never see the SIGTERM
+        started = time.monotonic()
+        assert await asyncio.to_thread(served.stop, signal.SIGTERM, 20) == 1
+        assert time.monotonic() - started < 10
+        assert not Path(f"/proc/{stuck}").exists() and not Path(f"/proc/{other}").exists()
+        assert "worker 0 still running 1 s after SIGTERM: killed" in served.log.read_text() or \
+            "worker 1 still running 1 s after SIGTERM: killed" in served.log.read_text()
+
+
+async def test_workers_stop_by_themselves_when_the_supervisor_is_killed(fleet_pki: FleetPki, tmp_path: Path) -> None:
+    async with serve(fleet_pki, tmp_path) as served:
+        workers = served.workers()
+        served.proc.kill()
+        served.proc.wait()
+        deadline = time.monotonic() + 20
+        while alive := [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                        and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]:
+            assert time.monotonic() < deadline, f"orphaned workers {alive} kept running"
+            await asyncio.sleep(0.1)
+        assert "the supervisor is gone: stopping" in served.log.read_text()
 
 
 def _serve_once(tmp_path: Path, data: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
