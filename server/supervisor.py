@@ -110,8 +110,6 @@ class Supervisor:
         self._deaths = [0] * workers
         self._restart_at: dict[int, float] = {}
         self._stopping = False
-        self._reserved: list[socket.socket] = []
-        self._ports: tuple[int, int | None] = (config.port, config.status_port)
 
     # -- the main loop --------------------------------------------------------------------
 
@@ -126,14 +124,13 @@ class Supervisor:
         # sys.path: in a checkout, its operator/ folder would shadow the standard library's.
         os.environ.setdefault("PYTHONSAFEPATH", "1")
         try:
-            self._ports = (self._reserve(self.config.port), self._reserve(self.config.status_port))
             failed = self._start_all(wake_read)
             if failed is not None:
                 return failed
             http = self._serve_metrics()
             cfg = self.config
             log.info("listening for vehicles on %s:%d with %d workers (status %s, metrics %s)", cfg.host,
-                     self._ports[0], self.workers, self._ports[1], cfg.monitoring.prometheus_metrics_port)
+                     cfg.port, self.workers, cfg.status_port, cfg.monitoring.prometheus_metrics_port)
             self._watch(wake_read)
             log.info("shutting down %d workers", len(self._handles))
             return self._stop_all()
@@ -144,28 +141,14 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             signal.set_wakeup_fd(previous_wakeup)
-            for sock in (wake_read, wake_write, *self._reserved):
+            for sock in (wake_read, wake_write):
                 sock.close()
 
     def _stop_requested(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
 
-    def _reserve(self, port: int | None) -> int | None:
-        """Port 0 (any free port) becomes one port for every worker, held by this process."""
-        if port != 0:
-            return port
-        family, kind, proto, _, address = socket.getaddrinfo(
-            self.config.host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)  # bound, never listening: it takes no connection, only keeps the port
-        self._reserved.append(sock)
-        return int(sock.getsockname()[1])
-
     def _spawn(self, index: int) -> WorkerHandle:
-        vehicles, status = self._ports
-        assert vehicles is not None
-        config = worker_config(self.config, index, self.workers, port=vehicles, status_port=status)
+        config = worker_config(self.config, index, self.workers)
         mine, theirs = self._context.Pipe()
         process = self._context.Process(
             target=run_worker, args=(WorkerSpec(index, config, *self._log), theirs), name=f"fleetwire-worker-{index}")

@@ -25,13 +25,12 @@ def refusal(config: ServerConfig, workers: int) -> ConfigError | None:
     return None
 
 
-def worker_config(config: ServerConfig, index: int, workers: int, *, port: int, status_port: int | None
-                  ) -> ServerConfig:
-    """Worker `index`'s copy: the resolved shared ports, no metrics port, a client id of its own."""
+def worker_config(config: ServerConfig, index: int, workers: int) -> ServerConfig:
+    """Worker `index`'s copy: no metrics port, an MQTT client id of its own."""
     monitoring = dataclasses.replace(config.monitoring, prometheus_metrics_port=None)
     backends = dict(config.backends)
     mqtt = backends.get("mqtt")
     # Two MQTT clients with one id take the session from each other, over and over.
     if workers > 1 and mqtt is not None and getattr(mqtt, "client_id", ""):
         backends["mqtt"] = dataclasses.replace(mqtt, client_id=f"{mqtt.client_id}-{index}")
-    return dataclasses.replace(config, port=port, status_port=status_port, monitoring=monitoring, backends=backends)
+    return dataclasses.replace(config, monitoring=monitoring, backends=backends)

@@ -116,15 +116,14 @@ def _config(tmp_path: Path, **sections: object) -> object:
 
 def test_a_worker_gets_no_metrics_port_and_an_mqtt_client_id_of_its_own(tmp_path: Path) -> None:
     config = _config(tmp_path, records={"V": ["mqtt"]}, mqtt={"broker": "localhost:1883", "client_id": "fw"})
-    one = worker_config(config, 1, 2, port=8443, status_port=8080)
-    assert one.monitoring.prometheus_metrics_port is None and one.status_port == 8080
+    one = worker_config(config, 1, 2)
+    assert one.monitoring.prometheus_metrics_port is None and one.port == 8443
     assert one.backend("mqtt").client_id == "fw-1"
-    assert worker_config(config, 0, 2, port=8443, status_port=None).backend("mqtt").client_id == "fw-0"
+    assert worker_config(config, 0, 2).backend("mqtt").client_id == "fw-0"
     assert config.backend("mqtt").client_id == "fw"  # the supervisor's copy is untouched
-    alone = worker_config(config, 0, 1, port=8443, status_port=None)
+    alone = worker_config(config, 0, 1)
     assert alone.backend("mqtt").client_id == "fw"
-    assert dataclasses.replace(one, monitoring=config.monitoring, status_port=None,
-                               backends=config.backends) == config
+    assert dataclasses.replace(one, monitoring=config.monitoring, backends=config.backends) == config
 
 
 def test_zmq_cannot_be_split_over_workers(tmp_path: Path) -> None:
