@@ -124,10 +124,14 @@ class Supervisor:
         # sys.path: in a checkout, its operator/ folder would shadow the standard library's.
         os.environ.setdefault("PYTHONSAFEPATH", "1")
         try:
+            try:
+                http = self._serve_metrics()  # first: a port it cannot take stops the server before any worker
+            except OSError as exc:
+                log.error("cannot serve metrics on port %s: %s", self.config.monitoring.prometheus_metrics_port, exc)
+                return 1
             failed = self._start_all(wake_read)
             if failed is not None:
                 return failed
-            http = self._serve_metrics()
             cfg = self.config
             log.info("listening for vehicles on %s:%d with %d workers (status %s, metrics %s)", cfg.host,
                      cfg.port, self.workers, cfg.status_port, cfg.monitoring.prometheus_metrics_port)

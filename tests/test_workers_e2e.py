@@ -268,3 +268,11 @@ def test_a_port_taken_by_another_program_stops_the_start(fleet_pki: FleetPki, tm
     assert result.returncode == 1, result.stderr
     assert "could not start: cannot listen:" in result.stderr and "Traceback" not in result.stderr
     assert f"('127.0.0.1', {data['port']})" in result.stderr  # the address it could not take
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        data = {**server_config_data(fleet_pki), "monitoring": {"prometheus_metrics_port": taken.getsockname()[1],
+                                                                "prometheus_metrics_host": "127.0.0.1"}}
+        result = _serve_once(tmp_path, data, "--workers", "2")
+    assert result.returncode == 1 and "cannot serve metrics on port" in result.stderr
+    assert "[worker" not in result.stderr and "Traceback" not in result.stderr
