@@ -9,12 +9,9 @@ from pathlib import Path
 
 
 def _setup_logging(level: str = "info", json_logs: bool = False) -> None:
-    fmt = (
-        '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
-        if json_logs
-        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
+    from fleetwire.server.log_setup import setup_logging
+
+    setup_logging(level, json_logs)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,7 +19,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     from fleetwire.server.app import TelemetryServer
     from fleetwire.server.config import ConfigError, load_config
+    from fleetwire.server.worker_count import parse_workers, workers_from_environment
 
+    from fleetwire.server.worker_config import auto_workers
+
+    try:
+        requested = parse_workers(args.workers)
+        workers = workers_from_environment(requested)
+    except ConfigError as exc:
+        print(f"fleetwire serve: {exc}", file=sys.stderr)
+        return 2
     try:
         config, warnings = load_config(args.config)
     except ConfigError as exc:
@@ -31,12 +37,29 @@ def _serve(args: argparse.Namespace) -> int:
     _setup_logging(config.log_level, config.json_log_enable)
     for warning in warnings:
         logging.getLogger("fleetwire.config").warning("%s: %s", args.config, warning)
+    if requested is None:
+        workers, why = auto_workers(config, workers)
+        if why:
+            logging.getLogger("fleetwire.server").warning("--workers auto: running 1 worker: %s", why)
     try:
+        if workers > 1:
+            from fleetwire.server.supervisor import Supervisor, preflight
+
+            preflight(config, workers)
+            return Supervisor(config, workers, log_level=config.log_level, json_logs=config.json_log_enable,
+                              stop_timeout=_stop_timeout(args.stop_timeout)).run()
         uvloop.run(TelemetryServer(config).serve_forever())
     except ConfigError as exc:
         print(f"fleetwire serve: {args.config}: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _stop_timeout(given: float | None) -> float:
+    from fleetwire.server.drain import workers_stop_seconds
+    from fleetwire.server.environment import read_environment
+
+    return given if given is not None else workers_stop_seconds(read_environment().drain_seconds)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -177,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="run the mTLS ingest server")
     serve.add_argument("--config", required=True, type=Path, help="config.json (the reference server's format)")
+    serve.add_argument("--workers", default="1", metavar="N|auto",
+                       help="processes sharing the vehicle port, each with its own event loop (default 1: one "
+                            "process); auto: the CPUs this process may use (its cgroup CPU limit, else its "
+                            "CPU affinity)")
+    serve.add_argument("--stop-timeout", type=float, default=None, metavar="SECONDS",
+                       help="with several workers: how long to wait for them after SIGTERM before killing them "
+                            "(default: their drain budget, FLEETWIRE_DRAIN_SECONDS, plus 5 s)")
     serve.set_defaults(func=_serve)
 
     sim = sub.add_parser("simulate", help="stream from simulated vehicles to a server")

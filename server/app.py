@@ -63,6 +63,18 @@ def build_router(config: ServerConfig, queues: Mapping[str, DispatchQueue]) -> R
     return Router(routes)
 
 
+def tls_context(config: ServerConfig) -> ssl.SSLContext:
+    """The vehicle port's mutual-TLS context; a `ConfigError` names what is wrong."""
+    tls = config.tls
+    if tls.ca_file is None:
+        raise ConfigError(
+            "tls.ca_file",
+            "required: fleetwire ships no copy of the vehicles' CAs; name a PEM file holding them "
+            "(the reference server's repository publishes config/files/prod_ca.crt)",
+        )
+    return server_context(tls.server_cert, tls.server_key, tls.ca_file)
+
+
 @dataclass
 class Ports:
     vehicles: int
@@ -80,8 +92,11 @@ class TelemetryServer:
         dispatchers: dict[str, Dispatcher] | None = None,
         metrics: ServerMetrics | None = None,
         environment: ServerEnvironment | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        # True in the worker processes of `fleetwire serve --workers N`: they share the ports.
+        self.reuse_port = reuse_port
         # None: read the process's at start (`environment.read_environment`).
         self.environment = environment
         self.metrics = metrics or ServerMetrics()
@@ -107,15 +122,9 @@ class TelemetryServer:
     async def start(self) -> Ports:
         cfg = self.config
         tls = cfg.tls
-        if tls.ca_file is None:
-            raise ConfigError(
-                "tls.ca_file",
-                "required: fleetwire ships no copy of the vehicles' CAs; name a PEM file holding them "
-                "(the reference server's repository publishes config/files/prod_ca.crt)",
-            )
         env = self.environment if self.environment is not None else read_environment()
         self._env = env
-        self.ssl_context = server_context(tls.server_cert, tls.server_key, tls.ca_file)
+        self.ssl_context = tls_context(cfg)
         for queue in self.queues.values():
             await queue.start()
         rate = cfg.rate_limit
@@ -136,13 +145,16 @@ class TelemetryServer:
             websocket_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
             backlog=4096,
+            reuse_port=self.reuse_port or None,
         )
         self._vehicle_servers.append(server)
         vehicles_port = server.sockets[0].getsockname()[1]
         self._watch_handshakes(vehicles_port, env.suppress_handshake_logging, env.handshake_log_interval)
         status_port = None
         if cfg.status_port is not None:
-            status = await asyncio.start_server(self._status_handler, cfg.host, cfg.status_port)
+            status = await asyncio.start_server(
+                self._status_handler, cfg.host, cfg.status_port, reuse_port=self.reuse_port or None
+            )
             self._servers.append(status)
             status_port = status.sockets[0].getsockname()[1]
         metrics_port = None

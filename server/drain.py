@@ -36,6 +36,7 @@ __all__ = [
     "acks_settled",
     "grace_period_seconds",
     "parse_drain_seconds",
+    "workers_stop_seconds",
 ]
 
 DRAIN_ENV = "FLEETWIRE_DRAIN_SECONDS"
@@ -112,6 +113,12 @@ def parse_drain_seconds(value: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{value!r} is not a positive number of seconds (default {DEFAULT_DRAIN_SECONDS:g})")
     return seconds
+
+
+def workers_stop_seconds(budget: float) -> float:
+    """How long a supervisor waits for its workers' drains after SIGTERM before killing them:
+    past their budget, short of the kubelet's SIGKILL."""
+    return budget + EXIT_MARGIN_SECONDS / 2
 
 
 def grace_period_seconds(budget: float) -> int:

@@ -19,6 +19,7 @@ from fleetwire.server.drain import (
     DrainPlan,
     acks_settled,
     grace_period_seconds,
+    workers_stop_seconds,
 )
 from fleetwire.server.environment import read_environment
 
@@ -92,6 +93,11 @@ def test_the_pods_grace_period_outlasts_the_servers_drain_budget() -> None:
     assert read_environment({DRAIN_ENV: "45"}).drain_seconds < longer["terminationGracePeriodSeconds"]
     # A value the server would refuse (it then names the variable) keeps the default grace.
     assert _pod([{"name": DRAIN_ENV, "value": "soon"}])["terminationGracePeriodSeconds"] == grace
+
+
+@pytest.mark.parametrize("budget", [1.0, DEFAULT_DRAIN_SECONDS, 45.0])
+def test_a_supervisor_waits_for_its_workers_drains_and_stops_before_the_kubelets_kill(budget: float) -> None:
+    assert budget < workers_stop_seconds(budget) < grace_period_seconds(budget)
 
 
 def test_readiness_asks_the_endpoint_that_drains_and_liveness_the_one_that_does_not() -> None:

@@ -82,7 +82,7 @@ def plan(deployment: dict[str, Any], *, secrets: Any = None, config_maps: Any = 
 def test_the_operators_pod_resolves_to_the_image_command_mounts_and_probes() -> None:
     found = plan(deployment_of(server_objects()))
     assert isinstance(found, kl.PodPlan), found
-    assert found.argv[-3:] == ("serve", "--config", "/etc/fleetwire/config/config.json")
+    assert found.argv[-5:] == ("serve", "--config", "/etc/fleetwire/config/config.json", "--workers", "auto")
     assert found.argv[:4] == kl.LOCAL_COMMANDS["fleetwire"][:4]
     assert (found.uid, found.gid, found.workdir) == (65532, 65532, "/tmp")
     assert found.ports == {"vehicles": 8443, "status": 8080, "metrics": 9090}

@@ -104,8 +104,8 @@ def test_deployment_is_hardened_and_rolls_only_on_config_changes() -> None:
     assert pod["metadata"]["annotations"] == {builders.CONFIG_CHECKSUM_ANNOTATION: builders.config_checksum(config)}
     assert pod["spec"]["securityContext"]["runAsNonRoot"] and not pod["spec"]["automountServiceAccountToken"]
     container = pod["spec"]["containers"][0]
-    assert container["image"] == ENV.image and container["args"] == ["serve", "--config",
-                                                                     "/etc/fleetwire/config/config.json"]
+    assert container["image"] == ENV.image and container["args"] == [
+        "serve", "--config", "/etc/fleetwire/config/config.json", "--workers", "auto"]  # no CPU limit
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] and security["capabilities"] == {"drop": ["ALL"]}
     assert not security["allowPrivilegeEscalation"] and container["resources"] == {"limits": {"memory": "256Mi"}}
@@ -127,6 +127,27 @@ def test_deployment_is_hardened_and_rolls_only_on_config_changes() -> None:
     assert {"name": "tls", "secret": {"secretName": "cert-manager-tls", "defaultMode": 0o440}} in external["spec"][
         "template"]["spec"]["volumes"]
     assert builders.server_objects(OWNER, spec(port=8443), ENV)[2]["spec"]["ports"][0]["port"] == 8443
+
+
+
+@pytest.mark.parametrize(("cpu", "workers"), [("2", "2"), ("1500m", "2"), ("0.5", "1"), ("100m", "1"), (3, "3"),
+                                              (None, "auto")])
+def test_server_workers_follow_the_cpu_limit(cpu: Any, workers: str) -> None:
+    limits = {"memory": "256Mi"} if cpu is None else {"memory": "256Mi", "cpu": cpu}
+    objects = builders.server_objects(OWNER, spec(server={"records": {"V": ["logger"]},
+                                                          "resources": {"limits": limits}}), ENV)
+    container = objects[1]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][-2:] == ["--workers", workers]
+    assert container["resources"]["limits"] == limits
+    assert builders.server_workers({"requests": {"cpu": "4"}}) == "auto"  # a request is no limit
+
+
+def test_a_zmq_server_runs_one_worker_whatever_its_cpu_limit() -> None:
+    """The server refuses ZMQ in more than one process: the Deployment must not ask for it."""
+    objects = builders.server_objects(OWNER, spec(server={
+        "records": {"V": ["zmq"]}, "zmq": {"addr": "tcp://0.0.0.0:5284"},
+        "resources": {"limits": {"cpu": "2"}}}), ENV)
+    assert objects[1]["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--workers", "1"]
 
 
 def test_http01_solver_service_only_where_it_can_reach_the_operator() -> None:

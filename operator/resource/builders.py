@@ -18,9 +18,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
 
 from fleetwire.operator.resource import crd
 from fleetwire.operator.environment import OperatorEnvironment
@@ -48,6 +51,7 @@ __all__ = [
     "secret",
     "server_config",
     "server_objects",
+    "server_workers",
     "tls_secret_name",
     "vehicle_service",
 ]
@@ -285,6 +289,28 @@ def drain_seconds(spec: FleetTelemetrySpec) -> float:
     return DEFAULT_DRAIN_SECONDS
 
 
+def server_workers(resources: Mapping[str, Any], *, one_process: bool = False) -> str:
+    """`--workers` for the server container: its CPU limit rounded up ("1500m" → 2, "0.5" → 1),
+    or `auto` with no limit, which the server resolves to the CPUs it may use there (its
+    cgroup quota if the runtime sets one, else the node's CPUs, as an unlimited pod may use all).
+    A quantity the API server would refuse also gives `auto`: the Deployment's apply reports it.
+    `one_process`: the records go to a dispatcher only one process can hold (ZMQ binds its address)."""
+    if one_process:
+        return "1"
+    limit = (resources.get("limits") or {}).get("cpu") if isinstance(resources, Mapping) else None
+    if limit is None:
+        return "auto"
+    try:
+        cpus = parse_quantity(limit)
+    except ValueError:
+        return "auto"
+    return str(max(1, math.ceil(cpus)))
+
+
+def _routes_to(spec: FleetTelemetrySpec, dispatcher: str) -> bool:
+    return any(dispatcher in names for names in spec.server.records.values())
+
+
 def deployment(owner: Owner, spec: FleetTelemetrySpec, config: Mapping[str, Any], *, image: str,
                tls_secret: str) -> dict[str, Any]:
     """The server's Deployment: hardened pod, TLS Secret and config mounted read-only.
@@ -299,7 +325,8 @@ def deployment(owner: Owner, spec: FleetTelemetrySpec, config: Mapping[str, Any]
         "name": "server",
         "image": spec.server.image or image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["serve", "--config", f"{CONFIG_DIR}/config.json"],
+        "args": ["serve", "--config", f"{CONFIG_DIR}/config.json",
+                 "--workers", server_workers(spec.server.resources, one_process=_routes_to(spec, "zmq"))],
         "ports": [
             {"name": "vehicles", "containerPort": SERVER_PORT, "protocol": "TCP"},
             {"name": "status", "containerPort": STATUS_PORT, "protocol": "TCP"},
