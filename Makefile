@@ -58,6 +58,7 @@ bench: $(STAMP) bench-deps
 	$(SCRIPT) bench/backends.py
 	$(SCRIPT) bench/repush.py
 	$(SCRIPT) bench/workers.py --repeat 3
+	$(SCRIPT) bench/drain.py
 
 generate: $(STAMP)
 	$(SCRIPT) scripts/generate.py
