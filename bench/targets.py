@@ -119,7 +119,7 @@ class DrainedServer(Server):
         self.drain: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> Self:
-        self.drain = subprocess.Popen([sys.executable, "-c", _DRAIN, f"tcp://127.0.0.1:{self.zmq_port}"],
+        self.drain = subprocess.Popen([sys.executable, "-c", DRAIN, f"tcp://127.0.0.1:{self.zmq_port}"],
                                       stdin=subprocess.DEVNULL)
         return super().start(timeout)
 
@@ -131,7 +131,7 @@ class DrainedServer(Server):
             self.drain = None
 
 
-_DRAIN = """
+DRAIN = """
 import sys, zmq
 context = zmq.Context()
 sub = context.socket(zmq.SUB)

@@ -58,6 +58,7 @@ import zmq.asyncio
 from fleetwire.server.dispatch import DispatchError
 from fleetwire.server.records import Record
 from fleetwire.server.dispatchers.zmq.settings import ZmqSettings, parse_settings
+from fleetwire.server.dispatchers.zmq.threads import io_threads, lower_priority, thread_ids
 from zmq.auth import CURVE_ALLOW_ANY
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
@@ -154,7 +155,11 @@ class ZmqDispatcher:
     async def start(self) -> None:
         """Bind the socket; a bind that fails (an address in use) is logged and retried
         at the next publish, not fatal."""
+        before = thread_ids()
         self._context = zmq.Context()
+        # libzmq starts its I/O thread with the context's first socket: a throwaway one here.
+        self._context.socket(zmq.PUB).close(0)
+        lower_priority(io_threads(before))
         settings = self.settings
         if settings.server_secret_key:
             self._auth = AsyncioAuthenticator(self._context, log=logging.getLogger("fleetwire.dispatch.zmq.zap"))
