@@ -81,9 +81,9 @@ def main() -> int:
         with server(args.target, pki, workdir, args.server_cpu) as srv:
             url = f"wss://localhost:{srv.port}/"
             spy = [str(PY_SPY), "record", "--pid", str(srv.pid), "--format", "raw", "--output", str(raw),
-                   "--rate", str(args.rate), "--duration", str(int(args.duration)), "--threads", "--nonblocking"]
-            if args.native:
-                spy.append("--native")
+                   "--rate", str(args.rate), "--duration", str(int(args.duration)), "--threads"]
+            # Without pausing the server, except for native frames, which need it (and slow it).
+            spy.append("--native" if args.native else "--nonblocking")
             sampler = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             figures = uvloop.run(load(url, contexts, frames, srv.pid, args.duration + 1.0))
             _, err = sampler.communicate(timeout=60)
