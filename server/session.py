@@ -209,9 +209,6 @@ class Session:
         self._metrics.acks += 1
         self._link.send(encode_ack(txid, topic))
 
-    def _confirmed(self, txid: bytes, topic: bytes) -> None:
-        self._ack(txid, topic)
-
     def _unconfirmed(self) -> None:
         self._metrics.error("dispatch_failed")
 
@@ -239,7 +236,7 @@ class Receipt:
     def set_result(self, result: None, /) -> None:
         if not self._done:
             self._done = True
-            self._session._confirmed(self._txid, self._topic)
+            self._session._ack(self._txid, self._topic)
 
     def set_exception(self, exception: BaseException, /) -> None:
         if not self._done:
