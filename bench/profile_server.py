@@ -12,7 +12,6 @@ Usage: python bench/profile_server.py [--target fleetwire-zmq] [--duration 8] [-
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import json
 import shutil

@@ -31,6 +31,9 @@ def _serve(args: argparse.Namespace) -> int:
     _setup_logging(config.log_level, config.json_log_enable)
     for warning in warnings:
         logging.getLogger("fleetwire.config").warning("%s: %s", args.config, warning)
+    from fleetwire.server.runtime import tune_collector
+
+    tune_collector()
     try:
         uvloop.run(TelemetryServer(config).serve_forever())
     except ConfigError as exc:
