@@ -2,7 +2,7 @@
 
 Starts the target as `run_all.py` does (pinned to one CPU), keeps 50 vehicles x 8 records
 in flight, samples the server with py-spy (native frames included, all threads, idle
-time excluded) and prints JSON: each function's share of the samples, by itself (self)
+time excluded) and prints JSON: each thread's CPU per record, each function's share of the samples, by itself (self)
 and with what it calls (total), the top of each list. `--raw FILE` keeps py-spy's
 collapsed stacks (`flamegraph.pl` or speedscope read them).
 
@@ -12,12 +12,16 @@ Usage: python bench/profile_server.py [--target fleetwire-zmq] [--duration 8] [-
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ import loadgen
 import uvloop
 from identities import make_pki, vehicle_contexts, vin
 from records import v_record_frames
-from system import pin, raise_nofile
+from system import CLOCK_TICKS, pin, raise_nofile
 from targets import TARGETS, server
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -53,9 +57,33 @@ def summarize(collapsed: str, top: int) -> dict[str, Any]:
     return {"samples": total, "self_percent": shares(own), "total_percent": shares(inclusive)}
 
 
-async def load(url: str, contexts: list[Any], frames: list[bytes], pid: int, seconds: float) -> dict[str, float]:
-    return await loadgen.saturate(url, contexts, frames, pid, connections=50, window=8, warmup=1.0,
-                                  duration=seconds)
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each of the server's threads, by name (libzmq's are ZMQbg/...)."""
+    out: dict[str, float] = collections.defaultdict(float)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[name] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
+async def load(url: str, contexts: list[Any], frames: list[bytes], pid: int, seconds: float) -> dict[str, Any]:
+    """Saturate for `seconds`; also each thread's CPU µs per acked record, over the window."""
+    tally = asyncio.ensure_future(loadgen.saturate(url, contexts, frames, pid, connections=50, window=8,
+                                                   warmup=1.0, duration=seconds))
+    await asyncio.sleep(1.5)
+    before, start = thread_cpu(pid), time.perf_counter()
+    await asyncio.sleep(seconds - 1.0)
+    after, wall = thread_cpu(pid), time.perf_counter() - start
+    figures: dict[str, Any] = await tally
+    records = figures["records_per_s"] * wall
+    figures["thread_cpu_us_per_record"] = {
+        name: round(1e6 * (after[name] - before.get(name, 0.0)) / records, 2) for name in after
+        if after[name] > before.get(name, 0.0)
+    }
+    return figures
 
 
 def main() -> int:
