@@ -121,7 +121,11 @@ class DrainedServer(Server):
     def start(self, timeout: float = 20.0) -> Self:
         self.drain = subprocess.Popen([sys.executable, "-c", DRAIN, f"tcp://127.0.0.1:{self.zmq_port}"],
                                       stdin=subprocess.DEVNULL)
-        return super().start(timeout)
+        try:
+            return super().start(timeout)
+        except BaseException:
+            self.stop()  # no __exit__ follows a failed __enter__
+            raise
 
     def stop(self) -> None:
         super().stop()
