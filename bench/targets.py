@@ -8,13 +8,18 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Self
 
 from identities import BenchPki
 from system import Server, free_port
 
 BENCH = Path(__file__).resolve().parent
-TARGETS = ("websockets", "picows", "go", "nginx", "openssl", "fleetwire", "fleetwire-unrouted")
-"""`fleetwire-unrouted` routes no record type: records are decoded and acked, not dispatched.
+TARGETS = ("websockets", "picows", "go", "nginx", "openssl", "fleetwire", "fleetwire-zmq", "fleetwire-unrouted")
+"""`fleetwire` routes `V` to the logger printing decoded records; `fleetwire-zmq` is the
+production path: `V` forwarded as protobuf to a ZMQ socket with reliable acks (each ack
+waits for the socket to accept the record for its subscriber, a SUB socket draining in a
+process of its own); `fleetwire-unrouted` routes no record type: records are decoded and
+acked, not dispatched.
 `go` is the reference server's transport (crypto/tls + gorilla/websocket) with nothing
 behind it; `nginx` (`ssl_verify_client on`) and `openssl` (in-process handshakes, see
 tls_floor.py) speak TLS but no WebSocket, so they are measured only where TLS is the cost."""
@@ -29,9 +34,11 @@ def fleetwire_command() -> list[str]:
     return [script] if script else [sys.executable, "-m", "fleetwire.cli"]
 
 
-def fleetwire_config(pki: BenchPki, port: int, directory: Path, *, routed: bool = True) -> Path:
-    """A reference-format config: `V` records to the logger, whose output goes to the server log."""
-    config = {
+def fleetwire_config(pki: BenchPki, port: int, directory: Path, *, routed: bool = True,
+                     zmq_port: int | None = None) -> Path:
+    """A reference-format config: `V` records to the logger, whose output goes to the server
+    log, or with `zmq_port` to a ZMQ socket bound there, reliable acks waiting for it."""
+    config: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": port,
         "status_port": free_port(),
@@ -41,6 +48,11 @@ def fleetwire_config(pki: BenchPki, port: int, directory: Path, *, routed: bool 
         "logger": {"verbose": False},
         "monitoring": {"prometheus_metrics_port": free_port()},
     }
+    if zmq_port is not None:
+        config["records"] = {"V": ["zmq"]}
+        config["reliable_ack_sources"] = {"V": "zmq"}
+        config["zmq"] = {"addr": f"tcp://127.0.0.1:{zmq_port}"}
+        del config["logger"]
     path = directory / f"fleetwire-{port}.json"
     path.write_text(json.dumps(config, indent=2))
     return path
@@ -94,9 +106,58 @@ http {{
     return path
 
 
+class DrainedServer(Server):
+    """A server publishing on ZMQ, with a subscriber taking everything it publishes.
+
+    The subscriber is a process of its own (on the load generator's CPU): `zmq.proxy`
+    forwards each message, in libzmq's C loop, to a PUB socket no one listens to, which
+    drops it, so draining costs no Python per message."""
+
+    def __init__(self, argv: list[str], port: int, cpu: int, log_file: Path, zmq_port: int) -> None:
+        super().__init__(argv, port, cpu, log_file)
+        self.zmq_port = zmq_port
+        self.drain: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> Self:
+        self.drain = subprocess.Popen([sys.executable, "-c", DRAIN, f"tcp://127.0.0.1:{self.zmq_port}"],
+                                      stdin=subprocess.DEVNULL)
+        try:
+            return super().start(timeout)
+        except BaseException:
+            self.stop()  # no __exit__ follows a failed __enter__
+            raise
+
+    def stop(self) -> None:
+        super().stop()
+        if self.drain is not None:
+            self.drain.terminate()
+            self.drain.wait(5)
+            self.drain = None
+
+
+DRAIN = """
+import sys, zmq
+context = zmq.Context()
+sub = context.socket(zmq.SUB)
+sub.setsockopt(zmq.SUBSCRIBE, b"")
+sub.connect(sys.argv[1])
+void = context.socket(zmq.PUB)
+void.bind("inproc://void")
+try:
+    zmq.proxy(sub, void)
+except KeyboardInterrupt:
+    pass
+"""
+
+
 def server(name: str, pki: BenchPki, directory: Path, cpu: int) -> Server:
     """A not yet started server for target `name` on a free port, pinned to `cpu`."""
     port = free_port()
+    if name == "fleetwire-zmq":
+        zmq_port = free_port()
+        config = fleetwire_config(pki, port, directory, zmq_port=zmq_port)
+        argv = [*fleetwire_command(), "serve", "--config", str(config)]
+        return DrainedServer(argv, port, cpu, directory / f"{name}.log", zmq_port)
     if name.startswith("fleetwire"):
         config = fleetwire_config(pki, port, directory, routed=name == "fleetwire")
         argv = [*fleetwire_command(), "serve", "--config", str(config)]

@@ -41,6 +41,9 @@ def _serve(args: argparse.Namespace) -> int:
         workers, why = auto_workers(config, workers)
         if why:
             logging.getLogger("fleetwire.server").warning("--workers auto: running 1 worker: %s", why)
+    from fleetwire.server.runtime import tune_collector
+
+    tune_collector()
     try:
         if workers > 1:
             from fleetwire.server.supervisor import Supervisor, preflight

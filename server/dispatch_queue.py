@@ -14,8 +14,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from fleetwire.server.dispatch import Dispatcher, DispatchError
 from fleetwire.server.records import Record, render_problems
@@ -33,7 +33,18 @@ class QueueObserver(Protocol):
     def failed(self, dispatcher: str, error: BaseException) -> None: ...
 
 
-_Item = tuple[Record, "asyncio.Future[None] | None"]
+class Waiter(Protocol):
+    """Told once whether its record was stored: an `asyncio.Future[None]` is one; the
+    session's receipts are another, cheaper kind (no loop callback per record)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: None, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+_Item = tuple[Record, Waiter | None]
 
 
 class DispatchQueue:
@@ -97,7 +108,7 @@ class DispatchQueue:
         """Records waiting, including the batch being published."""
         return len(self._items) + len(self._inflight)
 
-    def offer(self, record: Record, waiter: asyncio.Future[None] | None = None) -> bool:
+    def offer(self, record: Record, waiter: Waiter | None = None) -> bool:
         """Queue `record`; False asks the caller to pause reading until `space_available()`.
 
         `waiter` gets its result once the backend confirmed the record, or an exception
@@ -167,8 +178,11 @@ class DispatchQueue:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            n = min(self.batch_size, len(items))
-            batch = [items.popleft() for _ in range(n)]
+            if len(items) <= self.batch_size:  # the usual case: the worker keeps up
+                batch = list(items)
+                items.clear()
+            else:
+                batch = [items.popleft() for _ in range(self.batch_size)]
             self._inflight = batch
             if len(items) <= self._low_water and not self._room.is_set():
                 self._room.set()
@@ -214,7 +228,10 @@ class DispatchQueue:
         self.published += len(batch)
         for _, waiter in batch:
             if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+                try:  # what `_settle` does, inline: this runs once per record
+                    waiter.set_result(None)
+                except Exception:
+                    log.exception("a record's waiter failed")
         if self.observer is not None:
             self.observer.published(self.name, records, time.time())
 
@@ -230,13 +247,22 @@ class DispatchQueue:
         self.dropped += len(batch)
         for _, waiter in batch:
             if waiter is not None and not waiter.done():
-                waiter.set_exception(exc)
+                _settle(waiter.set_exception, exc)
         if self.observer is not None:
             self.observer.dropped(self.name, len(batch))
 
-    def _drop_one(self, waiter: asyncio.Future[None] | None, reason: str) -> None:
+    def _drop_one(self, waiter: Waiter | None, reason: str) -> None:
         self.dropped += 1
         if waiter is not None and not waiter.done():
-            waiter.set_exception(DispatchError(reason, retryable=False))
+            _settle(waiter.set_exception, DispatchError(reason, retryable=False))
         if self.observer is not None:
             self.observer.dropped(self.name, 1)
+
+
+def _settle(outcome: Callable[[Any], None], value: Any) -> None:
+    """Tell one waiter; a receipt runs its ack here, and its failure must not stop the
+    worker nor cost the other waiters of the batch (a future's callbacks run apart anyway)."""
+    try:
+        outcome(value)
+    except Exception:
+        log.exception("a record's waiter failed")

@@ -7,7 +7,6 @@ Everything here runs synchronously inside the read callback: nothing awaits a ba
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -162,24 +161,30 @@ class Session:
             self._ack(frame.txid, frame.topic)
             return
         record_type, route = routed
+        identity = self.identity
         try:
-            message, payload = decode_record(record_type, frame.payload, self.identity.vin)
+            message, payload = decode_record(record_type, frame.payload, identity.vin)
         except RecordError as exc:
             metrics.error(exc.reason)
             self._link.send(encode_error(frame.txid))
             return
-        created = float(frame.created_at) if frame.created_at else now
-        record = self._record(record_type, frame.txid, payload, message, created, now)
+        txid = frame.txid
+        peer = self.peer
+        record = Record(
+            record_type, identity.vin, identity.client_type, txid.decode("utf-8", "replace"), peer.connection_id,
+            payload, message, float(frame.created_at) if frame.created_at else now, now, peer.client_version,
+        )
         metrics.records[record_type] += 1
-        if route.confirm is None:
+        confirm = route.confirm
+        if confirm is None:
             self._dispatch(record_type, route, record, None)
-            self._ack(frame.txid, frame.topic)
+            self._ack(txid, frame.topic)
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        txid, topic = frame.txid, frame.topic
-        waiter.add_done_callback(lambda fut: self._confirmed(fut, txid, topic))
+        receipt = Receipt(self, txid, frame.topic)
         self.owed_acks += 1
-        self._dispatch(record_type, route, record, waiter)
+        for queue in route.queues:
+            if not queue.offer(record, receipt if queue is confirm else None):
+                self._link.hold(queue)
 
     def _record(
         self, record_type: str, txid: bytes, payload: bytes, message: object, created: float, now: float
@@ -197,9 +202,7 @@ class Session:
             client_version=self.peer.client_version,
         )
 
-    def _dispatch(
-        self, record_type: str, route: Route, record: Record, waiter: asyncio.Future[None] | None
-    ) -> None:
+    def _dispatch(self, record_type: str, route: Route, record: Record, waiter: Receipt | None) -> None:
         for queue in route.queues:
             accepted = queue.offer(record, waiter if queue is route.confirm else None)
             if not accepted:
@@ -209,10 +212,38 @@ class Session:
         self._metrics.acks += 1
         self._link.send(encode_ack(txid, topic))
 
-    def _confirmed(self, fut: asyncio.Future[None], txid: bytes, topic: bytes) -> None:
-        """A reliable dispatcher stored (or finally failed) the record: ack only on success."""
-        self.owed_acks -= 1
-        if fut.cancelled() or fut.exception() is not None:
-            self._metrics.error("dispatch_failed")
-            return
-        self._ack(txid, topic)
+    def _unconfirmed(self) -> None:
+        self._metrics.error("dispatch_failed")
+
+
+class Receipt:
+    """A reliable record's ack, owed once the dispatcher confirms (a `dispatch_queue.Waiter`).
+
+    The queue tells it directly: a Future with a done-callback did the same at the cost of
+    one more loop callback and closure per record. Only success acks; a record the queue
+    gave up on (an outage outlasting the retries, a shutdown) is counted, not acked, so the
+    vehicle sends it again.
+    """
+
+    __slots__ = ("_done", "_session", "_topic", "_txid")
+
+    def __init__(self, session: Session, txid: bytes, topic: bytes) -> None:
+        self._session = session
+        self._txid = txid
+        self._topic = topic
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: None, /) -> None:
+        if not self._done:
+            self._done = True
+            self._session.owed_acks -= 1
+            self._session._ack(self._txid, self._topic)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        if not self._done:
+            self._done = True
+            self._session.owed_acks -= 1
+            self._session._unconfirmed()

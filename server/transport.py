@@ -48,6 +48,7 @@ HANDSHAKE_FAILED = "SSL handshake failed"
 MAX_FRAME_BYTES = 8 * MAX_MESSAGE_BYTES
 # X-TXID is a UUID (36 characters) and X-Network-Interface a word: anything longer is cut.
 MAX_HEADER_CHARS = 128
+_BINARY = WSMsgType.BINARY
 
 
 @dataclass
@@ -64,6 +65,9 @@ class ServerState:
     """The vehicles' open connections, so a drain can reach each one."""
     draining: bool = False
     """Set by `TelemetryServer.stop`: a handshake that completes now is sent away (1001)."""
+
+    unflushed: list[VehicleListener] = field(default_factory=list)
+    """Listeners holding replies sent outside a read (reliable acks): flushed together."""
 
     def owed_acks(self) -> int:
         """Acks still owed, across connections, for records a reliable dispatcher has not confirmed."""
@@ -98,7 +102,12 @@ class VehicleListener(WSListener):
             return
         out = self._out
         if not out and not self._reading:
-            asyncio.get_running_loop().call_soon(self._flush)
+            # One loop callback per turn for every connection (get_running_loop costs a
+            # getpid system call): the acks of one confirmed batch reach many connections.
+            unflushed = self._state.unflushed
+            if not unflushed:
+                asyncio.get_running_loop().call_soon(_flush_unflushed, unflushed)
+            unflushed.append(self)
         out.append(_frame_header(len(data)))
         out.append(data)
 
@@ -207,7 +216,10 @@ class VehicleListener(WSListener):
             return
         self._reading = True
         try:
-            self._frame(transport, frame, session)
+            if frame.msg_type is _BINARY and frame.fin and not self._paused:
+                session.message(frame.get_payload_as_bytes())  # the common case, without two calls
+            else:
+                self._frame(transport, frame, session)
         finally:
             if frame.last_in_buffer:
                 self._reading = False
@@ -260,6 +272,17 @@ class VehicleListener(WSListener):
             sockets = state.presence.closed(session.identity.vin)
             state.metrics.connected_vins.set(len(state.presence))
             session.closed(sockets)
+
+
+def _flush_unflushed(unflushed: list[VehicleListener]) -> None:
+    """Write the replies each listener was sent since the last turn, one TLS write each."""
+    listeners = unflushed.copy()
+    unflushed.clear()
+    for listener in listeners:
+        try:
+            listener._flush()
+        except Exception:  # one broken transport must not keep the others' acks
+            log.exception("writing replies to %s failed", listener._peer.connection_id)
 
 
 def verified_leaf(ssl_object: object) -> bytes | None:

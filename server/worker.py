@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from fleetwire.server.app import Ports, TelemetryServer
 from fleetwire.server.config import ServerConfig
 from fleetwire.server.log_setup import setup_logging
+from fleetwire.server.runtime import tune_collector
 from fleetwire.strictjson import ConfigError
 
 log = logging.getLogger("fleetwire.server")
@@ -96,6 +97,7 @@ def run_worker(spec: WorkerSpec, control: Connection) -> None:
     # A terminal's Ctrl-C reaches the supervisor only; it forwards one SIGTERM to each worker.
     os.setpgid(0, 0)
     setup_logging(spec.log_level, spec.json_logs, worker=spec.index)
+    tune_collector()
     try:
         uvloop.run(WorkerServer(spec, control).serve_forever())
     except ConfigError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from types import SimpleNamespace
 
 from fleetwire.pki import make_ca, make_vehicle_cert
 from fleetwire.server.transport import _frame_header, verified_leaf
@@ -69,7 +70,7 @@ async def test_acks_confirmed_together_go_out_in_one_write() -> None:
     from fleetwire.server.session import Peer
     from fleetwire.server.transport import VehicleListener
 
-    listener = VehicleListener(None, Peer("c"))  # type: ignore[arg-type]
+    listener = VehicleListener(SimpleNamespace(owed=[]), Peer("c"))  # type: ignore[arg-type]
     ws = _WsTransport()
     listener._transport = ws  # type: ignore[assignment]
     for n in range(5):
@@ -80,3 +81,31 @@ async def test_acks_confirmed_together_go_out_in_one_write() -> None:
     listener.send(b"later")
     await asyncio.sleep(0)
     assert len(ws.underlying_transport.writes) == 2
+
+
+async def test_acks_to_many_connections_in_one_turn_take_one_loop_callback() -> None:
+    """A confirmed batch acks records of many vehicles: each gets its one write, and the
+    loop is asked once for all of them (asking it costs a getpid system call)."""
+    from fleetwire.server.session import Peer
+    from fleetwire.server.transport import VehicleListener
+
+    state = SimpleNamespace(owed=[])
+    listeners = [VehicleListener(state, Peer(f"c{n}")) for n in range(3)]  # type: ignore[arg-type]
+    for listener in listeners:
+        listener._transport = _WsTransport()  # type: ignore[assignment]
+    loop = asyncio.get_running_loop()
+    scheduled = []
+    call_soon = loop.call_soon
+    loop.call_soon = lambda *args, **kw: scheduled.append(args) or call_soon(*args, **kw)  # type: ignore[method-assign]
+    try:
+        for n in range(2):
+            for listener in listeners:
+                listener.send(b"ack-%d" % n)
+    finally:
+        loop.call_soon = call_soon  # type: ignore[method-assign]
+    assert len(scheduled) == 1
+    await asyncio.sleep(0)
+    for listener in listeners:
+        writes = listener._transport.underlying_transport.writes  # type: ignore[union-attr]
+        assert writes == [_frame_header(5) + b"ack-0" + _frame_header(5) + b"ack-1"]
+    assert state.unflushed == []

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -435,3 +436,31 @@ async def test_one_sender_for_many_producers() -> None:
             await queue.close()
             sub.close()
     assert sorted(soc(m[1]) for m in got) == list(range(5000))
+
+
+def _nice(tid: int) -> int:
+    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[16])  # field 19, nice
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="threads are listed in /proc on Linux only")
+async def test_libzmq_io_thread_runs_below_the_event_loop() -> None:
+    """libzmq's I/O thread, woken by each batch, would preempt the event loop on a shared core
+    and write a few messages per system call; at nice 19 it writes what piled up."""
+    from fleetwire.server.dispatchers.zmq.threads import IO_THREAD_PREFIX, io_threads, thread_ids
+
+    before = thread_ids()
+    async with running(ZmqDispatcher(settings(), NS)) as dispatcher:
+        ours = io_threads(before)
+        assert ours, "the dispatcher's context started no I/O thread"
+        assert all(_nice(tid) == 19 for tid in ours)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # the event loop's thread is left alone
+        sub = Subscriber(dispatcher.endpoint or "")
+        try:
+            await until_subscribed(dispatcher)
+            await dispatcher.publish([vehicle_data(n) for n in range(50)])
+            assert [soc(m[1]) for m in await sub.read(50)] == list(range(50))
+        finally:
+            sub.close()
+    names = {Path(f"/proc/self/task/{tid}/comm").read_text().strip() for tid in thread_ids() - before}
+    assert not any(name.startswith(IO_THREAD_PREFIX) for name in names)  # closed with its context
