@@ -70,7 +70,7 @@ async def test_acks_confirmed_together_go_out_in_one_write() -> None:
     from fleetwire.server.session import Peer
     from fleetwire.server.transport import VehicleListener
 
-    listener = VehicleListener(SimpleNamespace(owed=[]), Peer("c"))  # type: ignore[arg-type]
+    listener = VehicleListener(SimpleNamespace(unflushed=[]), Peer("c"))  # type: ignore[arg-type]
     ws = _WsTransport()
     listener._transport = ws  # type: ignore[assignment]
     for n in range(5):
@@ -89,7 +89,7 @@ async def test_acks_to_many_connections_in_one_turn_take_one_loop_callback() -> 
     from fleetwire.server.session import Peer
     from fleetwire.server.transport import VehicleListener
 
-    state = SimpleNamespace(owed=[])
+    state = SimpleNamespace(unflushed=[])
     listeners = [VehicleListener(state, Peer(f"c{n}")) for n in range(3)]  # type: ignore[arg-type]
     for listener in listeners:
         listener._transport = _WsTransport()  # type: ignore[assignment]
