@@ -124,6 +124,9 @@ class TelemetryServer:
             websocket_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
             backlog=4096,
+            # A logger-like object that is not a `logging.Logger`: given a Logger, picows
+            # makes each connection a child Logger of its own (kept while it is open).
+            logger_name=logging.LoggerAdapter(logging.getLogger("picows.server")),
         )
         self._servers.append(server)
         vehicles_port = server.sockets[0].getsockname()[1]

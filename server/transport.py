@@ -38,6 +38,7 @@ from fleetwire.server.identity import Identity, IdentityError, identify
 from fleetwire.server.metrics import ServerMetrics
 from fleetwire.server.presence import Presence
 from fleetwire.server.session import Peer, RateLimit, Router, Session
+from fleetwire.server import tls_engine
 
 log = logging.getLogger("fleetwire.server")
 # The message aiofastnet gives the loop's exception handler for a failed handshake.
@@ -255,6 +256,7 @@ def _frame_header(length: int) -> bytes:
 
 def listener_factory(state: ServerState) -> Callable[[WSUpgradeRequest], object]:
     """Route upgrade requests: `/status` answers `mtls ok`, every other path streams."""
+    tls_engine.install()  # before the first handshake: no certificate decoded that nobody reads
 
     def factory(request: WSUpgradeRequest) -> object:
         if request.path == b"/status":
