@@ -57,3 +57,21 @@ async def test_openssl_reads_the_socket_itself(running_server: ServerFactory) ->
         assert transport.get_extra_info("ssl_outgoing_use_membio") is False
     finally:
         await car.close()
+
+
+async def test_the_upgrade_headers_are_not_kept_once_copied(running_server: ServerFactory) -> None:
+    """picows keeps the upgrade request and response for the connection's lifetime; the
+    listener keeps only the header values it needs."""
+    srv = await running_server()
+    car = await Car.connect(srv, headers={"Version": "2026.2.1", "X-Network-Interface": "cellular"})
+    try:
+        await car.assert_alive()
+        (transport,) = _transports(srv)
+        protocol = transport.get_protocol()
+        ws = protocol.transport
+        assert len(ws.request.headers) == 0
+        assert len(ws.response.headers) == 0
+        peer = protocol.listener._peer
+        assert (peer.client_version, peer.network_interface) == ("2026.2.1", "cellular")
+    finally:
+        await car.close()
