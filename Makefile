@@ -57,6 +57,7 @@ bench: $(STAMP) bench-deps
 	$(SCRIPT) bench/logger.py
 	$(SCRIPT) bench/backends.py
 	$(SCRIPT) bench/repush.py
+	$(SCRIPT) bench/storm.py
 
 generate: $(STAMP)
 	$(SCRIPT) scripts/generate.py
