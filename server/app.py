@@ -44,7 +44,10 @@ ExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 # Small on purpose: idle vehicles dominate, and picows grows the buffer when a big frame arrives.
 READ_BUFFER_BYTES = 2048
 # A client that has not finished its TLS (or then its WebSocket) handshake by then is dropped.
-HANDSHAKE_TIMEOUT_SECONDS = 10.0
+# As long as nginx's default: in a reconnect storm a handshake waits behind thousands of
+# others, and one dropped after its costly first half is work done twice (bench/storm.py:
+# with 10 s, 4,566 of 10,000 vehicles timed out and came back).
+HANDSHAKE_TIMEOUT_SECONDS = 60.0
 
 
 def build_router(config: ServerConfig, queues: Mapping[str, DispatchQueue]) -> Router:
