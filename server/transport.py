@@ -38,7 +38,7 @@ from fleetwire.server.identity import Identity, IdentityError, identify
 from fleetwire.server.metrics import ServerMetrics
 from fleetwire.server.presence import Presence
 from fleetwire.server.session import Peer, RateLimit, Router, Session
-from fleetwire.server import tls_engine
+from fleetwire.server import accept_gate, tls_engine
 
 log = logging.getLogger("fleetwire.server")
 # The message aiofastnet gives the loop's exception handler for a failed handshake.
@@ -268,6 +268,7 @@ def _frame_header(length: int) -> bytes:
 def listener_factory(state: ServerState) -> Callable[[WSUpgradeRequest], object]:
     """Route upgrade requests: `/status` answers `mtls ok`, every other path streams."""
     tls_engine.install()  # before the first handshake: no certificate decoded that nobody reads
+    accept_gate.install()  # before the server exists: it is created with the gated accept
 
     def factory(request: WSUpgradeRequest) -> object:
         if request.path == b"/status":
@@ -334,15 +335,18 @@ _WATCHED: dict[int, HandshakeNoise] = {}
 
 
 def watch_handshakes(port: int, noise: HandshakeNoise) -> bool:
-    """Count the failed handshakes of the listener on `port`; False if this aiofastnet
-    offers no way to see them (then they are neither counted nor logged)."""
+    """Count the failed handshakes of the listener on `port` and bound those in progress
+    (`accept_gate`); False if this aiofastnet offers no way to see them (then they are
+    neither counted nor logged)."""
     if not _hook_aiofastnet():
         return False
     _WATCHED[port] = noise
+    accept_gate.gate(port)
     return True
 
 
 def unwatch_handshakes(port: int) -> None:
+    accept_gate.ungate(port)
     noise = _WATCHED.pop(port, None)
     if noise is not None:
         noise.close()
@@ -382,12 +386,17 @@ def _hook_aiofastnet() -> bool:
     class CountingSSLTransport(base):  # type: ignore[misc, valid-type]
         __slots__ = ()  # no per-connection dict: idle vehicles dominate memory
 
+        def _call_protocol_connection_made(self) -> None:
+            accept_gate.handshake_ended(self)
+            super()._call_protocol_connection_made()
+
         def _finalize_close(self, exc: Any) -> None:
-            if exc is not None:
-                try:
+            try:
+                accept_gate.handshake_ended(self)  # a no-op unless it never got that far
+                if exc is not None:
                     _handshake_ended(self, exc)
-                except Exception:  # accounting must never keep a socket open
-                    log.exception("counting a failed TLS handshake failed")
+            except Exception:  # accounting must never keep a socket open
+                log.exception("counting a failed TLS handshake failed")
             super()._finalize_close(exc)
 
     api_utils.SSLTransport_Socket = CountingSSLTransport
