@@ -188,20 +188,22 @@ def storm(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     url = f"wss://localhost:{port}/"
     srv = Server(argv, port, server_cpus, workdir / "server.log").start()
     share = -(-args.vehicles // args.client_processes)
-    pipes, procs = [], []
+    pipes: list[Connection] = []
+    procs: list[Any] = []
     ctx = mp.get_context("fork")  # before this process runs any event loop
-    for k in range(args.client_processes):
-        indices = range(k * share, min(args.vehicles, (k + 1) * share))
-        if not indices:
-            continue
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=client_process, daemon=True,
-                           args=(args, url, indices, [(c, k) for _, c, k in pki.vehicles[indices.start:indices.stop]],
-                                 pki.fleet.server_ca_cert, client_cpus, theirs))
-        proc.start()
-        pipes.append(ours)
-        procs.append(proc)
     try:
+        for k in range(args.client_processes):
+            indices = range(k * share, min(args.vehicles, (k + 1) * share))
+            if not indices:
+                continue
+            ours, theirs = ctx.Pipe()
+            certs = [(c, key) for _, c, key in pki.vehicles[indices.start:indices.stop]]
+            proc = ctx.Process(target=client_process, daemon=True,
+                               args=(args, url, indices, certs, pki.fleet.server_ca_cert, client_cpus, theirs))
+            proc.start()
+            theirs.close()  # a client process that dies then ends our recv() instead of hanging it
+            pipes.append(ours)
+            procs.append(proc)
         log(f"{args.vehicles} vehicles connecting from {len(procs)} processes")
         first = time.monotonic()
         first_failures = sum(pipe.recv()[1] for pipe in pipes)
