@@ -59,6 +59,7 @@ bench: $(STAMP) bench-deps
 	$(SCRIPT) bench/repush.py
 	$(SCRIPT) bench/workers.py --repeat 3
 	$(SCRIPT) bench/drain.py
+	$(SCRIPT) bench/storm.py
 
 generate: $(STAMP)
 	$(SCRIPT) scripts/generate.py

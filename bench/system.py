@@ -15,13 +15,13 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def pin(cpu: int, pid: int = 0) -> bool:
-    """Run a process (by default this one) and the threads it starts later on one CPU.
+def pin(cpu: int | set[int], pid: int = 0) -> bool:
+    """Run a process (by default this one) and the threads it starts later on one CPU (or a set).
 
     False if there is no such CPU here.
     """
     try:
-        os.sched_setaffinity(pid, {cpu})
+        os.sched_setaffinity(pid, {cpu} if isinstance(cpu, int) else cpu)
     except OSError:
         return False
     return True
@@ -60,6 +60,30 @@ def rss_bytes(pid: int | str = "self") -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
 
 
+def vm_hwm_bytes(pid: int | str = "self") -> int:
+    """Peak resident set size of a process (VmHWM in /proc/<pid>/status); 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    line = next((ln for ln in status.splitlines() if ln.startswith("VmHWM:")), "VmHWM: 0 kB")
+    return int(line.split()[1]) * 1024
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (a server's workers), from /proc/<pid>/task/*/children."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for children in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in children.read_text().split()]
+            except OSError:
+                pass
+    return out
+
+
 def listening(port: int) -> bool:
     """Whether some socket listens on TCP `port` (read from /proc: no probe connection to log)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -83,7 +107,7 @@ def free_port() -> int:
 class Server:
     """A server under test in a subprocess pinned to one CPU; a context manager."""
 
-    def __init__(self, argv: Sequence[str], port: int, cpu: int, log_file: Path) -> None:
+    def __init__(self, argv: Sequence[str], port: int, cpu: int | set[int], log_file: Path) -> None:
         self.argv = list(argv)
         self.port = port
         self.cpu = cpu
@@ -111,11 +135,11 @@ class Server:
         self.stop()
         raise RuntimeError(f"{self.argv[:3]} did not listen on {self.port} within {timeout} s")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -46,7 +46,10 @@ ExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 # Small on purpose: idle vehicles dominate, and picows grows the buffer when a big frame arrives.
 READ_BUFFER_BYTES = 2048
 # A client that has not finished its TLS (or then its WebSocket) handshake by then is dropped.
-HANDSHAKE_TIMEOUT_SECONDS = 10.0
+# As long as nginx's default: in a reconnect storm a handshake waits behind thousands of
+# others, and one dropped after its costly first half is work done twice (bench/storm.py:
+# with 10 s, 4,566 of 10,000 vehicles timed out and came back).
+HANDSHAKE_TIMEOUT_SECONDS = 60.0
 READY_PATH = b"/readyz"
 """Readiness on the status port: 503 while draining. Every other path is liveness."""
 
@@ -146,6 +149,9 @@ class TelemetryServer:
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
             backlog=4096,
             reuse_port=self.reuse_port or None,
+            # A logger-like object that is not a `logging.Logger`: given a Logger, picows
+            # makes each connection a child Logger of its own (kept while it is open).
+            logger_name=logging.LoggerAdapter(logging.getLogger("picows.server")),
         )
         self._vehicle_servers.append(server)
         vehicles_port = server.sockets[0].getsockname()[1]

@@ -1,6 +1,6 @@
 """Who is connecting, read from the verified client certificate.
 
-Only the leaf of the chain OpenSSL verified counts (``getpeercert(binary_form=True)``):
+Only the leaf of the chain OpenSSL verified counts (`transport.verified_leaf`):
 identity taken from any other certificate the peer sent would let one vehicle claim
 another's VIN. The VIN is the leaf's subject CN ("." becomes "-"); the client type
 comes from the issuing CA:
@@ -22,6 +22,7 @@ comes from the issuing CA:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -70,8 +71,11 @@ _EKU_TYPES = {
 WIFI_EAP_OID = "1.3.6.1.4.1.49279.2.5.1.1"
 _OU_TYPES = {"Solar Inverter": "solar_inverter_device", "Gen3 Wall Connector": "wall_connector_device"}
 
-CACHE_SIZE = 4096
-"""Distinct certificates remembered; reconnecting vehicles skip the parsing."""
+CACHE_SIZE = 65536
+"""Distinct certificates remembered, enough for a fleet: after a restart every vehicle
+reconnects at once, and a cache smaller than the fleet would miss on each of them. An
+entry keeps the certificate's SHA-256 and its identity (about 300 bytes), not the
+certificate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,16 +102,34 @@ class IdentityError(Exception):
 def identify(leaf_der: bytes) -> Identity:
     """The identity in a verified leaf certificate (DER); raises `IdentityError`.
 
-    Results, refusals included, are cached by the certificate's bytes.
+    Results, refusals included, are cached by the certificate's SHA-256.
     """
-    result = _classify(bytes(leaf_der))
+    der = bytes(leaf_der)
+    result = _classify(_Leaf(hashlib.sha256(der).digest(), der))
     if isinstance(result, Identity):
         return result
     raise IdentityError(*result)  # a fresh exception each time: no traceback pile-up
 
 
+class _Leaf:
+    """A certificate as a cache key: equal by digest, so the cache need not keep the DER."""
+
+    __slots__ = ("der", "digest")
+
+    def __init__(self, digest: bytes, der: bytes) -> None:
+        self.digest = digest
+        self.der = der
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Leaf) and other.digest == self.digest
+
+
 @lru_cache(maxsize=CACHE_SIZE)
-def _classify(der: bytes) -> Identity | tuple[str, str]:
+def _classify(leaf: _Leaf) -> Identity | tuple[str, str]:
+    der, leaf.der = leaf.der, b""  # the cache keeps this key: the digest is all it needs
     try:
         cert = x509.load_der_x509_certificate(der)
         return _identity(cert)

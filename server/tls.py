@@ -85,6 +85,12 @@ def server_context(cert_file: Path, key_file: Path, ca_file: Path) -> ssl.SSLCon
     # ticket keys die with the process, so they cannot speed up the reconnect storm after
     # a restart, the one moment handshake cost matters.
     ctx.num_tickets = 0
+    # OpenSSL reads and writes the socket itself instead of through aiofastnet's memory
+    # BIOs, which are two 257 KB buffers per connection that an idle vehicle keeps a few
+    # touched pages of (about 10 KB); it also saves a copy per handshake message. This is
+    # aiofastnet 1.2's own switch (the path it uses for kernel TLS); versions without it
+    # ignore the attribute.
+    ctx._aiofastnet_force_socket_bio = True  # type: ignore[attr-defined]
     return ctx
 
 

@@ -38,6 +38,7 @@ from fleetwire.server.identity import Identity, IdentityError, identify
 from fleetwire.server.metrics import ServerMetrics
 from fleetwire.server.presence import Presence
 from fleetwire.server.session import Peer, RateLimit, Router, Session
+from fleetwire.server import accept_gate, tls_engine
 
 log = logging.getLogger("fleetwire.server")
 # The message aiofastnet gives the loop's exception handler for a failed handshake.
@@ -177,6 +178,7 @@ class VehicleListener(WSListener):
     # -- picows callbacks ------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
+        _release_upgrade(transport)
         state = self._state
         if state.draining:  # its TLS handshake finished after the listening socket closed
             transport.send_close(WSCloseCode.GOING_AWAY, b"server shutting down")
@@ -285,6 +287,16 @@ def _flush_unflushed(unflushed: list[VehicleListener]) -> None:
             log.exception("writing replies to %s failed", listener._peer.connection_id)
 
 
+def _release_upgrade(transport: WSTransport) -> None:
+    """Empty the headers of the upgrade request and response, which picows keeps for the
+    connection's lifetime (about 1.5 KB per idle vehicle): `Peer` already holds the few
+    header values the connection needs, bounded."""
+    for message in (transport.request, transport.response):
+        headers = getattr(message, "headers", None)
+        if headers is not None:
+            headers.clear()
+
+
 def verified_leaf(ssl_object: object) -> bytes | None:
     """DER of the first certificate of the chain OpenSSL verified, or None.
 
@@ -316,6 +328,8 @@ def _frame_header(length: int) -> bytes:
 
 def listener_factory(state: ServerState) -> Callable[[WSUpgradeRequest], object]:
     """Route upgrade requests: `/status` answers `mtls ok`, every other path streams."""
+    tls_engine.install()  # before the first handshake: no certificate decoded that nobody reads
+    accept_gate.install()  # before the server exists: it is created with the gated accept
 
     def factory(request: WSUpgradeRequest) -> object:
         if request.path == b"/status":
@@ -382,15 +396,18 @@ _WATCHED: dict[int, HandshakeNoise] = {}
 
 
 def watch_handshakes(port: int, noise: HandshakeNoise) -> bool:
-    """Count the failed handshakes of the listener on `port`; False if this aiofastnet
-    offers no way to see them (then they are neither counted nor logged)."""
+    """Count the failed handshakes of the listener on `port` and bound those in progress
+    (`accept_gate`); False if this aiofastnet offers no way to see them (then they are
+    neither counted nor logged)."""
     if not _hook_aiofastnet():
         return False
     _WATCHED[port] = noise
+    accept_gate.gate(port)
     return True
 
 
 def unwatch_handshakes(port: int) -> None:
+    accept_gate.ungate(port)
     noise = _WATCHED.pop(port, None)
     if noise is not None:
         noise.close()
@@ -430,12 +447,17 @@ def _hook_aiofastnet() -> bool:
     class CountingSSLTransport(base):  # type: ignore[misc, valid-type]
         __slots__ = ()  # no per-connection dict: idle vehicles dominate memory
 
+        def _call_protocol_connection_made(self) -> None:
+            accept_gate.handshake_ended(self)
+            super()._call_protocol_connection_made()
+
         def _finalize_close(self, exc: Any) -> None:
-            if exc is not None:
-                try:
+            try:
+                accept_gate.handshake_ended(self)  # a no-op unless it never got that far
+                if exc is not None:
                     _handshake_ended(self, exc)
-                except Exception:  # accounting must never keep a socket open
-                    log.exception("counting a failed TLS handshake failed")
+            except Exception:  # accounting must never keep a socket open
+                log.exception("counting a failed TLS handshake failed")
             super()._finalize_close(exc)
 
     api_utils.SSLTransport_Socket = CountingSSLTransport

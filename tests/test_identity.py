@@ -200,3 +200,29 @@ def test_results_and_refusals_are_cached() -> None:
 def test_client_auth_is_not_a_device_type() -> None:
     usages = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
     assert refused(raw_cert(x509.Name([cn(VIN)]), PRODUCT_CA, [usages])) == "no_eku"
+
+
+def test_the_cache_holds_a_fleet_and_keeps_no_certificate() -> None:
+    """After a restart every vehicle of the fleet reconnects: a cache smaller than the storm
+    would parse each certificate again, and a cache keyed by the DER would keep ~0.5 KB of
+    certificate per vehicle for as long as the process lives."""
+    import gc
+    import tracemalloc
+
+    from fleetwire.server.identity import CACHE_SIZE
+
+    assert CACHE_SIZE >= 10_000
+    ca_bundle = ca("Tesla Issuing CA")
+    leaves = [make_vehicle_cert(ca_bundle, f"5YJ3E1EA7KF{i:06d}").cert_der for i in range(200)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        # A fresh copy of the bytes each time, as each handshake hands over.
+        identities = [identify(bytes(bytearray(leaf))) for leaf in leaves]
+        gc.collect()
+        kept = (tracemalloc.get_traced_memory()[0] - before) / len(leaves)
+    finally:
+        tracemalloc.stop()
+    assert {i.vin for i in identities} == {f"5YJ3E1EA7KF{i:06d}" for i in range(200)}
+    assert kept < len(leaves[0])

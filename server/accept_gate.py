@@ -1,0 +1,138 @@
+"""A bound on the TLS handshakes in progress: in a reconnect storm, first come, first served.
+
+Without it, the server accepts every connection the kernel has queued and starts all their
+handshakes at once: each then waits behind thousands of others, all of them finish
+together at the end, and every pending handshake holds OpenSSL's buffers meanwhile (a
+10,000-vehicle storm after a SIGKILL peaked at 540 MB). With it, accepting pauses while
+`limit` handshakes are in progress and resumes once half of them are done; the kernel's
+accept queue holds the rest, which costs the server nothing.
+
+`HandshakeGate` is the decision, free of I/O; `install` teaches aiofastnet's server to ask it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["MAX_HANDSHAKES_IN_PROGRESS", "HandshakeGate", "gate", "gate_of", "handshake_ended", "install", "ungate"]
+
+log = logging.getLogger("fleetwire.server")
+
+MAX_HANDSHAKES_IN_PROGRESS = 256
+"""Per listening port and process: about a quarter of a second of one core's handshakes."""
+
+
+class HandshakeGate:
+    """The handshakes in progress on one listening port (by socket fd), and whether
+    accepting is paused."""
+
+    def __init__(self, limit: int = MAX_HANDSHAKES_IN_PROGRESS) -> None:
+        self.limit = limit
+        self.in_progress: set[int] = set()
+        self.resume: Callable[[], None] | None = None  # set while accepting is paused
+
+    def room(self) -> int:
+        """How many more connections may be accepted now."""
+        return max(0, self.limit - len(self.in_progress))
+
+    def started(self, fd: int) -> None:
+        self.in_progress.add(fd)
+
+    def ended(self, fd: int) -> None:
+        """The handshake on `fd` finished or failed (a no-op for any other fd)."""
+        if fd not in self.in_progress:
+            return
+        self.in_progress.discard(fd)
+        if self.resume is not None and len(self.in_progress) <= self.limit // 2:
+            resume, self.resume = self.resume, None
+            resume()
+
+
+# Local port of a listening socket -> its gate (accepted sockets share the port).
+_GATES: dict[int, HandshakeGate] = {}
+
+
+def gate(port: int, limit: int | None = None) -> bool:
+    """Bound the handshakes of the listener on `port` (by default to
+    `MAX_HANDSHAKES_IN_PROGRESS`); False if this aiofastnet cannot."""
+    if not install():
+        return False
+    _GATES[port] = HandshakeGate(limit or MAX_HANDSHAKES_IN_PROGRESS)
+    return True
+
+
+def gate_of(port: int) -> HandshakeGate | None:
+    return _GATES.get(port)
+
+
+def ungate(port: int) -> None:
+    _GATES.pop(port, None)
+
+
+def handshake_ended(transport: Any) -> None:
+    """Called by the server's TLS transports when their handshake ends, either way."""
+    if not _GATES:
+        return
+    sockname = transport.get_extra_info("sockname")
+    found = _GATES.get(sockname[1]) if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+    sock = transport.get_extra_info("socket")
+    if found is not None and sock is not None:
+        found.ended(sock.fileno())
+
+
+@functools.cache
+def install() -> bool:
+    """Make aiofastnet's servers accept only what their port's gate has room for."""
+    try:
+        from aiofastnet import api_create_server
+    except ImportError:
+        return False
+    base = getattr(api_create_server, "Server", None)
+    needed = ("_accept_connection", "_accept_connection2", "_start_serving_one_listener")
+    if not isinstance(base, type) or not all(callable(getattr(base, name, None)) for name in needed):
+        log.warning("this aiofastnet version cannot bound handshakes in progress")
+        return False
+
+    class GatedServer(base):  # type: ignore[misc, valid-type]
+        def _accept_connection(self, listening_sock: socket.socket) -> None:
+            found = _GATES.get(listening_sock.getsockname()[1])
+            if found is None:
+                return super()._accept_connection(listening_sock)
+            for _ in range(found.room()):
+                try:
+                    conn, _addr = listening_sock.accept()
+                    conn.setblocking(False)
+                except ConnectionAbortedError:
+                    continue
+                except (BlockingIOError, InterruptedError):
+                    return None  # the kernel's queue is empty
+                except OSError as exc:
+                    if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        raise
+                    return super()._accept_connection(listening_sock)  # aiofastnet backs off
+                found.started(conn.fileno())
+                asyncio.get_running_loop().create_task(self._gated_accept(conn, found))
+            self._loop.remove_reader(listening_sock.fileno())
+            found.resume = functools.partial(self._resume_accepting, listening_sock)
+            return None
+
+        async def _gated_accept(self, conn: socket.socket, found: HandshakeGate) -> None:
+            fd = conn.fileno()
+            try:
+                await self._accept_connection2(conn)
+            finally:
+                if conn.fileno() == -1:  # no transport took the socket
+                    found.ended(fd)
+
+        def _resume_accepting(self, listening_sock: socket.socket) -> None:
+            if self._sockets is not None and listening_sock in self._sockets:
+                self._start_serving_one_listener(listening_sock)
+
+    api_create_server.Server = GatedServer
+    return True

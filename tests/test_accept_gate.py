@@ -1,0 +1,58 @@
+"""The bound on TLS handshakes in progress: the decision alone, then a real server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import uvloop
+from conftest import ServerFactory
+from e2e_car import Car
+from fleetwire.server import accept_gate
+from fleetwire.server.accept_gate import HandshakeGate
+
+ASYNCIO_LOOP_FACTORY = uvloop.new_event_loop  # the loop `fleetwire serve` runs on
+
+
+def test_accepting_pauses_at_the_limit_and_resumes_at_half() -> None:
+    resumed: list[bool] = []
+    gate = HandshakeGate(limit=4)
+    for fd in range(10, 14):
+        gate.started(fd)
+    assert gate.room() == 0
+    gate.resume = lambda: resumed.append(True)
+    gate.ended(10)
+    assert resumed == [] and gate.room() == 1  # 3 in progress: still above half
+    gate.ended(99)  # not a handshake of this gate
+    gate.ended(10)  # nor twice the same one
+    assert resumed == [] and gate.room() == 1
+    gate.ended(11)
+    assert resumed == [True] and gate.resume is None and gate.room() == 2
+
+
+async def test_a_vehicle_waits_while_the_bound_is_reached_then_streams(
+    running_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two connections that never start their handshake fill a bound of two: a vehicle
+    waits in the kernel's queue (not dropped, not refused) until one of them goes."""
+    monkeypatch.setattr(accept_gate, "MAX_HANDSHAKES_IN_PROGRESS", 2)
+    srv = await running_server()
+    stalled = [await asyncio.open_connection("127.0.0.1", srv.ports.vehicles) for _ in range(2)]
+    gate = accept_gate.gate_of(srv.ports.vehicles)
+    assert gate is not None
+    for _ in range(50):
+        if gate.room() == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert gate.room() == 0
+    connecting = asyncio.ensure_future(Car.connect(srv))
+    done, _ = await asyncio.wait([connecting], timeout=0.5)
+    assert not done  # its handshake has not started
+    for _, writer in stalled:
+        writer.close()
+    car = await asyncio.wait_for(connecting, 10)
+    try:
+        await car.assert_alive()
+        assert gate.room() == 2  # the vehicle's handshake ended too
+    finally:
+        await car.close()
