@@ -7,6 +7,10 @@ together at the end, and every pending handshake holds OpenSSL's buffers meanwhi
 `limit` handshakes are in progress and resumes once half of them are done; the kernel's
 accept queue holds the rest, which costs the server nothing.
 
+A handshake that has made no progress for `STALL_SECONDS` stops counting: a connection
+that sends nothing costs no CPU, and without this a few hundred of them (a scanner, an
+attacker) would keep every vehicle out until the handshake timeout.
+
 `HandshakeGate` is the decision, free of I/O; `install` teaches aiofastnet's server to ask it.
 """
 
@@ -17,39 +21,61 @@ import errno
 import functools
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MAX_HANDSHAKES_IN_PROGRESS", "HandshakeGate", "gate", "gate_of", "handshake_ended", "install", "ungate"]
+__all__ = ["MAX_HANDSHAKES_IN_PROGRESS", "STALL_SECONDS", "HandshakeGate", "gate", "gate_of", "handshake_ended", "install", "ungate"]
 
 log = logging.getLogger("fleetwire.server")
 
 MAX_HANDSHAKES_IN_PROGRESS = 256
 """Per listening port and process: about a quarter of a second of one core's handshakes."""
+STALL_SECONDS = 2.0
+"""A handshake in progress for longer waits on its peer, not on the CPU: it stops counting.
+A vehicle on a slow cellular link needs a few round trips; OpenSSL's work takes a millisecond."""
 
 
 class HandshakeGate:
-    """The handshakes in progress on one listening port (by socket fd), and whether
-    accepting is paused."""
+    """The handshakes in progress on one listening port (by socket fd, with when each
+    started), and whether accepting is paused."""
 
-    def __init__(self, limit: int = MAX_HANDSHAKES_IN_PROGRESS) -> None:
+    def __init__(self, limit: int = MAX_HANDSHAKES_IN_PROGRESS, stall_seconds: float = STALL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
-        self.in_progress: set[int] = set()
+        self.stall_seconds = stall_seconds
+        self._clock = clock
+        self.in_progress: dict[int, float] = {}  # in the order they started
         self.resume: Callable[[], None] | None = None  # set while accepting is paused
+
+    def _forget_stalled(self) -> None:
+        oldest = self._clock() - self.stall_seconds
+        while self.in_progress:
+            fd, started = next(iter(self.in_progress.items()))
+            if started > oldest:
+                return
+            del self.in_progress[fd]
 
     def room(self) -> int:
         """How many more connections may be accepted now."""
+        self._forget_stalled()
         return max(0, self.limit - len(self.in_progress))
 
     def started(self, fd: int) -> None:
-        self.in_progress.add(fd)
+        self.in_progress[fd] = self._clock()
 
     def ended(self, fd: int) -> None:
         """The handshake on `fd` finished or failed (a no-op for any other fd)."""
-        if fd not in self.in_progress:
+        if self.in_progress.pop(fd, None) is not None:
+            self.check()
+
+    def check(self) -> None:
+        """Resume accepting if paused and at most half the bound is in progress (stalled
+        handshakes not counted): on every end, and `stall_seconds` after a pause."""
+        if self.resume is None:
             return
-        self.in_progress.discard(fd)
-        if self.resume is not None and len(self.in_progress) <= self.limit // 2:
+        self._forget_stalled()
+        if len(self.in_progress) <= self.limit // 2:
             resume, self.resume = self.resume, None
             resume()
 
@@ -63,7 +89,7 @@ def gate(port: int, limit: int | None = None) -> bool:
     `MAX_HANDSHAKES_IN_PROGRESS`); False if this aiofastnet cannot."""
     if not install():
         return False
-    _GATES[port] = HandshakeGate(limit or MAX_HANDSHAKES_IN_PROGRESS)
+    _GATES[port] = HandshakeGate(limit or MAX_HANDSHAKES_IN_PROGRESS, STALL_SECONDS)
     return True
 
 
@@ -120,6 +146,8 @@ def install() -> bool:
                 asyncio.get_running_loop().create_task(self._gated_accept(conn, found))
             self._loop.remove_reader(listening_sock.fileno())
             found.resume = functools.partial(self._resume_accepting, listening_sock)
+            # By then every handshake in progress now has ended or stalled: never paused for good.
+            self._loop.call_later(found.stall_seconds, found.check)
             return None
 
         async def _gated_accept(self, conn: socket.socket, found: HandshakeGate) -> None:

@@ -30,12 +30,55 @@ def test_accepting_pauses_at_the_limit_and_resumes_at_half() -> None:
     assert resumed == [True] and gate.resume is None and gate.room() == 2
 
 
+def test_a_handshake_that_stalls_stops_counting() -> None:
+    """Connections that send nothing cost no CPU: they must not hold the bound."""
+    now = [100.0]
+    resumed: list[bool] = []
+    gate = HandshakeGate(limit=2, stall_seconds=2.0, clock=lambda: now[0])
+    gate.started(10)
+    now[0] += 1.0
+    gate.started(11)
+    assert gate.room() == 0
+    gate.resume = lambda: resumed.append(True)
+    gate.check()
+    assert resumed == []
+    now[0] += 1.0  # fd 10 has waited 2 s on its peer
+    assert gate.room() == 1
+    gate.check()
+    assert resumed == [True]  # 1 of 2 in progress: at most half
+    gate.ended(10)  # a forgotten handshake ending later changes nothing
+    assert gate.room() == 1
+    now[0] += 1.0
+    assert gate.room() == 2
+
+
+async def test_connections_that_never_handshake_keep_no_vehicle_out(
+    running_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker filling the bound with silent connections delays a vehicle by the stall
+    time at most, not by the handshake timeout."""
+    monkeypatch.setattr(accept_gate, "MAX_HANDSHAKES_IN_PROGRESS", 2)
+    monkeypatch.setattr(accept_gate, "STALL_SECONDS", 0.5)
+    srv = await running_server()
+    stalled = [await asyncio.open_connection("127.0.0.1", srv.ports.vehicles) for _ in range(4)]
+    try:
+        car = await asyncio.wait_for(Car.connect(srv), 5)
+        try:
+            await car.assert_alive()
+        finally:
+            await car.close()
+    finally:
+        for _, writer in stalled:
+            writer.close()
+
+
 async def test_a_vehicle_waits_while_the_bound_is_reached_then_streams(
     running_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two connections that never start their handshake fill a bound of two: a vehicle
     waits in the kernel's queue (not dropped, not refused) until one of them goes."""
     monkeypatch.setattr(accept_gate, "MAX_HANDSHAKES_IN_PROGRESS", 2)
+    monkeypatch.setattr(accept_gate, "STALL_SECONDS", 30.0)
     srv = await running_server()
     stalled = [await asyncio.open_connection("127.0.0.1", srv.ports.vehicles) for _ in range(2)]
     gate = accept_gate.gate_of(srv.ports.vehicles)
