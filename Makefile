@@ -60,6 +60,7 @@ bench: $(STAMP) bench-deps
 	$(SCRIPT) bench/workers.py --repeat 3
 	$(SCRIPT) bench/drain.py
 	$(SCRIPT) bench/storm.py
+	$(SCRIPT) bench/storm.py --workers 2 --server-cpus 0,1
 
 generate: $(STAMP)
 	$(SCRIPT) scripts/generate.py
