@@ -35,7 +35,6 @@ __all__ = [
     "DrainReason",
     "acks_settled",
     "grace_period_seconds",
-    "parse_drain_seconds",
     "workers_stop_seconds",
 ]
 
@@ -100,19 +99,6 @@ def acks_settled(plan: DrainPlan, now: float, owed: int) -> DrainReason | None:
             f"{plan.acks_deadline - plan.started:.1f} s: not acked, their vehicles resend them",
         )
     return None
-
-
-def parse_drain_seconds(value: str) -> float:
-    """`FLEETWIRE_DRAIN_SECONDS`: empty means the default; else a positive, finite number."""
-    if value == "":
-        return DEFAULT_DRAIN_SECONDS
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{value!r} is not a positive number of seconds (default {DEFAULT_DRAIN_SECONDS:g})")
-    return seconds
 
 
 def workers_stop_seconds(budget: float) -> float:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fleetwire.server.drain import DEFAULT_DRAIN_SECONDS, DRAIN_ENV, parse_drain_seconds
+from fleetwire.server.drain import DEFAULT_DRAIN_SECONDS, DRAIN_ENV
 from fleetwire.strictjson import ConfigError
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "SUPPRESS_ENV",
     "ServerEnvironment",
     "log_interval",
+    "parse_drain_seconds",
     "process_environment",
     "read_environment",
     "suppress_logging",
@@ -57,18 +58,27 @@ def suppress_logging(environ: Mapping[str, str]) -> bool:
     raise ValueError(f"{value!r} is not a boolean: use true or false (or 1/0, t/f, TRUE/FALSE, True/False)")
 
 
-def log_interval(environ: Mapping[str, str]) -> float:
-    """Seconds between two summary lines (`FLEETWIRE_TLS_HANDSHAKE_LOG_INTERVAL`, default 60)."""
-    value = environ.get(LOG_INTERVAL_ENV, "")
+def positive_seconds(value: str, default: float) -> float:
+    """A number of seconds from the environment: empty means `default`; else positive and finite."""
     if value == "":
-        return DEFAULT_LOG_INTERVAL
+        return default
     try:
         seconds = float(value)
     except ValueError:
         seconds = -1.0
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{value!r} is not a positive number of seconds")
+        raise ValueError(f"{value!r} is not a positive number of seconds (default {default:g})")
     return seconds
+
+
+def log_interval(environ: Mapping[str, str]) -> float:
+    """Seconds between two summary lines (`FLEETWIRE_TLS_HANDSHAKE_LOG_INTERVAL`, default 60)."""
+    return positive_seconds(environ.get(LOG_INTERVAL_ENV, ""), DEFAULT_LOG_INTERVAL)
+
+
+def parse_drain_seconds(value: str) -> float:
+    """`FLEETWIRE_DRAIN_SECONDS`: the graceful drain's budget (default 20 s)."""
+    return positive_seconds(value, DEFAULT_DRAIN_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,8 @@ from kubernetes.utils.quantity import parse_quantity
 from fleetwire.operator.resource import crd
 from fleetwire.operator.environment import OperatorEnvironment
 from fleetwire.operator.resource.spec import AcmeCertificate, FleetTelemetrySpec, SecretCertificate, SecretKeyRef
-from fleetwire.server.drain import DEFAULT_DRAIN_SECONDS, DRAIN_ENV, grace_period_seconds, parse_drain_seconds
+from fleetwire.server.drain import DEFAULT_DRAIN_SECONDS, DRAIN_ENV, grace_period_seconds
+from fleetwire.server.environment import parse_drain_seconds
 
 __all__ = [
     "CONFIG_CHECKSUM_ANNOTATION",
