@@ -48,6 +48,9 @@ class HandshakeGate:
         self._clock = clock
         self.in_progress: dict[int, float] = {}  # in the order they started
         self.resume: Callable[[], None] | None = None  # set while accepting is paused
+        self.failed: Callable[[BaseException], None] | None = None
+        """Told of a handshake that failed as its connection was accepted (then no transport
+        exists to report it): with TCP_DEFER_ACCEPT the ClientHello is already there."""
 
     def _forget_stalled(self) -> None:
         oldest = self._clock() - self.stall_seconds
@@ -85,12 +88,13 @@ class HandshakeGate:
 _GATES: dict[int, HandshakeGate] = {}
 
 
-def gate(port: int, limit: int | None = None) -> bool:
+def gate(port: int, limit: int | None = None, failed: Callable[[BaseException], None] | None = None) -> bool:
     """Bound the handshakes of the listener on `port` (by default to
     `MAX_HANDSHAKES_IN_PROGRESS`); False if this aiofastnet cannot."""
     if not install():
         return False
-    _GATES[port] = HandshakeGate(limit or MAX_HANDSHAKES_IN_PROGRESS, STALL_SECONDS)
+    found = _GATES[port] = HandshakeGate(limit or MAX_HANDSHAKES_IN_PROGRESS, STALL_SECONDS)
+    found.failed = failed
     return True
 
 
@@ -175,10 +179,13 @@ def install() -> bool:
                     self._ssl_incoming_bio_size, self._ssl_outgoing_bio_size,
                     conn, server=self,
                 )
-            except Exception:  # the socket is closed and the server goes on, as in aiofastnet
+            except Exception as exc:  # the socket is closed and the server goes on, as in aiofastnet
                 conn.close()
                 found.ended(fd)
-                log.exception("setting up TLS on an accepted connection failed")
+                if found.failed is not None:
+                    found.failed(exc)
+                if not isinstance(exc, OSError):  # a network error is noise, counted; anything else a bug
+                    log.exception("setting up TLS on an accepted connection failed")
                 return
             self._attach(transport)
 
