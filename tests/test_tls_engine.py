@@ -16,7 +16,7 @@ ASYNCIO_LOOP_FACTORY = uvloop.new_event_loop  # the loop `fleetwire serve` runs 
 
 def _transports(srv: RunningServer) -> list[Any]:
     """The server's accepted TLS transports (aiofastnet keeps them in a weak set)."""
-    return [t for server in srv.server._servers for t in getattr(server, "_clients", ())]
+    return [t for server in srv.server._vehicle_servers for t in getattr(server, "_clients", ())]
 
 
 async def test_a_handshake_decodes_no_certificate_through_a_file(
