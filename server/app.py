@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -51,22 +50,6 @@ READ_BUFFER_BYTES = 2048
 # others, and one dropped after its costly first half is work done twice (bench/storm.py:
 # with 10 s, 4,566 of 10,000 vehicles timed out and came back).
 HANDSHAKE_TIMEOUT_SECONDS = 60.0
-# The kernel hands a vehicle's connection over only once its first bytes (the ClientHello)
-# are there, as nginx's `deferred`: one wakeup and one empty handshake step less per
-# handshake, and a connection that sends nothing costs the server nothing for this long.
-DEFER_ACCEPT_SECONDS = 10
-
-
-def defer_accept(sockets: Any) -> bool:
-    """Set TCP_DEFER_ACCEPT on listening sockets; False where the system has none (not Linux)."""
-    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
-    if option is None:
-        return False
-    for listening in sockets:
-        listening.setsockopt(socket.IPPROTO_TCP, option, DEFER_ACCEPT_SECONDS)
-    return True
-
-
 READY_PATH = b"/readyz"
 """Readiness on the status port: 503 while draining. Every other path is liveness."""
 
@@ -171,7 +154,6 @@ class TelemetryServer:
             logger_name=logging.LoggerAdapter(logging.getLogger("picows.server")),
         )
         self._vehicle_servers.append(server)
-        defer_accept(server.sockets)
         vehicles_port = server.sockets[0].getsockname()[1]
         self._watch_handshakes(vehicles_port, env.suppress_handshake_logging, env.handshake_log_interval)
         status_port = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 import uvloop
@@ -13,15 +12,6 @@ from fleetwire.server import accept_gate
 from fleetwire.server.accept_gate import HandshakeGate
 
 ASYNCIO_LOOP_FACTORY = uvloop.new_event_loop  # the loop `fleetwire serve` runs on
-
-
-async def _stalled(srv: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection that starts a ClientHello and never finishes it: accepted (TCP_DEFER_ACCEPT
-    hands over nothing before the first bytes) and then silent."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", srv.ports.vehicles)
-    writer.write(b"\x16\x03\x01")
-    await writer.drain()
-    return reader, writer
 
 
 def test_accepting_pauses_at_the_limit_and_resumes_at_half() -> None:
@@ -70,7 +60,7 @@ async def test_connections_that_never_handshake_keep_no_vehicle_out(
     monkeypatch.setattr(accept_gate, "MAX_HANDSHAKES_IN_PROGRESS", 2)
     monkeypatch.setattr(accept_gate, "STALL_SECONDS", 0.5)
     srv = await running_server()
-    stalled = [await _stalled(srv) for _ in range(4)]
+    stalled = [await asyncio.open_connection("127.0.0.1", srv.ports.vehicles) for _ in range(4)]
     try:
         car = await asyncio.wait_for(Car.connect(srv), 5)
         try:
@@ -85,12 +75,12 @@ async def test_connections_that_never_handshake_keep_no_vehicle_out(
 async def test_a_vehicle_waits_while_the_bound_is_reached_then_streams(
     running_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two connections that never finish their ClientHello fill a bound of two: a vehicle
+    """Two connections that never start their handshake fill a bound of two: a vehicle
     waits in the kernel's queue (not dropped, not refused) until one of them goes."""
     monkeypatch.setattr(accept_gate, "MAX_HANDSHAKES_IN_PROGRESS", 2)
     monkeypatch.setattr(accept_gate, "STALL_SECONDS", 30.0)
     srv = await running_server()
-    stalled = [await _stalled(srv) for _ in range(2)]
+    stalled = [await asyncio.open_connection("127.0.0.1", srv.ports.vehicles) for _ in range(2)]
     gate = accept_gate.gate_of(srv.ports.vehicles)
     assert gate is not None
     for _ in range(50):
@@ -109,3 +99,37 @@ async def test_a_vehicle_waits_while_the_bound_is_reached_then_streams(
         assert gate.room() == 2  # the vehicle's handshake ended too
     finally:
         await car.close()
+
+
+async def test_a_handshake_that_fails_as_it_is_accepted_is_counted(
+    running_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection whose ClientHello and close wait in the kernel's queue fails inside the
+    accept itself, before any transport exists to report it: it is still counted."""
+    monkeypatch.setattr(accept_gate, "MAX_HANDSHAKES_IN_PROGRESS", 1)
+    monkeypatch.setattr(accept_gate, "STALL_SECONDS", 30.0)
+    srv = await running_server()
+    gate = accept_gate.gate_of(srv.ports.vehicles)
+    assert gate is not None
+    _, stalled = await asyncio.open_connection("127.0.0.1", srv.ports.vehicles)
+    for _ in range(50):
+        if gate.room() == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert gate.room() == 0
+    _, queued = await asyncio.open_connection("127.0.0.1", srv.ports.vehicles)  # waits in the kernel's queue
+    queued.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a truncated ClientHello, then EOF
+    await queued.drain()
+    queued.close()
+    await asyncio.sleep(0.1)
+    stalled.close()  # the stalled handshake ends: the queued connection is accepted with its bytes and EOF
+
+    def failures() -> float:
+        return srv.metric("fleetwire_tls_handshake_failures_total", reason="closed_before_handshake")
+
+    for _ in range(100):
+        if failures() >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert failures() == 2
+    assert gate.in_progress == {}

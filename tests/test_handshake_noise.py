@@ -22,7 +22,7 @@ import pytest
 import uvloop
 from conftest import RunningServer, ServerFactory
 from fleetwire.pki import make_ca, make_vehicle_cert, write_bundle
-from fleetwire.server import accept_gate, app
+from fleetwire.server import app
 from fleetwire.server.config import ConfigError
 from fleetwire.server.environment import log_interval, suppress_logging
 from fleetwire.server.handshake import REASONS, FailureSummary, classify
@@ -167,18 +167,10 @@ async def _tcp_close(srv: RunningServer) -> None:
     writer.close()
 
 
-# The first bytes of a TLS record: the server accepts the connection (TCP_DEFER_ACCEPT hands
-# it over only once bytes are there) and waits for the rest of the ClientHello.
-HELLO_START = b"\x16\x03\x01"
-
-
 async def _tcp_reset(srv: RunningServer) -> None:
     sock = socket.socket()
     sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, ("127.0.0.1", srv.ports.vehicles))
-    await loop.sock_sendall(sock, HELLO_START)
-    await asyncio.sleep(0.005)  # the server has it before the reset (else the kernel drops both)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.ports.vehicles))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
 
@@ -307,34 +299,11 @@ async def test_a_client_that_never_finishes_its_handshake_is_counted_as_a_timeou
     monkeypatch.setattr(app, "HANDSHAKE_TIMEOUT_SECONDS", 0.3)
     srv = await running_server()
     idle = [await asyncio.open_connection("127.0.0.1", srv.ports.vehicles) for _ in range(5)]
-    for _, writer in idle:
-        writer.write(HELLO_START)  # a connection that sends nothing never reaches the server
     expected = dict.fromkeys(REASONS, 0.0) | {"timeout": 5.0}
     assert await _counted(srv, expected, timeout=5) == expected
     for _, writer in idle:
         writer.close()
     assert logs.tracebacks == 0
-
-
-async def test_a_connection_that_sends_nothing_is_not_accepted(running_server: ServerFactory) -> None:
-    """TCP_DEFER_ACCEPT: the kernel keeps a silent connection (a scanner, a port probe) to
-    itself; its first bytes hand it over, and a vehicle connects meanwhile."""
-    srv = await running_server()
-    gate = accept_gate.gate_of(srv.ports.vehicles)
-    assert gate is not None
-    silent = [await asyncio.open_connection("127.0.0.1", srv.ports.vehicles) for _ in range(3)]
-    try:
-        await _assert_vehicle_streams(srv)
-        assert gate.in_progress == {}
-        silent[0][1].write(HELLO_START)
-        for _ in range(100):
-            if gate.in_progress:
-                break
-            await asyncio.sleep(0.02)
-        assert len(gate.in_progress) == 1
-    finally:
-        for _, writer in silent:
-            writer.close()
 
 
 async def test_a_bug_during_a_handshake_is_still_shown(running_server: ServerFactory) -> None:
