@@ -49,8 +49,8 @@ class HandshakeGate:
         self.in_progress: dict[int, float] = {}  # in the order they started
         self.resume: Callable[[], None] | None = None  # set while accepting is paused
         self.failed: Callable[[BaseException], None] | None = None
-        """Told of a handshake that failed as its connection was accepted (then no transport
-        exists to report it): with TCP_DEFER_ACCEPT the ClientHello is already there."""
+        """Told of a handshake that failed as its connection was accepted (the ClientHello,
+        and perhaps the peer's close, were already there): no transport exists to report it."""
 
     def _forget_stalled(self) -> None:
         oldest = self._clock() - self.stall_seconds
