@@ -21,6 +21,7 @@ import errno
 import functools
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,9 @@ class HandshakeGate:
         self._clock = clock
         self.in_progress: dict[int, float] = {}  # in the order they started
         self.resume: Callable[[], None] | None = None  # set while accepting is paused
+        self.failed: Callable[[BaseException], None] | None = None
+        """Told of a handshake that failed as its connection was accepted (the ClientHello,
+        and perhaps the peer's close, were already there): no transport exists to report it."""
 
     def _forget_stalled(self) -> None:
         oldest = self._clock() - self.stall_seconds
@@ -84,12 +88,13 @@ class HandshakeGate:
 _GATES: dict[int, HandshakeGate] = {}
 
 
-def gate(port: int, limit: int | None = None) -> bool:
+def gate(port: int, limit: int | None = None, failed: Callable[[BaseException], None] | None = None) -> bool:
     """Bound the handshakes of the listener on `port` (by default to
     `MAX_HANDSHAKES_IN_PROGRESS`); False if this aiofastnet cannot."""
     if not install():
         return False
-    _GATES[port] = HandshakeGate(limit or MAX_HANDSHAKES_IN_PROGRESS, STALL_SECONDS)
+    found = _GATES[port] = HandshakeGate(limit or MAX_HANDSHAKES_IN_PROGRESS, STALL_SECONDS)
+    found.failed = failed
     return True
 
 
@@ -116,12 +121,14 @@ def handshake_ended(transport: Any) -> None:
 def install() -> bool:
     """Make aiofastnet's servers accept only what their port's gate has room for."""
     try:
-        from aiofastnet import api_create_server
+        from aiofastnet import api_create_server, api_utils
     except ImportError:
         return False
     base = getattr(api_create_server, "Server", None)
-    needed = ("_accept_connection", "_accept_connection2", "_start_serving_one_listener")
-    if not isinstance(base, type) or not all(callable(getattr(base, name, None)) for name in needed):
+    needed = ("_accept_connection", "_accept_connection2", "_start_serving_one_listener", "_attach")
+    helpers = ("SSLTransport_Socket", "_should_fallback_to_asyncio", "_ssl_needs_fallback_engine")
+    if (not isinstance(base, type) or not all(callable(getattr(base, name, None)) for name in needed)
+            or not all(callable(getattr(api_utils, name, None)) for name in helpers)):
         log.warning("this aiofastnet version cannot bound handshakes in progress")
         return False
 
@@ -130,6 +137,7 @@ def install() -> bool:
             found = _GATES.get(listening_sock.getsockname()[1])
             if found is None:
                 return super()._accept_connection(listening_sock)
+            direct = self._can_accept_now()
             for _ in range(found.room()):
                 try:
                     conn, _addr = listening_sock.accept()
@@ -143,12 +151,43 @@ def install() -> bool:
                         raise
                     return super()._accept_connection(listening_sock)  # aiofastnet backs off
                 found.started(conn.fileno())
-                asyncio.get_running_loop().create_task(self._gated_accept(conn, found))
+                if direct:
+                    self._accept_now(conn, found)
+                else:
+                    asyncio.get_running_loop().create_task(self._gated_accept(conn, found))
             self._loop.remove_reader(listening_sock.fileno())
             found.resume = functools.partial(self._resume_accepting, listening_sock)
             # By then every handshake in progress now has ended or stalled: never paused for good.
             self._loop.call_later(found.stall_seconds, found.check)
             return None
+
+        def _can_accept_now(self) -> bool:
+            """Whether aiofastnet would build this server's transports without waiting: its
+            own TLS transport over the socket (no asyncio fallback, no fallback engine)."""
+            ctx = self._ssl_context
+            return (isinstance(ctx, ssl.SSLContext) and not api_utils._should_fallback_to_asyncio(self._loop)
+                    and not api_utils._ssl_needs_fallback_engine(ctx))
+
+        def _accept_now(self, conn: socket.socket, found: HandshakeGate) -> None:
+            """What `_accept_connection2` does for a server's TLS transport, without an asyncio
+            task and a coroutine per connection: the transport starts its handshake at once."""
+            fd = conn.fileno()
+            try:
+                transport = api_utils.SSLTransport_Socket(  # looked up now: transport.py subclasses it
+                    self._loop, self._protocol_factory(), self._ssl_context, True,
+                    self._ssl_handshake_timeout, self._ssl_shutdown_timeout,
+                    self._ssl_incoming_bio_size, self._ssl_outgoing_bio_size,
+                    conn, server=self,
+                )
+            except Exception as exc:  # the socket is closed and the server goes on, as in aiofastnet
+                conn.close()
+                found.ended(fd)
+                if found.failed is not None:
+                    found.failed(exc)
+                if not isinstance(exc, OSError):  # a network error is noise, counted; anything else a bug
+                    log.exception("setting up TLS on an accepted connection failed")
+                return
+            self._attach(transport)
 
         async def _gated_accept(self, conn: socket.socket, found: HandshakeGate) -> None:
             fd = conn.fileno()

@@ -402,7 +402,7 @@ def watch_handshakes(port: int, noise: HandshakeNoise) -> bool:
     if not _hook_aiofastnet():
         return False
     _WATCHED[port] = noise
-    accept_gate.gate(port)
+    accept_gate.gate(port, failed=noise.failed)
     return True
 
 

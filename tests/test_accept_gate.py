@@ -99,3 +99,37 @@ async def test_a_vehicle_waits_while_the_bound_is_reached_then_streams(
         assert gate.room() == 2  # the vehicle's handshake ended too
     finally:
         await car.close()
+
+
+async def test_a_handshake_that_fails_as_it_is_accepted_is_counted(
+    running_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection whose ClientHello and close wait in the kernel's queue fails inside the
+    accept itself, before any transport exists to report it: it is still counted."""
+    monkeypatch.setattr(accept_gate, "MAX_HANDSHAKES_IN_PROGRESS", 1)
+    monkeypatch.setattr(accept_gate, "STALL_SECONDS", 30.0)
+    srv = await running_server()
+    gate = accept_gate.gate_of(srv.ports.vehicles)
+    assert gate is not None
+    _, stalled = await asyncio.open_connection("127.0.0.1", srv.ports.vehicles)
+    for _ in range(50):
+        if gate.room() == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert gate.room() == 0
+    _, queued = await asyncio.open_connection("127.0.0.1", srv.ports.vehicles)  # waits in the kernel's queue
+    queued.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a truncated ClientHello, then EOF
+    await queued.drain()
+    queued.close()
+    await asyncio.sleep(0.1)
+    stalled.close()  # the stalled handshake ends: the queued connection is accepted with its bytes and EOF
+
+    def failures() -> float:
+        return srv.metric("fleetwire_tls_handshake_failures_total", reason="closed_before_handshake")
+
+    for _ in range(100):
+        if failures() >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert failures() == 2
+    assert gate.in_progress == {}
