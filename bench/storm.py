@@ -51,7 +51,7 @@ from system import (
 )
 from targets import fleetwire_command, fleetwire_config
 
-Failure = tuple[float, str]  # (monotonic time, kind)
+Failure = tuple[float, str]  # (monotonic time the attempt began, kind)
 
 
 def log(message: str) -> None:
@@ -92,6 +92,7 @@ class Fleet:
         """Connect vehicle i and have one record acked, retrying until it works."""
         ctx = self.contexts[i - self.indices.start]
         while True:
+            started = time.monotonic()
             try:
                 conn = await asyncio.wait_for(
                     loadgen.connect(self.url, ctx, self.frames, i, self.tally), self.attempt_timeout
@@ -103,7 +104,9 @@ class Fleet:
                     raise
                 return conn, time.monotonic()
             except Exception as exc:  # noqa: BLE001 -- every failed attempt is counted, then retried
-                self.failures.append((time.monotonic(), failure_kind(exc)))
+                # When the attempt began: a busy client learns of a refusal late, and the
+                # parent tells attempts made while the server was down from those after.
+                self.failures.append((started, failure_kind(exc)))
                 await asyncio.sleep(self.retry_delay * random.uniform(0.5, 1.5))
 
     async def vehicle(self, i: int, gate: asyncio.Semaphore, up: list[int]) -> tuple[loadgen.Conn, float]:
