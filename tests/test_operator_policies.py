@@ -133,13 +133,22 @@ def test_deployment_is_hardened_and_rolls_only_on_config_changes() -> None:
 @pytest.mark.parametrize(("cpu", "workers"), [("2", "2"), ("1500m", "2"), ("0.5", "1"), ("100m", "1"), (3, "3"),
                                               (None, "auto")])
 def test_server_workers_follow_the_cpu_limit(cpu: Any, workers: str) -> None:
-    limits = {"memory": "256Mi"} if cpu is None else {"memory": "256Mi", "cpu": cpu}
+    limits = {"memory": "1Gi"} if cpu is None else {"memory": "1Gi", "cpu": cpu}
     objects = builders.server_objects(OWNER, spec(server={"records": {"V": ["logger"]},
                                                           "resources": {"limits": limits}}), ENV)
     container = objects[1]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][-2:] == ["--workers", workers]
     assert container["resources"]["limits"] == limits
     assert builders.server_workers({"requests": {"cpu": "4"}}) == "auto"  # a request is no limit
+
+
+@pytest.mark.parametrize(("limits", "workers"), [({"cpu": "4", "memory": "256Mi"}, "1"),
+                                                 ({"cpu": "4", "memory": "512Mi"}, "3"),
+                                                 ({"cpu": "2", "memory": "1Gi"}, "2"),
+                                                 ({"memory": "256Mi"}, "auto")])
+def test_server_workers_fit_the_memory_limit(limits: dict[str, str], workers: str) -> None:
+    """Each worker is a whole interpreter: four in 256Mi would be killed for their memory."""
+    assert builders.server_workers({"limits": limits}) == workers
 
 
 def test_a_zmq_server_runs_one_worker_whatever_its_cpu_limit() -> None:

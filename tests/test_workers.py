@@ -20,6 +20,9 @@ from fleetwire.server.supervisor import RESTART_MAX_SECONDS, restart_delay
 from fleetwire.server.worker_config import auto_workers, refusal, worker_config
 from fleetwire.server.worker_count import (
     cgroup_cpu_limit,
+    cgroup_memory_limit,
+    memory_bytes,
+    memory_cap,
     parse_workers,
     quota_v1,
     quota_v2,
@@ -53,6 +56,39 @@ def test_workers_argument() -> None:
 )
 def test_worker_count(requested: int | None, quota: float | None, cpus: int, expected: int) -> None:
     assert worker_count(requested, quota, cpus) == expected
+
+
+MI = 2**20
+
+
+@pytest.mark.parametrize(("limit", "cap"), [(128 * MI, 1), (256 * MI, 1), (512 * MI, 3), (1024 * MI, 7)])
+def test_a_memory_limit_caps_the_workers_it_could_not_hold(limit: int, cap: int) -> None:
+    """Each worker is a whole interpreter: a pod with only a memory limit on a 32-CPU node
+    must not start 32 of them."""
+    assert memory_cap(limit) == cap
+    assert worker_count(None, None, 32, limit) == cap
+    assert worker_count(None, 2.0, 32, 1024 * MI) == 2  # the CPU quota is lower
+    assert worker_count(4, None, 32, 256 * MI) == 4  # asked for: given
+
+
+def test_cgroup_memory_limit(tmp_path: Path) -> None:
+    assert memory_bytes("max\n") is None and memory_bytes("9223372036854771712\n") is None
+    assert memory_bytes("536870912\n") == 512 * MI
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/kubepods/pod1/container\n")
+    root = tmp_path / "fs"
+    (root / "kubepods/pod1/container").mkdir(parents=True)
+    (root / "kubepods/pod1/container/memory.max").write_text("max\n")
+    (root / "kubepods/pod1/memory.max").write_text(f"{512 * MI}\n")
+    assert cgroup_memory_limit(root, proc) == 512 * MI
+    v1 = tmp_path / "cgroup-v1"
+    v1.write_text("5:memory:/docker/abc\n")
+    mount = tmp_path / "fs1" / "memory" / "docker" / "abc"
+    mount.mkdir(parents=True)
+    (mount / "memory.limit_in_bytes").write_text(f"{256 * MI}\n")
+    assert cgroup_memory_limit(tmp_path / "fs1", v1) == 256 * MI
+    (mount / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert cgroup_memory_limit(tmp_path / "fs1", v1) is None
 
 
 def test_cgroup_quota_files() -> None:

@@ -30,6 +30,7 @@ from fleetwire.operator.environment import OperatorEnvironment
 from fleetwire.operator.resource.spec import AcmeCertificate, FleetTelemetrySpec, SecretCertificate, SecretKeyRef
 from fleetwire.server.drain import DEFAULT_DRAIN_SECONDS, DRAIN_ENV, grace_period_seconds
 from fleetwire.server.environment import parse_drain_seconds
+from fleetwire.server.worker_count import memory_cap
 
 __all__ = [
     "CONFIG_CHECKSUM_ANNOTATION",
@@ -292,20 +293,23 @@ def drain_seconds(spec: FleetTelemetrySpec) -> float:
 
 def server_workers(resources: Mapping[str, Any], *, one_process: bool = False) -> str:
     """`--workers` for the server container: its CPU limit rounded up ("1500m" → 2, "0.5" → 1),
-    or `auto` with no limit, which the server resolves to the CPUs it may use there (its
-    cgroup quota if the runtime sets one, else the node's CPUs, as an unlimited pod may use all).
+    no more than its memory limit holds (`worker_count.memory_cap`: "256Mi" → 1), or `auto`
+    with no CPU limit, which the server resolves to the CPUs and memory it may use there (its
+    cgroup limits, else the node's CPUs, as an unlimited pod may use all).
     A quantity the API server would refuse also gives `auto`: the Deployment's apply reports it.
     `one_process`: the records go to a dispatcher only one process can hold (ZMQ binds its address)."""
     if one_process:
         return "1"
-    limit = (resources.get("limits") or {}).get("cpu") if isinstance(resources, Mapping) else None
-    if limit is None:
-        return "auto"
+    limits = (resources.get("limits") or {}) if isinstance(resources, Mapping) else {}
     try:
-        cpus = parse_quantity(limit)
+        cpus = parse_quantity(limits["cpu"]) if limits.get("cpu") is not None else None
+        memory = parse_quantity(limits["memory"]) if limits.get("memory") is not None else None
     except ValueError:
         return "auto"
-    return str(max(1, math.ceil(cpus)))
+    if cpus is None:
+        return "auto"
+    workers = max(1, math.ceil(cpus))
+    return str(min(workers, memory_cap(float(memory))) if memory is not None else workers)
 
 
 def _routes_to(spec: FleetTelemetrySpec, dispatcher: str) -> bool:
