@@ -46,8 +46,9 @@ bench-deps:
 demo: $(STAMP) system-deps
 	$(VENV)/bin/fleetwire demo
 
+# Under `make test` a tool the tests need and it installs must be there: missing, it fails the run.
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q -ra
+	FLEETWIRE_TEST_TOOLS=required $(PY) -m pytest -q -ra
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not slow'

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.tools import require
 from conftest import PEBBLE, KopfRunnerFactory, LocalDns, Pebble
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -196,8 +197,7 @@ def point_at(monkeypatch: pytest.MonkeyPatch, server: Pebble) -> None:
 @pytest.fixture
 def short_lived_pebble(tmp_path: Path, local_dns: LocalDns) -> Any:
     """A pebble of its own whose leaves live 12 seconds: renewal (at 2/3) falls due after 8."""
-    if PEBBLE is None:
-        pytest.skip("pebble not installed (make test installs it)")
+    require(PEBBLE, "pebble")
     server = Pebble(PEBBLE, tmp_path, local_dns.port, certificate_validity=12)
     server.start()
     yield server

@@ -16,6 +16,7 @@ import subprocess
 from typing import Any
 
 import pytest
+from fixtures.tools import require
 from aiohttp import web
 from conftest import KopfRunnerFactory, Pebble, free_port
 from cryptography import x509
@@ -262,8 +263,7 @@ async def test_kubectl_apply_of_the_chart_example(kopf_runner: KopfRunnerFactory
     certificate; here the default directory points at a closed local port, so the test never
     leaves the machine and the failure shows as a back-off."""
     kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed")
+    require(kubectl, "kubectl")
     example = REPO_ROOT / "charts" / "fleetwire" / "examples" / "fleettelemetryconfig.yaml"
     operator_env.setattr(crd, "DEFAULT_ACME_DIRECTORY", f"https://127.0.0.1:{free_port()}/directory")
     kopf_runner(HANDLERS)

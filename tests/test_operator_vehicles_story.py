@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.tools import require
 from conftest import PEBBLE, KopfRunnerFactory, LocalDns, Pebble, RunningServer, ServerFactory
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -276,8 +277,7 @@ def acme(tmp_path: Path, local_dns: LocalDns) -> Iterator[Pebble]:
     """A pebble of its own (the story restarts it) whose leaves live 60 s: renewal falls due
     40 s after issuance, so the restart's new chain arrives within seconds, and leaves the
     vehicles 20 s to take a ca for both chains before the current certificate expires."""
-    if PEBBLE is None:
-        pytest.skip("pebble not installed (make test installs it)")
+    require(PEBBLE, "pebble")
     (tmp_path / "pebble").mkdir()
     server = Pebble(PEBBLE, tmp_path / "pebble", local_dns.port, certificate_validity=60)
     server.start()

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.tools import require
 from conftest import PEBBLE, LocalDns, Pebble
 from cryptography.hazmat.primitives import serialization
 from test_rotation_acceptance import A, B, HOST
@@ -90,8 +91,7 @@ async def test_a_forced_rotation_switches_at_once_and_heals() -> None:
 
 @pytest.fixture
 def own_pebble(tmp_path: Path, local_dns: LocalDns) -> Iterator[Pebble]:
-    if PEBBLE is None:
-        pytest.skip("pebble not installed (make test installs it)")
+    require(PEBBLE, "pebble")
     (tmp_path / "pebble").mkdir()
     server = Pebble(PEBBLE, tmp_path / "pebble", local_dns.port)
     server.start()
@@ -136,8 +136,7 @@ async def test_pebble_renewal_keeps_the_root_and_a_restart_is_made_before_break(
 @pytest.fixture
 def alternate_pebble(tmp_path: Path, local_dns: LocalDns) -> Iterator[Pebble]:
     """A pebble that offers every chain under a second root too (`Link: rel="alternate"`)."""
-    if PEBBLE is None:
-        pytest.skip("pebble not installed (make test installs it)")
+    require(PEBBLE, "pebble")
     (tmp_path / "pebble").mkdir()
     server = Pebble(PEBBLE, tmp_path / "pebble", local_dns.port, PEBBLE_ALTERNATE_ROOTS="1")
     server.start()
