@@ -131,7 +131,7 @@ class Session:
         )
         message, payload = decode_record("connectivity", payload, self.identity.vin)
         txid = peer.vehicle_txid.encode("utf-8", "replace")
-        self._dispatch("connectivity", entry, self._record("connectivity", txid, payload, message, now, now), None)
+        self._dispatch(entry, self._record("connectivity", txid, payload, message, now, now), None)
 
     # -- messages --------------------------------------------------------------------
 
@@ -177,14 +177,11 @@ class Session:
         metrics.records[record_type] += 1
         confirm = route.confirm
         if confirm is None:
-            self._dispatch(record_type, route, record, None)
+            self._dispatch(route, record, None)
             self._ack(txid, frame.topic)
             return
-        receipt = Receipt(self, txid, frame.topic)
         self.owed_acks += 1
-        for queue in route.queues:
-            if not queue.offer(record, receipt if queue is confirm else None):
-                self._link.hold(queue)
+        self._dispatch(route, record, Receipt(self, txid, frame.topic))
 
     def _record(
         self, record_type: str, txid: bytes, payload: bytes, message: object, created: float, now: float
@@ -202,10 +199,11 @@ class Session:
             client_version=self.peer.client_version,
         )
 
-    def _dispatch(self, record_type: str, route: Route, record: Record, waiter: Receipt | None) -> None:
+    def _dispatch(self, route: Route, record: Record, receipt: Receipt | None) -> None:
+        """Every queue of the route gets the record; the confirming one also its receipt."""
+        confirm = route.confirm
         for queue in route.queues:
-            accepted = queue.offer(record, waiter if queue is route.confirm else None)
-            if not accepted:
+            if not queue.offer(record, receipt if queue is confirm else None):
                 self._link.hold(queue)
 
     def _ack(self, txid: bytes, topic: bytes) -> None:
@@ -236,14 +234,18 @@ class Receipt:
     def done(self) -> bool:
         return self._done
 
+    def _settle(self) -> bool:
+        """True the first time only: a receipt is settled once, either way."""
+        if self._done:
+            return False
+        self._done = True
+        self._session.owed_acks -= 1
+        return True
+
     def set_result(self, result: None, /) -> None:
-        if not self._done:
-            self._done = True
-            self._session.owed_acks -= 1
+        if self._settle():
             self._session._ack(self._txid, self._topic)
 
     def set_exception(self, exception: BaseException, /) -> None:
-        if not self._done:
-            self._done = True
-            self._session.owed_acks -= 1
+        if self._settle():
             self._session._unconfirmed()
