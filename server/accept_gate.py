@@ -73,15 +73,20 @@ class HandshakeGate:
         if self.in_progress.pop(fd, None) is not None:
             self.check()
 
-    def check(self) -> None:
+    def check(self) -> float | None:
         """Resume accepting if paused and at most half the bound is in progress (stalled
-        handshakes not counted): on every end, and `stall_seconds` after a pause."""
+        handshakes not counted): on every end, and `stall_seconds` after a pause. While
+        still paused, the seconds until the oldest handshake stalls: ask again then (a
+        loop's timer may fire a little before the clock says the time has come)."""
         if self.resume is None:
-            return
+            return None
         self._forget_stalled()
         if len(self.in_progress) <= self.limit // 2:
             resume, self.resume = self.resume, None
             resume()
+            return None
+        oldest = next(iter(self.in_progress.values()))
+        return max(0.001, oldest + self.stall_seconds - self._clock())
 
 
 # Local port of a listening socket -> its gate (accepted sockets share the port).
@@ -158,8 +163,13 @@ def install() -> bool:
             self._loop.remove_reader(listening_sock.fileno())
             found.resume = functools.partial(self._resume_accepting, listening_sock)
             # By then every handshake in progress now has ended or stalled: never paused for good.
-            self._loop.call_later(found.stall_seconds, found.check)
+            self._loop.call_later(found.stall_seconds, self._recheck, found)
             return None
+
+        def _recheck(self, found: HandshakeGate) -> None:
+            delay = found.check()
+            if delay is not None:
+                self._loop.call_later(delay, self._recheck, found)
 
         def _can_accept_now(self) -> bool:
             """Whether aiofastnet would build this server's transports without waiting: its

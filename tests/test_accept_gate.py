@@ -52,6 +52,23 @@ def test_a_handshake_that_stalls_stops_counting() -> None:
     assert gate.room() == 2
 
 
+def test_a_check_that_comes_early_says_when_to_ask_again() -> None:
+    """A loop's timer may fire a hair before the clock reaches the stall time: the pause
+    must not then last until some handshake ends."""
+    now = [100.0]
+    resumed: list[bool] = []
+    gate = HandshakeGate(limit=2, stall_seconds=2.0, clock=lambda: now[0])
+    gate.started(10)
+    gate.started(11)
+    gate.resume = lambda: resumed.append(True)
+    now[0] += 1.999
+    again = gate.check()
+    assert resumed == [] and again is not None and 0 < again <= 0.01
+    now[0] += 0.01  # the next check, when it said
+    assert gate.check() is None and resumed == [True]
+    assert gate.check() is None  # not paused: nothing to ask
+
+
 async def test_connections_that_never_handshake_keep_no_vehicle_out(
     running_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
